@@ -1,0 +1,87 @@
+import gzip
+
+import numpy as np
+import pytest
+from conftest import N_TEST, N_TRAIN, make_images, write_dataset
+
+from jaxtrain.training import data
+
+
+def test_loads_idx_files_with_torchvision(data_dir):
+    train, test = data.load_datasets("mnist", data_dir, download=False)
+    assert (len(train), len(test)) == (N_TRAIN, N_TEST)
+    images, labels = make_images(N_TRAIN, seed=0)
+    got_images, got_labels = train.__getitems__([0, 5])
+    np.testing.assert_array_equal(got_images.numpy(), images[[0, 5]].reshape(2, 784))
+    np.testing.assert_array_equal(got_labels.numpy(), labels[[0, 5]])
+
+
+def test_train_batches_are_full_float_and_shuffled_by_seed_and_epoch(data_dir):
+    train, _ = data.load_datasets("mnist", data_dir, download=False)
+    batches = list(data.train_loader(train, 8, seed=0, epoch=0))
+    assert len(batches) == N_TRAIN // 8 == data.steps_per_epoch(train, 8)
+    b = batches[0]
+    assert b["image"].dtype == np.float32 and b["image"].shape == (8, 784)
+    assert b["label"].dtype == np.int32 and b["label"].shape == (8,)
+    assert 0.0 <= b["image"].min() and b["image"].max() == 1.0
+    labels = lambda bs: np.concatenate([x["label"] for x in bs])  # noqa: E731
+    again = list(data.train_loader(train, 8, seed=0, epoch=0))
+    np.testing.assert_array_equal(labels(batches), labels(again))
+    other_epoch = list(data.train_loader(train, 8, seed=0, epoch=1))
+    assert not np.array_equal(labels(batches), labels(other_epoch))
+    # Starting at batch 3 gives exactly batches 3.. of the same epoch (exact resume).
+    tail = list(data.train_loader(train, 8, seed=0, epoch=0, start_batch=3))
+    assert len(tail) == len(batches) - 3
+    for x, y in zip(tail, batches[3:]):
+        np.testing.assert_array_equal(x["image"], y["image"])
+
+
+def test_eval_covers_every_example_once_with_padding_masked(data_dir):
+    _, test = data.load_datasets("mnist", data_dir, download=False)
+    batches = list(data.eval_loader(test, 8))
+    assert len(batches) == 4  # 30 = 8 + 8 + 8 + 6
+    assert all(b["image"].shape == (8, 784) for b in batches)
+    assert batches[-1]["mask"].tolist() == [1] * 6 + [0] * 2
+    assert sum(b["mask"].sum() for b in batches) == N_TEST
+    _, labels = make_images(N_TEST, seed=1)
+    real = np.concatenate([b["label"][b["mask"] == 1] for b in batches])
+    np.testing.assert_array_equal(real, labels)
+
+
+def test_missing_data_without_download_names_dir_files_and_remedy(tmp_path):
+    with pytest.raises(ValueError) as e:
+        data.load_datasets("mnist", tmp_path, download=False)
+    msg = str(e.value)
+    assert str(tmp_path / "MNIST" / "raw") in msg
+    assert "train-images-idx3-ubyte" in msg and "--data-dir" in msg
+    assert "apt-get install dataset-fashion-mnist" in msg
+
+
+def test_truncated_idx_file_is_a_clear_error(tmp_path):
+    raw = write_dataset(tmp_path)
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        data.load_datasets("mnist", tmp_path, download=False)
+
+
+def test_label_count_mismatch_is_a_clear_error(tmp_path):
+    raw = write_dataset(tmp_path)
+    from conftest import write_idx
+
+    write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(N_TEST - 1, np.uint8))
+    with pytest.raises(ValueError, match="labels"):
+        data.load_datasets("mnist", tmp_path, download=False)
+
+
+def test_fashion_mnist_found_offline_from_debian_package(tmp_path, monkeypatch):
+    debian = tmp_path / "debian"
+    src = write_dataset(tmp_path / "src")
+    debian.mkdir()
+    for f in src.iterdir():
+        with gzip.open(debian / f"{f.name}.gz", "wb") as out:
+            out.write(f.read_bytes())
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian)
+    train, test = data.load_datasets("fashion-mnist", tmp_path / "cache", download=False)
+    assert (len(train), len(test)) == (N_TRAIN, N_TEST)
+    assert (tmp_path / "cache" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()

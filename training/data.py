@@ -1,0 +1,156 @@
+"""MNIST-family data: torchvision datasets read once into memory, batched by a DataLoader.
+
+Batches are dicts of numpy arrays: image float32 [B, 784] in [0, 1], label int32 [B]
+and, for evaluation, mask float32 [B] (1 for real examples, 0 for padding).
+
+The whole uint8 dataset is one tensor; a batch is one slice of it (the Dataset has
+`__getitems__`), so there is no per-sample PIL/ToTensor cost. The training order of
+epoch e is a permutation drawn from (seed, e) alone, so a run resumed in the middle
+of an epoch sees exactly the batches the uninterrupted run saw.
+"""
+
+import gzip
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import DataLoader, Dataset
+
+# Debian's package dataset-fashion-mnist: real Fashion-MNIST, no network needed.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+TORCHVISION_CLASSES = {"mnist": torchvision.datasets.MNIST,
+                       "fashion-mnist": torchvision.datasets.FashionMNIST}
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def raw_dir(dataset: str, data_dir) -> Path:
+    """Where torchvision looks for the uncompressed IDX files."""
+    return Path(data_dir) / TORCHVISION_CLASSES[dataset].__name__ / "raw"
+
+
+def _copy_debian_fashion_mnist(raw: Path) -> bool:
+    """Unpacks Debian's Fashion-MNIST into torchvision's layout; False if it is absent."""
+    sources = [DEBIAN_FASHION_MNIST / f"{name}.gz" for name in IDX_FILES]
+    if not all(s.exists() for s in sources):
+        return False
+    raw.mkdir(parents=True, exist_ok=True)
+    for src, name in zip(sources, IDX_FILES):
+        if not (raw / name).exists():
+            tmp = raw / f"{name}.partial"
+            with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            tmp.rename(raw / name)
+    print(f"Fashion-MNIST: copied from {DEBIAN_FASHION_MNIST} into {raw}", file=sys.stderr)
+    return True
+
+
+def _missing_data_error(dataset, raw, reason) -> ValueError:
+    remedy = ("put the IDX files there or pass --data-dir DIR (a folder holding "
+              f"{raw.parent.name}/raw/), or train offline with --dataset fashion-mnist "
+              "after `apt-get install dataset-fashion-mnist`")
+    if dataset == "fashion-mnist":
+        remedy = ("run `apt-get install dataset-fashion-mnist` (files under "
+                  f"{DEBIAN_FASHION_MNIST}), or put the IDX files there, or pass --data-dir DIR")
+    return ValueError(f"{dataset} not found in {raw} (expected {', '.join(IDX_FILES)}) "
+                      f"and {reason}: {remedy}")
+
+
+def load_split(dataset: str, data_dir, train: bool, download: bool = True):
+    """Images uint8 [N, 28, 28] and labels int64 [N] of one split, as torch tensors."""
+    raw = raw_dir(dataset, data_dir)
+    have_files = all((raw / name).exists() for name in IDX_FILES)
+    if not have_files and dataset == "fashion-mnist":
+        have_files = _copy_debian_fashion_mnist(raw)
+    if not have_files:
+        if not download:
+            raise _missing_data_error(dataset, raw, "downloading is off (--no-download)")
+        try:
+            TORCHVISION_CLASSES[dataset](data_dir, train=train, download=True)
+        except Exception as e:  # torchvision raises RuntimeError/URLError/OSError offline
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise _missing_data_error(dataset, raw, f"the download failed ({reason})") from None
+    try:
+        ds = TORCHVISION_CLASSES[dataset](data_dir, train=train, download=False)
+        images, labels = ds.data, ds.targets
+    except (AssertionError, RuntimeError, ValueError, TypeError) as e:
+        split = "train" if train else "t10k"
+        raise ValueError(f"the {split} IDX files in {raw} are truncated or corrupt "
+                         f"({type(e).__name__}: {e or 'bad header or size'}): delete them "
+                         "and download again, or point --data-dir at good copies") from None
+    if images.shape[1:] != (28, 28) or len(labels) != len(images):
+        raise ValueError(f"the IDX files in {raw} hold images {tuple(images.shape)} and "
+                         f"{len(labels)} labels; expected [N, 28, 28] images and N labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"the label file in {raw} has labels outside 0-9: it is corrupt")
+    return images, labels
+
+
+class ArrayDataset(Dataset):
+    """A dataset held as two tensors; `__getitems__` returns a whole batch by slicing."""
+
+    def __init__(self, images, labels):
+        self.images = images.reshape(len(images), -1)  # uint8 [N, 784]
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices):
+        indices = torch.as_tensor(indices)
+        return self.images[indices], self.labels[indices]
+
+
+def _to_numpy(batch, pad_to=None):
+    images, labels = batch
+    images = images.numpy().astype(np.float32) / 255.0  # [B, 784]
+    labels = labels.numpy().astype(np.int32)  # [B]
+    if pad_to is None:
+        return {"image": images, "label": labels}
+    n = len(labels)
+    mask = np.zeros(pad_to, np.float32)
+    mask[:n] = 1.0
+    return {"image": np.pad(images, ((0, pad_to - n), (0, 0))),
+            "label": np.pad(labels, (0, pad_to - n)), "mask": mask}
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training order of one epoch, a function of (seed, epoch) only."""
+    mixed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(mixed))
+
+
+def steps_per_epoch(dataset: ArrayDataset, batch_size: int) -> int:
+    """Full batches per epoch; the remainder (a different one each epoch) is dropped."""
+    return len(dataset) // batch_size
+
+
+def train_loader(dataset, batch_size, seed, epoch, start_batch=0):
+    """Shuffled full batches of epoch `epoch`, beginning at batch `start_batch`."""
+    n = steps_per_epoch(dataset, batch_size)
+    order = epoch_permutation(len(dataset), seed, epoch)[: n * batch_size].view(n, batch_size)
+    return DataLoader(dataset, batch_sampler=order[start_batch:].tolist(), collate_fn=_to_numpy)
+
+
+def eval_loader(dataset, batch_size):
+    """Every example once, in order; the last batch is padded to full size with mask 0,
+    so the eval step compiles once and padding never counts."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                      collate_fn=lambda batch: _to_numpy(batch, pad_to=batch_size))
+
+
+def load_datasets(dataset: str, data_dir, download: bool = True):
+    """(train, test) ArrayDatasets."""
+    # torch only slices uint8 tensors here; its OpenMP threads would otherwise spin
+    # after each slice and take the cores XLA computes on (measured: an epoch of
+    # data + steps went from 6.7 s to 4.3 s, eval from 0.55 s to 0.26 s).
+    torch.set_num_threads(1)
+    train = ArrayDataset(*load_split(dataset, data_dir, True, download))
+    test = ArrayDataset(*load_split(dataset, data_dir, False, download))
+    return train, test
