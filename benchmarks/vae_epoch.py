@@ -1,0 +1,79 @@
+"""Seconds per epoch of the VAE, split into data alone, train steps alone, and eval.
+
+    python benchmarks/vae_epoch.py [--dataset fashion-mnist] [--batch-size 128] [--repeats 3]
+
+Data alone: iterate one epoch of jaxtrain's DataLoader. Steps alone: the jitted train
+step on batches already in memory (compiled beforehand). Eval: one pass over the test
+set. The whole epoch as `jaxtrain fit` runs it is in <workdir>/metrics.jsonl (epoch_s).
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+
+from jaxtrain.training import data
+from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.models.vae import VAEConfig
+from jaxtrain.training.trainer import Run, evaluate
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), max(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--data-dir", default=DataConfig().data_dir)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    config = RunConfig("vae", VAEConfig(), DataConfig(args.dataset, args.data_dir),
+                       TrainConfig(batch_size=args.batch_size))
+    train_ds, test_ds = data.load_datasets(args.dataset, args.data_dir)
+    steps = data.steps_per_epoch(train_ds, args.batch_size)
+    run = Run(config, steps)
+
+    def data_epoch():
+        for _ in data.train_loader(train_ds, args.batch_size, 0, 0):
+            pass
+
+    batches = list(data.train_loader(train_ds, args.batch_size, 0, 0))
+    train_step = run.train_step
+    state = run.init_state()
+    state, _ = train_step(state, batches[0])  # compile
+    jax.block_until_ready(state)
+
+    def steps_epoch():
+        nonlocal state
+        for batch in batches:
+            state, _ = train_step(state, batch)
+        jax.block_until_ready(state)
+
+    def data_and_steps_epoch():
+        nonlocal state
+        for batch in data.train_loader(train_ds, args.batch_size, 0, 0):
+            state, _ = train_step(state, batch)
+        jax.block_until_ready(state)
+
+    evaluate(run, state.ema_params, test_ds)  # compile
+
+    print(f"{args.dataset}, batch {args.batch_size}, {steps} steps/epoch, "
+          f"{len(test_ds)} test images; median (min-max) of {args.repeats}")
+    for name, fn in (("data alone", data_epoch), ("train steps alone", steps_epoch),
+                     ("data + steps", data_and_steps_epoch),
+                     ("eval (test set)", lambda: evaluate(run, state.ema_params, test_ds))):
+        med, lo, hi = timed(fn, args.repeats)
+        print(f"  {name:18s} {med:6.3f} s  ({lo:.3f}-{hi:.3f})")
+
+
+if __name__ == "__main__":
+    main()

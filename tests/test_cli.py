@@ -1,0 +1,253 @@
+"""The real CLI in subprocesses: end to end, exact resume, interruption, kills, errors."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import TINY, cli, popen
+from PIL import Image
+
+from jaxtrain.training import checkpoint
+from jaxtrain.training.trainer import _target
+
+EPOCHS = 6  # 8 steps per epoch on the tiny dataset
+
+
+def fit_args(data_dir, workdir, *extra):
+    return ["fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", EPOCHS, *TINY, *extra]
+
+
+def final(workdir):
+    """(restored latest checkpoint, last metrics.jsonl record) of a run."""
+    restored = checkpoint.restore(workdir, _target)
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return restored, records[-1]
+
+
+def assert_same_run(a, b):
+    (ra, ma), (rb, mb) = final(a), final(b)
+    assert ra.step == rb.step == EPOCHS * 8
+    for x, y in zip(jax.tree.leaves(ra.state), jax.tree.leaves(rb.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bitwise
+    for key in ("test_loss", "test_recon", "test_kl"):
+        assert ma[key] == mb[key]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data_dir):
+    """A run trained from start to end without stopping."""
+    workdir = tmp_path_factory.mktemp("straight")
+    cli(*fit_args(data_dir, workdir))
+    return workdir
+
+
+@pytest.fixture
+def jaxtrain(monkeypatch, capsys):
+    """The CLI's entry point called in this process (fast, for the error cases)."""
+    from jaxtrain.cli.main import main
+
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["jaxtrain", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exit_.value.code, out, err)
+
+    return call
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def snapshot(workdir):
+    return {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
+
+
+def test_fit_sample_resume_eval(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    proc = cli("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 1, *TINY)
+    assert "epoch 1/1" in proc.stdout and "test loss" in proc.stdout
+    record = json.loads((workdir / "metrics.jsonl").read_text())
+    for key in ("train_loss", "train_recon", "train_kl", "train_grad_norm", "lr",
+                "samples_per_s", "test_loss", "test_recon", "test_kl"):
+        assert np.isfinite(record[key]), key
+    assert Image.open(workdir / "samples_epoch001.png").size == (302, 302)  # 10 x 10 of 28 + 2
+    assert Image.open(workdir / "recon_epoch001.png").size == (302, 62)  # inputs, outputs
+
+    out = tmp_path / "sevens.png"
+    cli("sample", "--class", 7, "--num", 16, "--workdir", workdir, "--out", out)
+    image = Image.open(out)
+    image.load()
+    assert image.size == (4 * 30 + 2, 4 * 30 + 2)
+    cli("sample", "--class", "all", "--num", 20, "--workdir", workdir)
+    assert Image.open(workdir / "sample_class_all.png").size == (2 * 30 + 2, 10 * 30 + 2)
+
+    cli("resume", "--workdir", workdir, "--epochs", 2)
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+
+    metrics = json.loads(cli("eval", "--workdir", workdir, "--json").stdout)
+    assert metrics["step"] == 16 and metrics["epoch"] == 2 and metrics["dataset"] == "mnist"
+    assert metrics["test_examples"] == 30
+    np.testing.assert_allclose(metrics["test_loss"], metrics["recon"] + metrics["kl"], rtol=1e-5)
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["test_loss"] == last["test_loss"]  # eval is deterministic
+    assert "test loss" in cli("eval", "--workdir", workdir, "--step", 8).stdout
+
+
+def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight):
+    workdir = tmp_path / "run"
+    cli(*fit_args(data_dir, workdir, "--stop-at-epoch", 1))
+    assert final(workdir)[0].step == 8
+    cli("resume", "--workdir", workdir)
+    assert_same_run(straight, workdir)
+
+
+def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straight):
+    workdir = tmp_path / "run"
+    proc = popen(*fit_args(data_dir, workdir))
+    assert proc.stderr.readline().startswith("training vae")  # handlers are installed
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"jaxtrain resume --workdir {workdir}" in err and "Traceback" not in err
+    restored, = [checkpoint.restore(workdir, _target)]
+    assert restored.step < EPOCHS * 8
+    cli("resume", "--workdir", workdir)
+    assert_same_run(straight, workdir)
+
+
+def kill_when(workdir, proc, ready, timeout=120):
+    """SIGKILLs `proc` as soon as ready(checkpoint folder entries) is true."""
+    ckpt = workdir / "checkpoints"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        names = [p.name for p in ckpt.iterdir()] if ckpt.is_dir() else []
+        if ready(names):
+            proc.kill()
+            proc.wait()
+            return names
+        time.sleep(0.001)
+    proc.kill()
+    raise AssertionError("the run ended before the moment to kill it came")
+
+
+def test_kill_9_during_training_leaves_a_resumable_run(tmp_path, data_dir, straight):
+    workdir = tmp_path / "run"
+    proc = popen(*fit_args(data_dir, workdir))
+    kill_when(workdir, proc, lambda names: any(n.isdigit() for n in names))
+    cli("resume", "--workdir", workdir)
+    assert_same_run(straight, workdir)
+
+
+def test_kill_9_during_a_save_leaves_a_resumable_run(tmp_path, data_dir, straight):
+    workdir = tmp_path / "run"
+    proc = popen(*fit_args(data_dir, workdir))
+    # A save in flight after at least one finished checkpoint (killing the very first
+    # save leaves no checkpoint, and resume rightly says so).
+    names = kill_when(workdir, proc, lambda names: any("tmp" in n for n in names)
+                      and any(n.isdigit() for n in names))
+    assert any("tmp" in n for n in names)
+    cli("resume", "--workdir", workdir)
+    assert_same_run(straight, workdir)
+
+
+def corrupt(step_dir):
+    for path in (step_dir / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, straight):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    latest = EPOCHS * 8
+    corrupt(workdir / "checkpoints" / str(latest))
+
+    proc = cli("eval", "--workdir", workdir, "--json")
+    assert json.loads(proc.stdout)["step"] == latest - 8
+    assert f"checkpoint step {latest}" in proc.stderr and "Traceback" not in proc.stderr
+    assert (workdir / "checkpoints" / str(latest)).is_dir()  # never deleted
+    cli("sample", "--class", 3, "--workdir", workdir)
+
+    cli("resume", "--workdir", workdir)  # redoes the last epoch
+    assert (workdir / "broken-checkpoints" / str(latest)).is_dir()
+    assert final(workdir)[0].step == latest
+
+
+def test_no_checkpoint_restores_is_a_clear_error(tmp_path, straight, jaxtrain):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    for step_dir in (workdir / "checkpoints").iterdir():
+        corrupt(step_dir)
+    before = snapshot(workdir)
+    proc = jaxtrain("eval", "--workdir", workdir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no checkpoint")
+    assert snapshot(workdir) == before
+
+
+def test_fit_refuses_a_workdir_holding_a_run(tmp_path, data_dir, straight, jaxtrain):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    before = snapshot(workdir)
+    proc = jaxtrain(*fit_args(data_dir, workdir))
+    assert_one_line_error(proc, "already holds a run", "--overwrite", "jaxtrain resume")
+    assert proc.returncode == 2
+    assert snapshot(workdir) == before
+
+
+def test_workdir_of_an_unknown_model(tmp_path, straight, jaxtrain):
+    workdir = tmp_path / "run"
+    shutil.copytree(straight, workdir)
+    for config in (workdir / "checkpoints").glob("*/config/metadata"):
+        data = json.loads(config.read_text())
+        config.write_text(json.dumps({**data, "model": "gan"}))
+    assert_one_line_error(jaxtrain("sample", "--class", 1, "--workdir", workdir), "'gan'")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["fit", "--model", "gan"], ["--model", "gan"]),
+    (["fit", "--dataset", "cifar"], ["--dataset", "cifar"]),
+    (["fit", "--epochs", "0"], ["--epochs", "0"]),
+    (["fit", "--batch-size", "-1"], ["--batch-size", "-1"]),
+    (["fit", "--lr", "0"], ["--lr"]),
+    (["sample", "--class", "x"], ["--class"]),
+    (["resume", "--workdir", "{tmp}/missing"], ["does not exist", "--workdir"]),
+    (["eval", "--workdir", "{tmp}"], ["no jaxtrain checkpoints"]),
+    (["sample", "--class", "1", "--workdir", "{tmp}/missing"], ["does not exist"]),
+    (["fit", "--workdir", "{tmp}/run", "--data-dir", "{tmp}", "--no-download"],
+     ["MNIST/raw", "train-images-idx3-ubyte", "--data-dir", "dataset-fashion-mnist"]),
+])
+def test_user_errors_are_one_line(tmp_path, args, fragments, jaxtrain):
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = jaxtrain(*args)
+    assert_one_line_error(proc, *fragments)
+    assert proc.returncode == 2
+
+
+def test_class_out_of_range_names_the_valid_ones(straight, jaxtrain):
+    proc = jaxtrain("sample", "--class", 12, "--workdir", straight)
+    assert_one_line_error(proc, "--class 12", "0-9")
+
+
+def test_resume_of_a_finished_run_says_how_to_train_longer(straight, jaxtrain):
+    proc = jaxtrain("resume", "--workdir", straight)
+    assert_one_line_error(proc, "already finished", "--epochs")
+
+
+def test_user_error_through_a_subprocess(tmp_path):
+    proc = cli("resume", "--workdir", tmp_path / "missing", check=False)
+    assert_one_line_error(proc, "does not exist")
+    assert proc.returncode == 2

@@ -1,0 +1,87 @@
+import jax
+import numpy as np
+import pytest
+
+from jaxtrain.models.vae import VAEConfig
+from jaxtrain.training import checkpoint
+from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.steps import ema_decay_at, make_schedule, update_ema
+from jaxtrain.training.trainer import Run, _target
+
+
+def tiny_run(**train):
+    config = RunConfig("vae", VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4),
+                       DataConfig("mnist", "/nonexistent"),
+                       TrainConfig(**{"epochs": 1, "batch_size": 8, "warmup_steps": 10, **train}))
+    return Run(config, steps_per_epoch=100)
+
+
+def a_batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": (rng.random((n, 784)) > 0.7).astype(np.float32),
+            "label": (np.arange(n) % 10).astype(np.int32)}
+
+
+def test_schedule_warms_up_from_nonzero_then_decays():
+    schedule = make_schedule(TrainConfig(lr=1e-3, warmup_steps=10), total_steps=100)
+    np.testing.assert_allclose(schedule(0), 1e-5, rtol=1e-5)  # step 0 is not 0
+    np.testing.assert_allclose(schedule(5), 1e-5 + 0.5 * (1e-3 - 1e-5), rtol=1e-5)
+    np.testing.assert_allclose(schedule(10), 1e-3, rtol=1e-5)
+    np.testing.assert_allclose(schedule(55), 0.5 * (1e-3 + 1e-5), rtol=1e-4)  # cosine midpoint
+    np.testing.assert_allclose(schedule(100), 1e-5, rtol=1e-5)
+
+
+def test_schedule_rejects_warmup_longer_than_run():
+    with pytest.raises(ValueError, match="--warmup-steps"):
+        make_schedule(TrainConfig(warmup_steps=100), total_steps=50)
+
+
+def test_ema_update_and_ramp():
+    np.testing.assert_allclose(update_ema({"w": 1.0}, {"w": 3.0}, 0.75)["w"], 1.5)
+    np.testing.assert_allclose(ema_decay_at(0, 0.999), 0.1)  # (1 + 0) / (10 + 0)
+    np.testing.assert_allclose(ema_decay_at(10_000, 0.999), 0.999)
+
+
+def test_train_step_updates_params_and_ema_and_compiles_once():
+    run = tiny_run(ema_decay=0.9)
+    state = run.init_state()
+    init = jax.tree.map(np.asarray, state.params)
+    state, metrics = run.train_step(state, a_batch(seed=0))
+    assert set(metrics) == {"loss", "recon", "kl", "grad_norm", "lr"}
+    np.testing.assert_allclose(metrics["lr"], run.schedule(0))
+    # First step: the EMA decay is ramped to 0.1, so ema = 0.1 * init + 0.9 * params.
+    expected = jax.tree.map(lambda i, p: 0.1 * i + 0.9 * np.asarray(p), init, state.params)
+    for e, got in zip(jax.tree.leaves(expected), jax.tree.leaves(state.ema_params)):
+        np.testing.assert_allclose(got, e, rtol=1e-5, atol=1e-7)
+    for seed in (1, 2, 3):
+        state, _ = run.train_step(state, a_batch(seed=seed))
+    assert int(state.step) == 4
+    assert run.train_step._cache_size() == 1  # no recompilation after the first step
+
+
+def test_overfits_one_batch():
+    run = tiny_run(lr=3e-3)
+    state = run.init_state()
+    batch = a_batch()
+    state, first = run.train_step(state, batch)
+    for _ in range(150):
+        state, last = run.train_step(state, batch)
+    assert float(last["loss"]) < 0.5 * float(first["loss"])
+
+
+def test_checkpoint_save_restore_is_bitwise(tmp_path):
+    run = tiny_run()
+    state = run.init_state()
+    for seed in range(3):
+        state, _ = run.train_step(state, a_batch(seed=seed))
+    manager = checkpoint.open_manager(tmp_path)
+    position = {"epoch": 0, "batch": 3, "steps_per_epoch": 100}
+    checkpoint.save(manager, state, position, run.config)
+    manager.wait_until_finished()
+    manager.close()
+    restored = checkpoint.restore(tmp_path, _target)
+    assert restored.step == 3 and restored.position == position
+    assert restored.config == run.config
+    assert type(restored.state) is type(state)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

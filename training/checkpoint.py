@@ -1,0 +1,124 @@
+"""Orbax checkpoints of a run: TrainState, data position and the full config, per step.
+
+Layout: <workdir>/checkpoints/<step>/{state, position, config}. The manager keeps the
+latest `keep` checkpoints plus the one with the best test loss. A checkpoint that no
+longer restores is skipped with a warning, never deleted.
+"""
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxtrain.training.config import RunConfig, RunMismatch
+
+
+def checkpoint_dir(workdir) -> Path:
+    return Path(workdir).absolute() / "checkpoints"
+
+
+def _test_loss(metrics):
+    return metrics["test_loss"]
+
+
+def open_manager(workdir, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        # best_fn makes the manager write the metrics next to each checkpoint, so the
+        # best one is still known after a restart.
+        best_fn=_test_loss, best_mode="min",
+        preservation_policy=policies.AnyPreservationPolicy([
+            policies.LatestN(n=keep),
+            policies.BestN(get_metric_fn=_test_loss, reverse=True, n=1,
+                           keep_checkpoints_without_metrics=False),
+        ]),
+        # A save killed half-way leaves <step>.orbax-checkpoint-tmp*; it is never a
+        # checkpoint, so a writer may remove it.
+        cleanup_tmp_directories=not read_only,
+        read_only=read_only, create=not read_only)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def save(manager, state, position: dict, config: RunConfig, metrics=None) -> None:
+    """Starts an async save of step `state.step`; call manager.wait_until_finished() to block."""
+    manager.save(int(state.step), metrics=metrics, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        position=ocp.args.JsonSave(position),
+        config=ocp.args.JsonSave(config.to_dict())))
+
+
+@dataclasses.dataclass
+class Restored:
+    step: int
+    config: RunConfig
+    position: dict  # {"epoch", "batch", "steps_per_epoch"}: where training continues
+    state: Any
+    broken: list  # newer steps that failed to restore
+
+
+def _restore_step(manager, step, make_target):
+    meta = manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore(), position=ocp.args.JsonRestore()))
+    config = RunConfig.from_dict(meta.config)
+    target = make_target(config, meta.position)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))
+    return Restored(step, config, dict(meta.position), restored.state, [])
+
+
+def restore(workdir, make_target: Callable, step: int | None = None) -> Restored:
+    """Restores `step`, or the newest checkpoint that restores, into `make_target(config,
+    position)` (an abstract TrainState from jax.eval_shape). Raises ValueError if none does."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise ValueError(f"workdir {workdir} does not exist: pass --workdir of a run "
+                         "made by `jaxtrain fit`")
+    if not checkpoint_dir(workdir).is_dir():
+        raise ValueError(f"{workdir} holds no jaxtrain checkpoints: pass --workdir of a run "
+                         "made by `jaxtrain fit`")
+    manager = open_manager(workdir, read_only=True)
+    try:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
+            raise ValueError(f"no checkpoint in {checkpoint_dir(workdir)}: the run saved "
+                             "none yet; start it again with `jaxtrain fit --overwrite`")
+        if step is not None:
+            if step not in steps:
+                raise ValueError(f"no checkpoint for step {step} in {checkpoint_dir(workdir)}: "
+                                 f"available steps are {sorted(steps)}")
+            steps = [step]
+        broken = []
+        for s in steps:
+            try:
+                result = _restore_step(manager, s, make_target)
+                result.broken = broken
+                return result
+            except RunMismatch:
+                raise
+            except Exception as e:  # Orbax raises many kinds for a damaged checkpoint
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                print(f"warning: checkpoint step {s} in {checkpoint_dir(workdir)} does not "
+                      f"restore ({reason}); trying an older one", file=sys.stderr)
+                broken.append(s)
+        raise ValueError(f"no checkpoint in {checkpoint_dir(workdir)} restores (tried steps "
+                         f"{broken}): the run cannot continue; start again with "
+                         "`jaxtrain fit --overwrite`")
+    finally:
+        manager.close()
+
+
+def move_aside(workdir, steps) -> None:
+    """Moves broken checkpoints out of the manager's way (a resumed run will save those
+    step numbers again), into <workdir>/broken-checkpoints/, without deleting them."""
+    dest = Path(workdir) / "broken-checkpoints"
+    for s in steps:
+        dest.mkdir(exist_ok=True)
+        target = dest / str(s)
+        n = 1
+        while target.exists():
+            target, n = dest / f"{s}.{n}", n + 1
+        shutil.move(str(checkpoint_dir(workdir) / str(s)), str(target))
+        print(f"warning: moved the broken checkpoint {s} to {target}", file=sys.stderr)

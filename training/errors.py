@@ -1,0 +1,9 @@
+"""Exceptions the command line turns into one line and an exit code (no heavy imports)."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
