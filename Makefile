@@ -1,0 +1,40 @@
+# The few targets a newcomer needs. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR := checkpoints/demo
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: install demo test data bench clean
+
+install: $(VENV)/.installed
+
+# Re-installs when pyproject.toml changes; the install is editable, so code edits need none.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Fashion-MNIST from Debian's package: real data that needs no download at run time.
+data:
+	@test -f $(FASHION) || { \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y dataset-fashion-mnist || \
+	  { $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }; }
+
+demo: install data
+	$(BIN)/jaxtrain fit --dataset fashion-mnist --epochs 1 --workdir $(DEMO_DIR) --overwrite
+	$(BIN)/jaxtrain sample --class 7 --workdir $(DEMO_DIR) --out $(DEMO_DIR)/sample_class_7.png
+	$(BIN)/jaxtrain eval --workdir $(DEMO_DIR)
+	@echo "demo done: run in $(DEMO_DIR)/ (checkpoints/, metrics.jsonl, samples_epoch001.png, recon_epoch001.png, sample_class_7.png)"
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install data
+	$(BIN)/python benchmarks/vae_epoch.py --dataset fashion-mnist
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
