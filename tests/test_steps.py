@@ -85,3 +85,19 @@ def test_checkpoint_save_restore_is_bitwise(tmp_path):
     assert type(restored.state) is type(state)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored.state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_manager_keeps_latest_n_plus_the_best(tmp_path):
+    run = tiny_run()
+    state = run.init_state()
+    manager = checkpoint.open_manager(tmp_path, keep=2)
+    for step, loss in zip(range(1, 6), [5.0, 1.0, 4.0, 3.0, 2.0]):
+        state = state.replace(step=np.int32(step))
+        position = {"epoch": step, "batch": 0, "steps_per_epoch": 100}
+        checkpoint.save(manager, state, position, run.config, metrics={"test_loss": loss})
+        manager.wait_until_finished()
+    # A save without metrics (an interrupted epoch) is kept as one of the latest.
+    checkpoint.save(manager, state.replace(step=np.int32(6)), position, run.config)
+    manager.wait_until_finished()
+    assert sorted(manager.all_steps()) == [2, 5, 6]
+    manager.close()

@@ -71,7 +71,7 @@ def load_split(dataset: str, data_dir, train: bool, download: bool = True):
         try:
             TORCHVISION_CLASSES[dataset](data_dir, train=train, download=True)
         except Exception as e:  # torchvision raises RuntimeError/URLError/OSError offline
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":")
             raise _missing_data_error(dataset, raw, f"the download failed ({reason})") from None
     try:
         ds = TORCHVISION_CLASSES[dataset](data_dir, train=train, download=False)
