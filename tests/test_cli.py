@@ -245,6 +245,8 @@ def test_class_out_of_range_names_the_valid_ones(straight, jaxtrain):
 def test_resume_of_a_finished_run_says_how_to_train_longer(straight, jaxtrain):
     proc = jaxtrain("resume", "--workdir", straight)
     assert_one_line_error(proc, "already finished", "--epochs")
+    proc = jaxtrain("resume", "--workdir", straight, "--epochs", EPOCHS + 2, "--stop-at-epoch", 2)
+    assert_one_line_error(proc, "--stop-at-epoch 2")
 
 
 def test_user_error_through_a_subprocess(tmp_path):

@@ -241,6 +241,9 @@ def resume(workdir, epochs=None, data_dir=None, stop_at_epoch=None):
     if position["epoch"] >= config.train.epochs:
         raise ValueError(f"the run in {workdir} already finished its {config.train.epochs} "
                          "epochs: pass --epochs N (larger) to train longer")
+    if stop_at_epoch is not None and stop_at_epoch <= position["epoch"]:
+        raise ValueError(f"--stop-at-epoch {stop_at_epoch} is not after the {position['epoch']} "
+                         "epochs already trained: pass a later epoch")
     train_ds, test_ds = data.load_datasets(config.data.dataset, config.data.data_dir,
                                            config.data.download)
     steps = data.steps_per_epoch(train_ds, config.train.batch_size)
