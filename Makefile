@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR := checkpoints/demo
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install demo test data bench clean
+.PHONY: install demo test lint data bench clean
 
 install: $(VENV)/.installed
 
@@ -33,8 +33,12 @@ demo: install data
 test: install
 	$(BIN)/python -m pytest
 
+lint: install
+	$(BIN)/ruff check .
+
 bench: install data
 	$(BIN)/python benchmarks/vae_epoch.py --dataset fashion-mnist
+	$(BIN)/python benchmarks/transformer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

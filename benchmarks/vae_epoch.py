@@ -13,9 +13,9 @@ import time
 
 import jax
 
+from jaxtrain.models.vae import VAEConfig
 from jaxtrain.training import data
 from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
-from jaxtrain.models.vae import VAEConfig
 from jaxtrain.training.trainer import Run, evaluate
 
 

@@ -13,8 +13,9 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
-                  help="Train, resume, sample and evaluate a class-conditional VAE on MNIST-family "
-                       "data with JAX, Flax, Optax and Orbax.")
+                  help="Train, resume, sample and evaluate class-conditional generative models "
+                       "(a VAE, a small Transformer) on MNIST-family data with JAX, Flax, Optax "
+                       "and Orbax.")
 
 WORKDIR_HELP = "Run folder: checkpoints, metrics.jsonl and PNGs."
 DEFAULT_WORKDIR = Path("checkpoints/vae")
@@ -22,6 +23,7 @@ DEFAULT_WORKDIR = Path("checkpoints/vae")
 
 class Model(str, enum.Enum):
     vae = "vae"
+    transformer = "transformer"
 
 
 class Dataset(str, enum.Enum):
@@ -41,6 +43,11 @@ def _widths(text: str, flag: str) -> tuple:
         raise ValueError(f"{flag} takes comma-separated integers like 512,256, got {text!r}")
 
 
+# Training defaults that differ between model families.
+MODEL_DEFAULTS = {"vae": {"batch_size": 128, "lr": 2e-3},
+                  "transformer": {"batch_size": 32, "lr": 1e-3}}
+
+
 @app.command()
 def fit(
     model: Model = typer.Option(Model.vae, help="Model family to train."),
@@ -49,44 +56,78 @@ def fit(
         None, help="Folder holding MNIST/raw/ or FashionMNIST/raw/ IDX files "
                    "[default: ~/.cache/jaxtrain]."),
     download: bool = typer.Option(True, help="Download the data if it is missing."),
-    workdir: Optional[Path] = typer.Option(None, help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
+    workdir: Optional[Path] = typer.Option(
+        None, help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
     overwrite: bool = typer.Option(False, help="Replace a run already in the workdir."),
     epochs: int = typer.Option(10, help="Epochs in the run (the LR schedule spans them)."),
     stop_at_epoch: Optional[int] = typer.Option(
-        None, help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited job)."),
-    batch_size: int = typer.Option(128, help="Examples per step (and per eval batch)."),
+        None, help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
+                   "job)."),
+    batch_size: Optional[int] = typer.Option(
+        None, help="Examples per step and per eval batch [default: vae 128, transformer 32]."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and sampling."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate of AdamW."),
-    warmup_steps: int = typer.Option(200, help="Linear warmup steps from lr/100 before cosine decay."),
+    lr: Optional[float] = typer.Option(
+        None, help="Peak learning rate of AdamW [default: vae 2e-3, transformer 1e-3]."),
+    warmup_steps: int = typer.Option(
+        200, help="Linear warmup steps from lr/100 before cosine decay."),
     weight_decay: float = typer.Option(1e-4, help="AdamW decoupled weight decay."),
     grad_clip: float = typer.Option(1.0, help="Clip gradients to this global norm."),
-    ema_decay: float = typer.Option(0.998, help="Decay of the parameter EMA used for eval and sampling."),
+    ema_decay: float = typer.Option(
+        0.998, help="Decay of the parameter EMA used for eval and sampling."),
     keep: int = typer.Option(3, help="Latest checkpoints to keep (the best one is kept too)."),
-    encoder_widths: str = typer.Option("512,256", help="Encoder hidden widths, comma-separated."),
-    decoder_widths: str = typer.Option("256,512", help="Decoder hidden widths, comma-separated."),
-    latent_dim: int = typer.Option(32, help="Size of the latent z."),
-    likelihood: Likelihood = typer.Option(
-        Likelihood.bernoulli, help="bernoulli: logits + binary cross-entropy, loss in nats; "
-                                   "gaussian: the tutorial's squared error."),
-    kl_weight: float = typer.Option(1.0, help="Weight of the KL term in the training loss "
-                                              "(the reported test loss is always the true -ELBO)."),
+    encoder_widths: Optional[str] = typer.Option(
+        None, help="vae: encoder hidden widths, comma-separated [default: 512,256]."),
+    decoder_widths: Optional[str] = typer.Option(
+        None, help="vae: decoder hidden widths, comma-separated [default: 256,512]."),
+    latent_dim: Optional[int] = typer.Option(None, help="vae: size of the latent z [default: 32]."),
+    likelihood: Optional[Likelihood] = typer.Option(
+        None, help="vae: bernoulli (logits + binary cross-entropy, loss in nats; the default) "
+                   "or gaussian (the tutorial's squared error)."),
+    kl_weight: Optional[float] = typer.Option(
+        None, help="vae: weight of the KL term in the training loss [default: 1; the reported "
+                   "test loss is always the true -ELBO]."),
+    layers: Optional[int] = typer.Option(None, help="transformer: blocks [default: 4]."),
+    d_model: Optional[int] = typer.Option(None, help="transformer: width [default: 128]."),
+    heads: Optional[int] = typer.Option(None, help="transformer: attention heads [default: 4]."),
+    dropout: Optional[float] = typer.Option(None, help="transformer: dropout rate [default: 0.1]."),
+    context: Optional[int] = typer.Option(
+        None, help="transformer: sequence length; digits need 196 (the default)."),
 ):
     """Train a new run."""
-    from jaxtrain.models.vae import VAEConfig
     from jaxtrain.training import trainer
-    from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig, default_data_dir
+    from jaxtrain.training.config import (
+        MODELS,
+        DataConfig,
+        RunConfig,
+        TrainConfig,
+        default_data_dir,
+    )
 
     if stop_at_epoch is not None and stop_at_epoch <= 0:
         raise ValueError(f"--stop-at-epoch must be a positive integer, got {stop_at_epoch}")
+    family_options = {
+        "vae": {"encoder_widths": encoder_widths and _widths(encoder_widths, "--encoder-widths"),
+                "decoder_widths": decoder_widths and _widths(decoder_widths, "--decoder-widths"),
+                "latent_dim": latent_dim, "kl_weight": kl_weight,
+                "likelihood": likelihood and likelihood.value},
+        "transformer": {"layers": layers, "d_model": d_model, "heads": heads, "dropout": dropout,
+                        "context": context},
+    }
+    for other, options in family_options.items():
+        for name, value in options.items():
+            if other != model.value and value is not None:
+                raise ValueError(f"--{name.replace('_', '-')} is a {other} option; it does not "
+                                 f"apply to --model {model.value}")
+    chosen = {k: v for k, v in family_options[model.value].items() if v is not None}
+    defaults = MODEL_DEFAULTS[model.value]
     config = RunConfig(
         model=model.value,
-        model_config=VAEConfig(encoder_widths=_widths(encoder_widths, "--encoder-widths"),
-                               decoder_widths=_widths(decoder_widths, "--decoder-widths"),
-                               latent_dim=latent_dim, likelihood=likelihood.value,
-                               kl_weight=kl_weight),
+        model_config=MODELS[model.value][0](**chosen),
         data=DataConfig(dataset=dataset.value, download=download,
                         data_dir=str((data_dir or Path(default_data_dir())).absolute())),
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+        train=TrainConfig(epochs=epochs,
+                          batch_size=defaults["batch_size"] if batch_size is None else batch_size,
+                          lr=defaults["lr"] if lr is None else lr, warmup_steps=warmup_steps,
                           weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay,
                           seed=seed, keep=keep))
     workdir = workdir or Path("checkpoints") / model.value
@@ -96,8 +137,7 @@ def fit(
 
 def _done(workdir: Path):
     print(f"done: checkpoints in {workdir / 'checkpoints'}, metrics in "
-          f"{workdir / 'metrics.jsonl'}, images in {workdir}/samples_epoch*.png and "
-          f"recon_epoch*.png", file=sys.stderr)
+          f"{workdir / 'metrics.jsonl'}, images in {workdir}/*_epochNNN.png", file=sys.stderr)
 
 
 @app.command()
@@ -128,8 +168,12 @@ def sample(
     workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
     out: Optional[Path] = typer.Option(None, help="PNG to write [default: "
                                                   "<workdir>/sample_class_<class>.png]."),
-    seed: int = typer.Option(0, help="Seed of the latents."),
+    seed: int = typer.Option(0, help="Seed of the sampling."),
     step: Optional[int] = typer.Option(None, help="Checkpoint step [default: latest]."),
+    temperature: Optional[float] = typer.Option(
+        None, help="transformer: softmax temperature; 0 is greedy [default: 1]."),
+    top_k: Optional[int] = typer.Option(
+        None, help="transformer: sample among the k likeliest tokens [default: all]."),
 ):
     """Write a PNG grid of generated images of one class, from the EMA parameters."""
     if label != "all":
@@ -139,9 +183,14 @@ def sample(
             raise ValueError(f"--class takes a class number (0-9) or 'all', got {label!r}")
     if num <= 0:
         raise ValueError(f"--num must be a positive integer, got {num}")
+    if temperature is not None and temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    if top_k is not None and not 1 <= top_k <= 16:
+        raise ValueError(f"--top-k must be between 1 and 16 (the digit tokens), got {top_k}")
     from jaxtrain.training import trainer
 
-    path = trainer.sample(workdir, label, num, out=out, seed=seed, step=step)
+    path = trainer.sample(workdir, label, num, out=out, seed=seed, step=step,
+                          temperature=temperature, top_k=top_k)
     print(f"wrote {path}")
 
 
@@ -162,9 +211,9 @@ def eval_(
     if as_json:
         print(json.dumps(m))
     else:
-        print(f"{m['model']} on {m['dataset']} test set ({m['test_examples']} images), step "
-              f"{m['step']} (epoch {m['epoch']}): test loss {m['test_loss']:.2f} nats/image = "
-              f"recon {m['recon']:.2f} + kl {m['kl']:.2f}")
+        print(f"{m.pop('model')} on {m.pop('dataset')} test set ({m.pop('test_examples')} "
+              f"images), step {m.pop('step')} (epoch {m.pop('epoch')}, batch {m.pop('batch')}): "
+              f"{trainer.describe(m)}; losses in nats per image")
 
 
 def main():

@@ -126,6 +126,9 @@ class VAEFamily:
     """What the generic trainer needs from a model family: init, losses, samples."""
 
     name = "vae"
+    sample_options = ()  # sample() takes no options beyond labels and key
+    train_loss_unit = "nats/image"
+    tokens_per_example = None
 
     def __init__(self, config: VAEConfig):
         self.config = config
@@ -137,7 +140,8 @@ class VAEFamily:
         return self.model.init(rng, x, label, rng)["params"]
 
     def _terms(self, params, batch, rng):
-        out, mean, logvar = self.model.apply({"params": params}, batch["image"], batch["label"], rng)
+        out, mean, logvar = self.model.apply({"params": params}, batch["image"], batch["label"],
+                                             rng)
         return reconstruction_nll(self.config, out, batch["image"]), kl_divergence(mean, logvar)
 
     def train_loss(self, params, batch, rng):
@@ -152,6 +156,24 @@ class VAEFamily:
         mask = batch["mask"]
         return {"test_loss": jnp.sum((recon + kl) * mask), "recon": jnp.sum(recon * mask),
                 "kl": jnp.sum(kl * mask), "count": jnp.sum(mask)}
+
+    def finalize(self, metrics):
+        return metrics
+
+    def sample(self, params, labels, rng):
+        """Images [N, 28, 28] in [0, 1] of classes `labels` [N], from z ~ N(0, I)."""
+        return self.generate(params, labels, self.latents(rng, len(labels)))
+
+    def epoch_images(self, params, rng, images, labels):
+        """PNG grids written after each epoch, as {name: (images, columns)}: samples, one
+        row per class, all rows from the same latents (so epochs compare); the given test
+        images above their reconstructions."""
+        n = self.config.num_classes
+        z = jnp.tile(self.latents(rng, n), (n, 1))  # [n * n, Z]
+        samples = self.generate(params, np.repeat(np.arange(n), n), z)
+        recon = self.reconstruct(params, images, labels)
+        return {"samples": (samples, n),
+                "recon": (np.concatenate([images.reshape(-1, 28, 28), recon]), len(images))}
 
     def generate(self, params, labels, z):
         """Images [N, 28, 28] in [0, 1] for classes `labels` [N] from latents `z` [N, Z]."""

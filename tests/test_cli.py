@@ -253,3 +253,38 @@ def test_user_error_through_a_subprocess(tmp_path):
     proc = cli("resume", "--workdir", tmp_path / "missing", check=False)
     assert_one_line_error(proc, "does not exist")
     assert proc.returncode == 2
+
+
+TRANSFORMER = ["--model", "transformer", "--layers", "1", "--d-model", "32", "--heads", "2",
+               "--batch-size", "8", "--warmup-steps", "2", "--no-download"]
+
+
+def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir):
+    """The same trainer, checkpoints and commands serve the Transformer; resume is exact
+    (dropout and dynamic binarization keys come from the step)."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    args = ["fit", "--data-dir", data_dir, "--epochs", 2, *TRANSFORMER]
+    cli(*args, "--workdir", straight)
+    cli(*args, "--workdir", stopped, "--stop-at-epoch", 1)
+    cli("resume", "--workdir", stopped)
+    (a, ma), (b, mb) = final(straight), final(stopped)
+    assert a.step == b.step == 16 and ma["test_loss"] == mb["test_loss"]
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert ma["tokens_per_s"] > 0 and ma["test_bits_per_dim"] > 0
+
+    metrics = json.loads(cli("eval", "--workdir", straight, "--json").stdout)
+    assert metrics["model"] == "transformer" and metrics["test_loss"] == ma["test_loss"]
+    np.testing.assert_allclose(metrics["bits_per_dim"], metrics["test_loss"] / (784 * np.log(2)))
+    out = tmp_path / "sevens.png"
+    cli("sample", "--class", 7, "--num", 4, "--workdir", straight, "--out", out,
+        "--temperature", 0.8, "--top-k", 4)
+    assert Image.open(out).size == (2 * 30 + 2, 2 * 30 + 2)
+    assert Image.open(straight / "samples_epoch002.png").size == (302, 302)
+
+
+def test_options_of_the_other_model_are_refused(jaxtrain, straight):
+    assert_one_line_error(jaxtrain("fit", "--model", "transformer", "--latent-dim", 3),
+                          "--latent-dim", "vae option")
+    assert_one_line_error(jaxtrain("sample", "--class", 1, "--workdir", straight,
+                                   "--temperature", 0.5), "--temperature", "vae run")

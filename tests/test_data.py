@@ -11,7 +11,8 @@ def test_loads_idx_files_with_torchvision(data_dir):
     train, test = data.load_datasets("mnist", data_dir, download=False)
     assert (len(train), len(test)) == (N_TRAIN, N_TEST)
     images, labels = make_images(N_TRAIN, seed=0)
-    got_images, got_labels = train.__getitems__([0, 5])
+    got_images, got_labels, index = train.__getitems__([0, 5])
+    assert index.tolist() == [0, 5]
     np.testing.assert_array_equal(got_images.numpy(), images[[0, 5]].reshape(2, 784))
     np.testing.assert_array_equal(got_labels.numpy(), labels[[0, 5]])
 
@@ -42,6 +43,7 @@ def test_eval_covers_every_example_once_with_padding_masked(data_dir):
     assert len(batches) == 4  # 30 = 8 + 8 + 8 + 6
     assert all(b["image"].shape == (8, 784) for b in batches)
     assert batches[-1]["mask"].tolist() == [1] * 6 + [0] * 2
+    assert batches[-1]["index"][:6].tolist() == list(range(24, 30))
     assert sum(b["mask"].sum() for b in batches) == N_TEST
     _, labels = make_images(N_TEST, seed=1)
     real = np.concatenate([b["label"][b["mask"] == 1] for b in batches])

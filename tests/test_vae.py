@@ -3,8 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.models.vae import (VAE, VAEConfig, VAEFamily, bernoulli_nll, gaussian_nll,
-                                 kl_divergence)
+from jaxtrain.models.vae import (
+    VAE,
+    VAEConfig,
+    VAEFamily,
+    bernoulli_nll,
+    gaussian_nll,
+    kl_divergence,
+)
 
 TINY = VAEConfig(encoder_widths=(16,), decoder_widths=(16,), latent_dim=4)
 
@@ -61,7 +67,8 @@ def test_eval_sums_ignore_padding():
     batch = {"image": rng.random((4, 784), dtype=np.float32), "label": np.array([1, 2, 3, 4]),
              "mask": np.array([1.0, 1.0, 0.0, 0.0], np.float32)}
     sums = family.eval_sums(params, batch, jax.random.PRNGKey(0))
-    real = {"image": batch["image"][:2], "label": batch["label"][:2], "mask": np.ones(2, np.float32)}
+    real = {"image": batch["image"][:2], "label": batch["label"][:2],
+            "mask": np.ones(2, np.float32)}
     expected = family.eval_sums(params, real, jax.random.PRNGKey(0))
     assert float(sums["count"]) == 2
     np.testing.assert_allclose(float(sums["recon"]), float(expected["recon"]), rtol=1e-5)

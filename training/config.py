@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jaxtrain.models.transformer import DigitsFamily, TransformerConfig
 from jaxtrain.models.vae import VAEConfig, VAEFamily
 
 # model name -> (its config class, its family class)
-MODELS = {"vae": (VAEConfig, VAEFamily)}
+MODELS = {"vae": (VAEConfig, VAEFamily), "transformer": (TransformerConfig, DigitsFamily)}
 DATASETS = ("mnist", "fashion-mnist")
 
 
@@ -34,7 +35,8 @@ class DataConfig:
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
+            raise ValueError(f"unknown dataset {self.dataset!r}: choose one of "
+                             f"{', '.join(DATASETS)}")
 
 
 @dataclasses.dataclass(frozen=True)

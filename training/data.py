@@ -1,7 +1,8 @@
 """MNIST-family data: torchvision datasets read once into memory, batched by a DataLoader.
 
-Batches are dicts of numpy arrays: image float32 [B, 784] in [0, 1], label int32 [B]
-and, for evaluation, mask float32 [B] (1 for real examples, 0 for padding).
+Batches are dicts of numpy arrays: image float32 [B, 784] in [0, 1], label int32 [B],
+index int32 [B] (the examples' positions in the dataset) and, for evaluation, mask
+float32 [B] (1 for real examples, 0 for padding).
 
 The whole uint8 dataset is one tensor; a batch is one slice of it (the Dataset has
 `__getitems__`), so there is no per-sample PIL/ToTensor cost. The training order of
@@ -9,6 +10,7 @@ epoch e is a permutation drawn from (seed, e) alone, so a run resumed in the mid
 of an epoch sees exactly the batches the uninterrupted run saw.
 """
 
+import functools
 import gzip
 import shutil
 import sys
@@ -104,20 +106,21 @@ class ArrayDataset(Dataset):
 
     def __getitems__(self, indices):
         indices = torch.as_tensor(indices)
-        return self.images[indices], self.labels[indices]
+        return self.images[indices], self.labels[indices], indices
 
 
 def _to_numpy(batch, pad_to=None):
-    images, labels = batch
-    images = images.numpy().astype(np.float32) / 255.0  # [B, 784]
-    labels = labels.numpy().astype(np.int32)  # [B]
+    """Torch slices -> numpy batch; with pad_to, pads to that size and adds mask."""
+    images, labels, index = batch
+    out = {"image": images.numpy().astype(np.float32) / 255.0,  # [B, 784]
+           "label": labels.numpy().astype(np.int32),  # [B]
+           "index": index.numpy().astype(np.int32)}  # [B] position in the dataset
     if pad_to is None:
-        return {"image": images, "label": labels}
-    n = len(labels)
-    mask = np.zeros(pad_to, np.float32)
-    mask[:n] = 1.0
-    return {"image": np.pad(images, ((0, pad_to - n), (0, 0))),
-            "label": np.pad(labels, (0, pad_to - n)), "mask": mask}
+        return out
+    n = len(out["label"])
+    out = {k: np.pad(v, [(0, pad_to - n)] + [(0, 0)] * (v.ndim - 1)) for k, v in out.items()}
+    out["mask"] = (np.arange(pad_to) < n).astype(np.float32)  # [B] 1 = real example
+    return out
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -142,7 +145,7 @@ def eval_loader(dataset, batch_size):
     """Every example once, in order; the last batch is padded to full size with mask 0,
     so the eval step compiles once and padding never counts."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                      collate_fn=lambda batch: _to_numpy(batch, pad_to=batch_size))
+                      collate_fn=functools.partial(_to_numpy, pad_to=batch_size))
 
 
 def load_datasets(dataset: str, data_dir, download: bool = True):

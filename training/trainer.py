@@ -22,11 +22,17 @@ from jaxtrain.training import checkpoint, data
 from jaxtrain.training.config import RunConfig
 from jaxtrain.training.errors import Interrupted
 from jaxtrain.training.images import save_grid
-from jaxtrain.training.steps import (create_state, make_eval_step, make_optimizer,
-                                     make_schedule, make_train_step, run_keys)
+from jaxtrain.training.steps import (
+    create_state,
+    make_eval_step,
+    make_optimizer,
+    make_schedule,
+    make_train_step,
+    run_keys,
+)
 
 LOG_EVERY = 50  # steps between host reads of the loss for the progress bar
-RUN_FILES = ("metrics.jsonl", "samples_epoch*.png", "recon_epoch*.png")
+RUN_FILES = ("metrics.jsonl", "*_epoch[0-9][0-9][0-9].png")
 
 # Orbax logs routine warnings (e.g. a save without metrics) through absl.
 absl.logging.set_verbosity(absl.logging.ERROR)
@@ -101,22 +107,24 @@ def evaluate(run: Run, params, test_ds) -> dict:
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     count = sums.pop("count")
-    return {k: float(v / count) for k, v in sums.items()}
+    return run.family.finalize({k: float(v / count) for k, v in sums.items()})
 
 
 def _write_epoch_images(run: Run, params, test_ds, workdir: Path, epoch: int) -> None:
-    """Samples (one row per class, the same latents every epoch) and reconstructions of
-    the first test images (inputs above outputs)."""
+    """The family's PNG grids for this epoch, from the first test images and the run's
+    fixed sampling key."""
     n = run.config.model_config.num_classes
-    z = run.family.latents(run_keys(run.config.train.seed)["sample"], n)  # [n, Z]
-    labels = np.repeat(np.arange(n), n)
-    samples = run.family.generate(params, labels, jnp.tile(z, (n, 1)))
-    save_grid(samples, n, workdir / f"samples_epoch{epoch:03d}.png")
-    images, labels = (t.numpy() for t in test_ds.__getitems__(list(range(n))))
-    images = images.astype(np.float32) / 255.0
-    recon = run.family.reconstruct(params, images, labels.astype(np.int32))
-    save_grid(np.concatenate([images.reshape(-1, 28, 28), recon]), n,
-              workdir / f"recon_epoch{epoch:03d}.png")
+    images, labels, _ = (t.numpy() for t in test_ds.__getitems__(list(range(n))))
+    grids = run.family.epoch_images(params, run_keys(run.config.train.seed)["sample"],
+                                    images.astype(np.float32) / 255.0, labels.astype(np.int32))
+    for name, (grid, cols) in grids.items():
+        save_grid(grid, cols, workdir / f"{name}_epoch{epoch:03d}.png")
+
+
+def describe(metrics: dict) -> str:
+    """'test loss 237.93 (recon 225.71, kl 12.22)': the test loss and its companions."""
+    rest = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "test_loss")
+    return f"test loss {metrics['test_loss']:.2f} ({rest})"
 
 
 def _mean_train_metrics(metrics: list) -> dict:
@@ -195,11 +203,14 @@ def _train_epoch(run, workdir, state, train_ds, test_ds, manager, stop, epoch, s
               "train_steps": len(metrics), "samples_per_s": len(metrics) * B / train_time,
               "train_s": train_time, "data_s": data_time, "eval_s": eval_time,
               "save_s": save_time, "epoch_s": time.perf_counter() - t0}
+    if run.family.tokens_per_example:
+        record["tokens_per_s"] = record["samples_per_s"] * run.family.tokens_per_example
     with open(workdir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
-    train_part = (f"train loss {record['train_loss']:.2f} " if metrics else "")
+    train_part = (f"train loss {record['train_loss']:.3g} {run.family.train_loss_unit}  "
+                  if metrics else "")
     print(f"epoch {epoch + 1}/{config.train.epochs}  step {record['step']}  {train_part}"
-          f"test loss {test['test_loss']:.2f} (recon {test['recon']:.2f} + kl {test['kl']:.2f})  "
+          f"{describe(test)}  "
           f"{record['samples_per_s']:.0f} samples/s  {record['epoch_s']:.1f}s", flush=True)
     return state
 
@@ -278,11 +289,17 @@ def eval_checkpoint(workdir, step=None, data_dir=None) -> dict:
             "model": config.model, "test_examples": len(test_ds)}
 
 
-def sample(workdir, label, num: int, out=None, seed: int = 0, step=None) -> Path:
+def sample(workdir, label, num: int, out=None, seed: int = 0, step=None, **options) -> Path:
     """Writes a PNG grid of generated images of class `label` (an int, or "all" for one
-    row per class) from the EMA parameters."""
+    row per class) from the EMA parameters. `options` (temperature, top_k) go to
+    families that take them; a value given to one that does not is an error."""
     restored = checkpoint.restore(workdir, _target, step)
     family = restored.config.family()
+    for name, value in options.items():
+        if value is not None and name not in family.sample_options:
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to a "
+                             f"{restored.config.model} run")
+    options = {k: v for k, v in options.items() if v is not None}
     num_classes = restored.config.model_config.num_classes
     if label == "all":
         cols = -(-num // num_classes)
@@ -292,7 +309,6 @@ def sample(workdir, label, num: int, out=None, seed: int = 0, step=None) -> Path
             raise ValueError(f"--class {label} is out of range: use 0-{num_classes - 1} or all")
         cols = int(np.ceil(np.sqrt(num)))
         labels = np.full(num, label)
-    z = family.latents(jax.random.PRNGKey(seed), len(labels))
-    images = family.generate(restored.state.ema_params, labels, z)
+    images = family.sample(restored.state.ema_params, labels, jax.random.PRNGKey(seed), **options)
     out = Path(out) if out else Path(workdir) / f"sample_class_{label}.png"
     return save_grid(images, cols, out)

@@ -1,0 +1,122 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtrain.models.transformer import (
+    DigitsFamily,
+    Transformer,
+    TransformerConfig,
+    image_to_tokens,
+    nats_to_bits_per_dim,
+    pick,
+    sequence_nll,
+    tokens_to_image,
+)
+
+TINY = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.1)
+
+
+def test_tokenization_round_trip_and_layout():
+    bits = (np.random.default_rng(0).random((3, 784)) > 0.5).astype(np.int32)
+    tokens = image_to_tokens(jnp.asarray(bits))
+    assert tokens.shape == (3, 196) and 0 <= int(tokens.min()) and int(tokens.max()) <= 15
+    np.testing.assert_array_equal(tokens_to_image(tokens), bits)
+    # Pixels (0,0)=1, (0,1)=0, (1,0)=1, (1,1)=1 make the first token 0b1011 = 11;
+    # pixel (0, 2) is the top-left of the second patch: 0b1000 = 8.
+    image = np.zeros((28, 28), np.int32)
+    image[0, 0] = image[1, 0] = image[1, 1] = image[0, 2] = 1
+    first = image_to_tokens(jnp.asarray(image.reshape(1, 784)))[0]
+    assert first[:2].tolist() == [11, 8] and int(first[2:].sum()) == 0
+
+
+def test_likelihood_arithmetic_hand_checked():
+    # Uniform logits over 16 symbols: each of 196 tokens costs log 16 = 4 log 2 nats,
+    # i.e. exactly 1 bit per binary pixel.
+    nll = sequence_nll(jnp.zeros((1, 196, 16)), jnp.zeros((1, 196), jnp.int32))
+    np.testing.assert_allclose(nll, [196 * math.log(16)], rtol=1e-6)
+    np.testing.assert_allclose(nats_to_bits_per_dim(nll), [1.0], rtol=1e-6)
+    # A token given probability 1/2 costs log 2.
+    logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25]]]))
+    np.testing.assert_allclose(sequence_nll(logits, jnp.array([[0]])), [math.log(2)], rtol=1e-6)
+
+
+def test_shapes_and_parameter_count():
+    family = DigitsFamily(TINY)
+    params = family.init(jax.random.PRNGKey(0), batch_size=2)
+    d = 32
+    attention = 4 * (d * d + d)  # query, key, value, output projections with biases
+    block = attention + 2 * 2 * d + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    expected = 26 * d + 196 * d + block + 2 * d + (d * 16 + 16)
+    assert sum(p.size for p in jax.tree.leaves(params)) == expected
+    logits = Transformer(TINY).apply({"params": params}, jnp.zeros((2, 196), jnp.int32))
+    assert logits.shape == (2, 196, 16)
+
+
+def test_is_causal():
+    config = TINY.replace(dropout=0.0)
+    params = DigitsFamily(config).init(jax.random.PRNGKey(0), batch_size=1)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (1, 196), 0, 26)
+    changed = tokens.at[0, 100].set((tokens[0, 100] + 1) % 26)
+    a = Transformer(config).apply({"params": params}, tokens)
+    b = Transformer(config).apply({"params": params}, changed)
+    np.testing.assert_allclose(a[0, :100], b[0, :100], atol=1e-6)
+    assert not np.allclose(a[0, 100:], b[0, 100:])
+
+
+def test_cached_decoding_equals_the_full_forward_pass():
+    config = TINY.replace(dropout=0.0)
+    params = DigitsFamily(config).init(jax.random.PRNGKey(0), batch_size=2)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 196), 0, 26)
+    full = Transformer(config).apply({"params": params}, tokens)  # [2, 196, 16]
+    decoder = Transformer(config.replace(decode=True))
+    cache = decoder.init(jax.random.PRNGKey(0), jnp.zeros((2, 196), jnp.int32))["cache"]
+    step = jax.jit(lambda cache, token: decoder.apply({"params": params, "cache": cache},
+                                                      token, mutable=["cache"]))
+    for t in range(196):
+        logits, variables = step(cache, tokens[:, t:t + 1])
+        cache = variables["cache"]
+        np.testing.assert_allclose(logits[:, 0], full[:, t], atol=2e-5, rtol=1e-5)
+
+
+def test_pick_greedy_and_top_k():
+    logits = jnp.log(jnp.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]))
+    assert pick(logits, jax.random.PRNGKey(0), 0.0, None).tolist() == [1, 0]
+    draws = jax.vmap(lambda k: pick(logits, k, 1.0, 1))(jax.random.split(jax.random.PRNGKey(0), 50))
+    assert (draws == jnp.array([1, 0])).all()  # top-1 sampling is greedy
+
+
+def test_test_binarization_is_fixed_per_example():
+    family = DigitsFamily(TINY)
+    params = family.init(jax.random.PRNGKey(0), batch_size=4)
+    images = np.random.default_rng(0).random((4, 784)).astype(np.float32)
+    batch = {"image": images, "label": np.arange(4, dtype=np.int32),
+             "index": np.arange(4, dtype=np.int32), "mask": np.ones(4, np.float32)}
+    a = family.eval_sums(params, batch, jax.random.PRNGKey(0))
+    b = family.eval_sums(params, batch, jax.random.PRNGKey(1))
+    assert float(a["test_loss"]) == float(b["test_loss"])
+    # The same examples split into two batches give the same total.
+    halves = [{k: v[s] for k, v in batch.items()} for s in (slice(0, 2), slice(2, 4))]
+    total = sum(float(family.eval_sums(params, h, None)["test_loss"]) for h in halves)
+    np.testing.assert_allclose(total, float(a["test_loss"]), rtol=1e-5)
+
+
+def test_sample_gives_binary_images_of_the_right_shape():
+    family = DigitsFamily(TINY)
+    params = family.init(jax.random.PRNGKey(0), batch_size=3)
+    images = family.sample(params, np.array([0, 7, 7]), jax.random.PRNGKey(0), temperature=1.0,
+                           top_k=4)
+    assert images.shape == (3, 28, 28) and set(np.unique(images)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("kwargs", [{"heads": 3}, {"layers": 0}, {"dropout": 1.0}])
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        TransformerConfig(**kwargs)
+
+
+def test_digits_need_a_context_of_196():
+    with pytest.raises(ValueError, match="--context must be 196"):
+        DigitsFamily(TransformerConfig(context=64))
