@@ -29,6 +29,7 @@ class Model(str, enum.Enum):
 class Dataset(str, enum.Enum):
     mnist = "mnist"
     fashion_mnist = "fashion-mnist"
+    text = "text"
 
 
 class Likelihood(str, enum.Enum):
@@ -51,15 +52,25 @@ MODEL_DEFAULTS = {"vae": {"batch_size": 128, "lr": 2e-3},
 @app.command()
 def fit(
     model: Model = typer.Option(Model.vae, help="Model family to train."),
-    dataset: Dataset = typer.Option(Dataset.mnist, help="Training data."),
+    dataset: Dataset = typer.Option(
+        Dataset.mnist, help="Training data; text (a character model of --data-file) needs "
+                            "--model transformer."),
     data_dir: Optional[Path] = typer.Option(
         None, help="Folder holding MNIST/raw/ or FashionMNIST/raw/ IDX files "
                    "[default: ~/.cache/jaxtrain]."),
+    data_file: Optional[Path] = typer.Option(
+        None, help="text: a UTF-8 file; its first 90% trains, the last 10% validates."),
     download: bool = typer.Option(True, help="Download the data if it is missing."),
     workdir: Optional[Path] = typer.Option(
         None, help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
     overwrite: bool = typer.Option(False, help="Replace a run already in the workdir."),
-    epochs: int = typer.Option(10, help="Epochs in the run (the LR schedule spans them)."),
+    epochs: Optional[int] = typer.Option(
+        None, help="Epochs in the run; the LR schedule spans the run [default: 10 for images]."),
+    steps: Optional[int] = typer.Option(
+        None, help="Optimizer steps in the run, instead of --epochs [default: 2000 for text]."),
+    eval_every: Optional[int] = typer.Option(
+        None, help="Steps between evaluations and checkpoints [default: one epoch; 250 for "
+                   "text]."),
     stop_at_epoch: Optional[int] = typer.Option(
         None, help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
                    "job)."),
@@ -91,7 +102,8 @@ def fit(
     heads: Optional[int] = typer.Option(None, help="transformer: attention heads [default: 4]."),
     dropout: Optional[float] = typer.Option(None, help="transformer: dropout rate [default: 0.1]."),
     context: Optional[int] = typer.Option(
-        None, help="transformer: sequence length; digits need 196 (the default)."),
+        None, help="transformer: sequence length; digits need 196 (their default), text "
+                   "defaults to 256."),
 ):
     """Train a new run."""
     from jaxtrain.training import trainer
@@ -119,13 +131,23 @@ def fit(
                 raise ValueError(f"--{name.replace('_', '-')} is a {other} option; it does not "
                                  f"apply to --model {model.value}")
     chosen = {k: v for k, v in family_options[model.value].items() if v is not None}
+    text = dataset == Dataset.text
+    if text and model != Model.transformer:
+        raise ValueError(f"--dataset text needs --model transformer, not {model.value}")
+    if text:
+        chosen.setdefault("context", 256)
+        if epochs is None and steps is None:
+            steps = 2000
+    elif epochs is None and steps is None:
+        epochs = 10
     defaults = MODEL_DEFAULTS[model.value]
     config = RunConfig(
         model=model.value,
         model_config=MODELS[model.value][0](**chosen),
         data=DataConfig(dataset=dataset.value, download=download,
-                        data_dir=str((data_dir or Path(default_data_dir())).absolute())),
-        train=TrainConfig(epochs=epochs,
+                        data_dir=str((data_dir or Path(default_data_dir())).absolute()),
+                        data_file=data_file and str(data_file.absolute())),
+        train=TrainConfig(epochs=epochs, steps=steps, eval_every=eval_every,
                           batch_size=defaults["batch_size"] if batch_size is None else batch_size,
                           lr=defaults["lr"] if lr is None else lr, warmup_steps=warmup_steps,
                           weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay,
@@ -136,8 +158,9 @@ def fit(
 
 
 def _done(workdir: Path):
+    pngs = " and PNGs" if any(workdir.glob("*.png")) else ""
     print(f"done: checkpoints in {workdir / 'checkpoints'}, metrics in "
-          f"{workdir / 'metrics.jsonl'}, images in {workdir}/*_epochNNN.png", file=sys.stderr)
+          f"{workdir / 'metrics.jsonl'}{pngs}", file=sys.stderr)
 
 
 @app.command()
@@ -145,25 +168,33 @@ def resume(
     workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
     epochs: Optional[int] = typer.Option(
         None, help="Raise the run's total epochs (the LR schedule is rebuilt for the new total)."),
+    steps: Optional[int] = typer.Option(
+        None, help="Raise the total steps of a run measured in steps (text)."),
     stop_at_epoch: Optional[int] = typer.Option(None, help="Stop after this epoch, resumable."),
     data_dir: Optional[Path] = typer.Option(None, help="Read the data from here instead of the "
                                                        "folder saved with the run."),
+    data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
+                                                        "one saved with the run."),
 ):
     """Continue a run from its latest checkpoint, with its saved settings."""
     from jaxtrain.training import trainer
 
-    for flag, value in (("--epochs", epochs), ("--stop-at-epoch", stop_at_epoch)):
+    for flag, value in (("--epochs", epochs), ("--steps", steps),
+                        ("--stop-at-epoch", stop_at_epoch)):
         if value is not None and value <= 0:
             raise ValueError(f"{flag} must be a positive integer, got {value}")
-    trainer.resume(workdir, epochs=epochs, data_dir=data_dir and data_dir.absolute(),
-                   stop_at_epoch=stop_at_epoch)
+    trainer.resume(workdir, epochs=epochs, steps=steps, data_dir=data_dir and data_dir.absolute(),
+                   data_file=data_file and data_file.absolute(), stop_at_epoch=stop_at_epoch)
     _done(workdir)
 
 
 @app.command()
 def sample(
-    label: str = typer.Option(..., "--class", help="Class to generate, 0-9, or 'all' for one "
-                                                   "row per class."),
+    label: Optional[str] = typer.Option(
+        None, "--class", help="Digits: class to generate, 0-9, or 'all' for one row per class."),
+    prompt: Optional[str] = typer.Option(
+        None, help="Text: the text to continue; the result is printed."),
+    length: int = typer.Option(500, help="Text: characters to generate."),
     num: int = typer.Option(64, help="Number of images (with 'all': spread over the rows)."),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
     out: Optional[Path] = typer.Option(None, help="PNG to write [default: "
@@ -175,7 +206,21 @@ def sample(
     top_k: Optional[int] = typer.Option(
         None, help="transformer: sample among the k likeliest tokens [default: all]."),
 ):
-    """Write a PNG grid of generated images of one class, from the EMA parameters."""
+    """Generate from the EMA parameters: a PNG grid of one class (digits), or text."""
+    from jaxtrain.training import trainer
+
+    if temperature is not None and temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"--top-k must be a positive integer, got {top_k}")
+    if (label is None) == (prompt is None):
+        raise ValueError("pass --class N (a digits model) or --prompt TEXT (a text model)")
+    if prompt is not None:
+        if length <= 0:
+            raise ValueError(f"--length must be a positive integer, got {length}")
+        print(trainer.sample_text(workdir, prompt, length, seed=seed, step=step,
+                                  temperature=temperature, top_k=top_k))
+        return
     if label != "all":
         try:
             label = int(label)
@@ -183,12 +228,6 @@ def sample(
             raise ValueError(f"--class takes a class number (0-9) or 'all', got {label!r}")
     if num <= 0:
         raise ValueError(f"--num must be a positive integer, got {num}")
-    if temperature is not None and temperature < 0:
-        raise ValueError(f"--temperature must be >= 0, got {temperature}")
-    if top_k is not None and not 1 <= top_k <= 16:
-        raise ValueError(f"--top-k must be between 1 and 16 (the digit tokens), got {top_k}")
-    from jaxtrain.training import trainer
-
     path = trainer.sample(workdir, label, num, out=out, seed=seed, step=step,
                           temperature=temperature, top_k=top_k)
     print(f"wrote {path}")
@@ -201,19 +240,24 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     data_dir: Optional[Path] = typer.Option(None, help="Read the data from here instead of the "
                                                        "folder saved with the run."),
+    data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
+                                                        "one saved with the run."),
 ):
     """Print the test metrics of a checkpoint, computed with the EMA parameters."""
     import json
 
     from jaxtrain.training import trainer
 
-    m = trainer.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute())
+    m = trainer.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
+                                data_file=data_file and data_file.absolute())
     if as_json:
         print(json.dumps(m))
     else:
-        print(f"{m.pop('model')} on {m.pop('dataset')} test set ({m.pop('test_examples')} "
-              f"images), step {m.pop('step')} (epoch {m.pop('epoch')}, batch {m.pop('batch')}): "
-              f"{trainer.describe(m)}; losses in nats per image")
+        where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
+        unit = "character" if m["dataset"] == "text" else "image"
+        print(f"{m.pop('model')} on {m.pop('dataset')} ({m.pop('test_examples')} test "
+              f"{'windows' if unit == 'character' else 'images'}), {where}: "
+              f"{trainer.describe(m)}; losses in nats per {unit}")
 
 
 def main():

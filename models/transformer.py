@@ -17,6 +17,7 @@ the exact log-likelihood of the 784 binary pixels.
 """
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -186,7 +187,7 @@ class DigitsFamily:
                                 float(temperature), top_k)
         return np.asarray(tokens_to_image(tokens), np.float32).reshape(-1, 28, 28)
 
-    def epoch_images(self, params, rng, images, labels):
+    def epoch_images(self, params, rng, preview):
         """One row per class, ten samples each, from a fixed key so epochs compare."""
         n = self.config.num_classes
         samples = self.sample(params, np.repeat(np.arange(n), n), rng)
@@ -225,3 +226,91 @@ def pick(logits, rng, temperature, top_k):
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [N, 1]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     return jax.random.categorical(rng, logits)
+
+
+# --- Characters as token sequences. ---
+
+
+class TextFamily:
+    """Character-level language model; `vocab` holds the characters, token i = vocab[i]."""
+
+    name = "transformer"
+    sample_options = ("temperature", "top_k")
+    train_loss_unit = "nats/char"
+
+    def __init__(self, config: TransformerConfig, vocab: str):
+        if not vocab or config.vocab_size != len(vocab) or config.output_size != len(vocab):
+            raise ValueError(f"a text model needs vocab_size = output_size = {len(vocab or '')} "
+                             f"(its vocabulary), got {config.vocab_size}/{config.output_size}")
+        self.config, self.vocab = config, vocab
+        self.model = Transformer(config)
+        self.decoder = Transformer(config.replace(decode=True, dropout=0.0))
+        self.tokens_per_example = config.context
+
+    def init(self, rng, batch_size):
+        tokens = jnp.zeros((batch_size, self.config.context), jnp.int32)
+        return self.model.init(rng, tokens)["params"]
+
+    def _token_nll(self, params, tokens, rngs=None):
+        logits = self.model.apply({"params": params}, tokens[:, :-1], deterministic=rngs is None,
+                                  rngs=rngs)  # [B, T, V]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])  # [B, T]
+
+    def train_loss(self, params, batch, rng):
+        loss = self._token_nll(params, batch["tokens"], {"dropout": rng}).mean()
+        return loss, {"bits_per_char": loss / math.log(2)}
+
+    def eval_sums(self, params, batch, rng):
+        """Sums over the real windows' characters; test_loss is nats per character."""
+        nll = self._token_nll(params, batch["tokens"]).sum(-1)  # [B]
+        return {"test_loss": jnp.sum(nll * batch["mask"]),
+                "count": jnp.sum(batch["mask"]) * self.config.context}
+
+    def finalize(self, metrics):
+        return {**metrics, "bits_per_char": metrics["test_loss"] / math.log(2)}
+
+    def epoch_images(self, params, rng, preview):
+        return {}
+
+    def generate(self, params, prompt: np.ndarray, length: int, rng, temperature=1.0,
+                 top_k=None) -> np.ndarray:
+        """`length` tokens following `prompt` [P]. Within the context the key/value cache
+        makes each token cost one position; past it, the last `context` tokens are run
+        through the model again for each new token (the positions are learned, so a
+        window cannot slide inside the cache)."""
+        c = self.config
+        if not 1 <= len(prompt) <= c.context:
+            raise ValueError(f"the prompt has {len(prompt)} characters; it needs 1 to "
+                             f"{c.context} (the model's context)")
+        if top_k is not None and top_k > c.output_size:
+            raise ValueError(f"--top-k {top_k} exceeds the vocabulary of {c.output_size}")
+        step = _cached_step(self.decoder)
+        cache = self.decoder.init(rng, jnp.zeros((1, c.context), jnp.int32))["cache"]
+        for token in prompt:
+            logits, cache = step(params, cache, jnp.array([[token]], jnp.int32))
+        tokens = list(prompt)
+        window = _window_logits(self.model)
+        for i in range(length):
+            token = int(pick(logits, jax.random.fold_in(rng, i), temperature, top_k)[0])
+            tokens.append(token)
+            if len(tokens) < c.context:
+                logits, cache = step(params, cache, jnp.array([[token]], jnp.int32))
+            else:
+                logits = window(params, jnp.array([tokens[-c.context:]], jnp.int32))
+        return np.array(tokens[len(prompt):], np.int32)
+
+
+@functools.cache
+def _cached_step(decoder):
+    @jax.jit
+    def step(params, cache, token):
+        logits, variables = decoder.apply({"params": params, "cache": cache}, token,
+                                          mutable=["cache"])
+        return logits[:, -1], variables["cache"]
+
+    return step
+
+
+@functools.cache
+def _window_logits(model):
+    return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens)[:, -1])

@@ -158,19 +158,20 @@ class VAEFamily:
                 "kl": jnp.sum(kl * mask), "count": jnp.sum(mask)}
 
     def finalize(self, metrics):
-        return metrics
+        return {k: metrics[k] for k in ("test_loss", "recon", "kl")}
 
     def sample(self, params, labels, rng):
         """Images [N, 28, 28] in [0, 1] of classes `labels` [N], from z ~ N(0, I)."""
         return self.generate(params, labels, self.latents(rng, len(labels)))
 
-    def epoch_images(self, params, rng, images, labels):
+    def epoch_images(self, params, rng, preview):
         """PNG grids written after each epoch, as {name: (images, columns)}: samples, one
         row per class, all rows from the same latents (so epochs compare); the given test
         images above their reconstructions."""
         n = self.config.num_classes
         z = jnp.tile(self.latents(rng, n), (n, 1))  # [n * n, Z]
         samples = self.generate(params, np.repeat(np.arange(n), n), z)
+        images, labels = preview
         recon = self.reconstruct(params, images, labels)
         return {"samples": (samples, n),
                 "recon": (np.concatenate([images.reshape(-1, 28, 28), recon]), len(images))}

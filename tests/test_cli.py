@@ -288,3 +288,54 @@ def test_options_of_the_other_model_are_refused(jaxtrain, straight):
                           "--latent-dim", "vae option")
     assert_one_line_error(jaxtrain("sample", "--class", 1, "--workdir", straight,
                                    "--temperature", 0.5), "--temperature", "vae run")
+
+
+TEXT_MODEL = ["--model", "transformer", "--dataset", "text", "--layers", "1", "--d-model", "16",
+              "--heads", "2", "--context", "16", "--batch-size", "4", "--warmup-steps", "2",
+              "--steps", "30", "--eval-every", "10"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "t.txt"
+    path.write_text("to be or not to be, that is the question.\n" * 30, encoding="utf-8")
+    return path
+
+
+def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    args = ["fit", "--data-file", text_file, *TEXT_MODEL]
+    proc = cli(*args, "--workdir", straight)
+    assert "step 30/30" in proc.stdout and "bits_per_char" in proc.stdout
+
+    proc = popen(*args, "--workdir", stopped)
+    assert proc.stderr.readline().startswith("training transformer on text")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    cli("resume", "--workdir", stopped)
+    (a, ma), (b, mb) = final(straight), final(stopped)
+    assert a.step == b.step == 30 and ma["test_loss"] == mb["test_loss"]
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    metrics = json.loads(cli("eval", "--workdir", straight, "--json").stdout)
+    assert metrics["dataset"] == "text" and metrics["test_loss"] == ma["test_loss"]
+    np.testing.assert_allclose(metrics["bits_per_char"], metrics["test_loss"] / np.log(2))
+    out = cli("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
+              "--temperature", 0).stdout
+    assert out.startswith("to be") and len(out.rstrip("\n")) >= 45
+
+
+def test_text_user_errors(tmp_path, text_file, jaxtrain):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    base = ["fit", "--workdir", tmp_path / "run", *TEXT_MODEL]
+    assert_one_line_error(jaxtrain(*base, "--data-file", empty), "is empty")
+    assert_one_line_error(jaxtrain(*base, "--data-file", text_file, "--context", 2000),
+                          "too short for --context 2000")
+    assert_one_line_error(jaxtrain(*base), "--data-file")
+    assert_one_line_error(jaxtrain(*base, "--data-file", text_file, "--epochs", 2),
+                          "exactly one of --epochs and --steps")
+    assert_one_line_error(jaxtrain("fit", "--dataset", "text", "--data-file", text_file),
+                          "--model transformer")

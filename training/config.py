@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jaxtrain.models.transformer import DigitsFamily, TransformerConfig
+from jaxtrain.models.transformer import DigitsFamily, TextFamily, TransformerConfig
 from jaxtrain.models.vae import VAEConfig, VAEFamily
 
 # model name -> (its config class, its family class)
 MODELS = {"vae": (VAEConfig, VAEFamily), "transformer": (TransformerConfig, DigitsFamily)}
-DATASETS = ("mnist", "fashion-mnist")
+DATASETS = ("mnist", "fashion-mnist", "text")
 
 
 class RunMismatch(ValueError):
@@ -32,16 +32,27 @@ class DataConfig:
     dataset: str = "mnist"
     data_dir: str = dataclasses.field(default_factory=default_data_dir)
     download: bool = True
+    data_file: str | None = None  # text: the UTF-8 file
+    vocab: str | None = None  # text: the file's characters, saved so sampling can decode
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}: choose one of "
                              f"{', '.join(DATASETS)}")
+        if (self.dataset == "text") != (self.data_file is not None):
+            raise ValueError("--data-file goes with --dataset text, and --dataset text "
+                             "needs --data-file PATH")
+
+    @property
+    def is_text(self) -> bool:
+        return self.dataset == "text"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int | None = 10  # the run's length: epochs, or
+    steps: int | None = None  # optimizer steps (exactly one of the two)
+    eval_every: int | None = None  # steps between evaluations [default: one epoch]
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 200
@@ -52,8 +63,10 @@ class TrainConfig:
     keep: int = 3
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "keep"):
-            if getattr(self, name) <= 0:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give the run's length as exactly one of --epochs and --steps")
+        for name in ("epochs", "steps", "eval_every", "batch_size", "keep"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} must be a positive integer, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -78,8 +91,14 @@ class RunConfig:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        if self.data.is_text and self.model != "transformer":
+            raise ValueError(f"--dataset text needs --model transformer, not {self.model}")
+        if self.data.is_text and self.train.epochs is not None:
+            raise ValueError("text runs are measured in steps: pass --steps N, not --epochs")
 
     def family(self):
+        if self.data.is_text:
+            return TextFamily(self.model_config, self.data.vocab)
         return MODELS[self.model][1](self.model_config)
 
     def to_dict(self) -> dict:

@@ -157,3 +157,34 @@ def load_datasets(dataset: str, data_dir, download: bool = True):
     train = ArrayDataset(*load_split(dataset, data_dir, True, download))
     test = ArrayDataset(*load_split(dataset, data_dir, False, download))
     return train, test
+
+
+class ImageSource:
+    """Training and test batches of an MNIST-family dataset, addressed by global step."""
+
+    def __init__(self, dataset: str, data_dir, download: bool, batch_size: int, seed: int):
+        self.train, self.test = load_datasets(dataset, data_dir, download)
+        self.batch_size, self.seed = batch_size, seed
+        self.steps_per_epoch = steps_per_epoch(self.train, batch_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"--batch-size {batch_size} is larger than the {len(self.train)} "
+                             "training examples: lower it")
+
+    def train_batches(self, start_step: int):
+        """Batches of steps start_step, start_step + 1, ... across epochs (endless)."""
+        epoch, batch = divmod(start_step, self.steps_per_epoch)
+        while True:
+            yield from train_loader(self.train, self.batch_size, self.seed, epoch, batch)
+            epoch, batch = epoch + 1, 0
+
+    @property
+    def eval_examples(self) -> int:
+        return len(self.test)
+
+    def eval_batches(self):
+        return eval_loader(self.test, self.batch_size)
+
+    def preview(self, n: int = 10):
+        """The first n test images float32 [n, 784] and labels int32 [n], for PNGs."""
+        images, labels, _ = self.test.__getitems__(list(range(min(n, len(self.test)))))
+        return images.numpy().astype(np.float32) / 255.0, labels.numpy().astype(np.int32)

@@ -30,9 +30,10 @@ from jaxtrain.training.steps import (
     make_train_step,
     run_keys,
 )
+from jaxtrain.training.text import TextSource, build_vocab, decode, encode, read_text
 
 LOG_EVERY = 50  # steps between host reads of the loss for the progress bar
-RUN_FILES = ("metrics.jsonl", "*_epoch[0-9][0-9][0-9].png")
+RUN_FILES = ("metrics.jsonl", "*_epoch[0-9][0-9][0-9].png", "*_step[0-9]*.png")
 
 # Orbax logs routine warnings (e.g. a save without metrics) through absl.
 absl.logging.set_verbosity(absl.logging.ERROR)
@@ -75,16 +76,19 @@ def _clear_run(workdir: Path) -> None:
 
 
 class Run:
-    """Everything built from a RunConfig and the number of steps per epoch."""
+    """Everything built from a RunConfig and the data's steps per epoch (None for text)."""
 
-    def __init__(self, config: RunConfig, steps_per_epoch: int):
+    def __init__(self, config: RunConfig, steps_per_epoch: int | None):
         self.config = config
         self.steps_per_epoch = steps_per_epoch
+        train = config.train
+        self.total_steps = train.steps or train.epochs * steps_per_epoch
+        self.eval_every = train.eval_every or steps_per_epoch or 250
         self.family = config.family()
-        self.schedule = make_schedule(config.train, config.train.epochs * steps_per_epoch)
-        self.tx = make_optimizer(config.train, self.schedule)
+        self.schedule = make_schedule(train, self.total_steps)
+        self.tx = make_optimizer(train, self.schedule)
         # Built once per run, so each compiles once.
-        self.train_step = make_train_step(self.family, self.schedule, config.train.ema_decay)
+        self.train_step = make_train_step(self.family, self.schedule, train.ema_decay)
         self.eval_step = make_eval_step(self.family)
 
     def init_state(self):
@@ -93,32 +97,39 @@ class Run:
     def abstract_state(self):
         return jax.eval_shape(self.init_state)
 
+    def where(self, step: int) -> str:
+        """'step 936/4680 (epoch 2/10)', or 'step 250/2000' for a text run."""
+        text = f"step {step}/{self.total_steps}"
+        if self.steps_per_epoch and self.config.train.epochs:
+            epoch = step / self.steps_per_epoch
+            shown = f"{epoch:.0f}" if epoch == int(epoch) else f"{epoch:.2f}"
+            text += f" (epoch {shown}/{self.config.train.epochs})"
+        return text
+
 
 def _target(config, position):
     return Run(config, position["steps_per_epoch"]).abstract_state()
 
 
-def evaluate(run: Run, params, test_ds) -> dict:
-    """Mean test metrics over every test example exactly once."""
+def open_source(config: RunConfig):
+    """The run's data: images by epoch, or text windows by step."""
+    if config.data.is_text:
+        return TextSource(config.data.data_file, config.data.vocab, config.model_config.context,
+                          config.train.batch_size, config.train.seed)
+    return data.ImageSource(config.data.dataset, config.data.data_dir, config.data.download,
+                            config.train.batch_size, config.train.seed)
+
+
+def evaluate(run: Run, params, source) -> dict:
+    """Mean test metrics over every test example (or fixed text window) exactly once."""
     key = run_keys(run.config.train.seed)["eval"]
     sums = None
-    for i, batch in enumerate(data.eval_loader(test_ds, run.config.train.batch_size)):
+    for i, batch in enumerate(source.eval_batches()):
         s = run.eval_step(params, batch, jax.random.fold_in(key, i))
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     count = sums.pop("count")
     return run.family.finalize({k: float(v / count) for k, v in sums.items()})
-
-
-def _write_epoch_images(run: Run, params, test_ds, workdir: Path, epoch: int) -> None:
-    """The family's PNG grids for this epoch, from the first test images and the run's
-    fixed sampling key."""
-    n = run.config.model_config.num_classes
-    images, labels, _ = (t.numpy() for t in test_ds.__getitems__(list(range(n))))
-    grids = run.family.epoch_images(params, run_keys(run.config.train.seed)["sample"],
-                                    images.astype(np.float32) / 255.0, labels.astype(np.int32))
-    for name, (grid, cols) in grids.items():
-        save_grid(grid, cols, workdir / f"{name}_epoch{epoch:03d}.png")
 
 
 def describe(metrics: dict) -> str:
@@ -132,87 +143,118 @@ def _mean_train_metrics(metrics: list) -> dict:
         return {}
     metrics = jax.device_get(metrics)
     out = {f"train_{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
-    out["lr"] = float(metrics[-1]["lr"])  # the rate at the end of the epoch
+    out["lr"] = float(metrics[-1]["lr"])  # the rate at the end of the period
     del out["train_lr"]
     return out
 
 
-def train(run: Run, workdir: Path, state, train_ds, test_ds, start_epoch=0, start_batch=0,
-          stop_at_epoch=None):
-    """Trains from (start_epoch, start_batch) to the end of the run, or to `stop_at_epoch`.
-    Saves a checkpoint after every epoch; on SIGINT/SIGTERM saves and raises Interrupted."""
-    config, B = run.config, run.config.train.batch_size
-    end_epoch = min(config.train.epochs, stop_at_epoch or config.train.epochs)
-    manager = checkpoint.open_manager(workdir, config.train.keep)
+def train(run: Run, workdir: Path, state, source, start_step=0, stop_at_step=None):
+    """Trains from `start_step` to the end of the run (or `stop_at_step`), evaluating and
+    saving a checkpoint every `run.eval_every` steps and at the end. On SIGINT/SIGTERM
+    saves and raises Interrupted."""
+    end = min(run.total_steps, stop_at_step or run.total_steps)
+    manager = checkpoint.open_manager(workdir, run.config.train.keep)
+    batches = source.train_batches(start_step)
+    step = start_step
     try:
         with StopOnSignal() as stop:
-            print(f"training {config.model} on {config.data.dataset}: epochs {start_epoch + 1}-"
-                  f"{end_epoch} of {config.train.epochs}, {run.steps_per_epoch} steps of {B} "
-                  f"per epoch, workdir {workdir}", file=sys.stderr, flush=True)
-            for epoch in range(start_epoch, end_epoch):
-                state = _train_epoch(run, workdir, state, train_ds, test_ds, manager, stop, epoch,
-                                     start_batch if epoch == start_epoch else 0)
+            print(f"training {run.config.model} on {run.config.data.dataset}: from "
+                  f"{run.where(step)} to step {end}, batch {run.config.train.batch_size}, "
+                  f"evaluating every {run.eval_every} steps, workdir {workdir}",
+                  file=sys.stderr, flush=True)
+            while step < end:
+                next_eval = min(end, (step // run.eval_every + 1) * run.eval_every)
+                state = _train_period(run, workdir, state, source, batches, manager, stop,
+                                      step, next_eval)
+                step = next_eval
         manager.wait_until_finished()
     finally:
         manager.close()
     return state
 
 
-def _train_epoch(run, workdir, state, train_ds, test_ds, manager, stop, epoch, start_batch):
-    config, B = run.config, run.config.train.batch_size
+def _train_period(run, workdir, state, source, batches, manager, stop, step, end):
+    """Steps `step` to `end`, then evaluation, images, a checkpoint and a metrics record."""
+    B = run.config.train.batch_size
     t0 = time.perf_counter()
     data_time, metrics = 0.0, []
-    loader = data.train_loader(train_ds, B, config.train.seed, epoch, start_batch)
-    bar = tqdm(total=run.steps_per_epoch, initial=start_batch, unit="step", leave=False,
-               desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=None)
-    t_data = time.perf_counter()
-    for batch_index, batch in enumerate(loader, start=start_batch):
+    bar = tqdm(total=end - step, unit="step", leave=False, desc=f"steps {step}-{end}",
+               disable=None)
+    for step in range(step, end):
+        t_data = time.perf_counter()
+        batch = next(batches)
         data_time += time.perf_counter() - t_data
         state, step_metrics = run.train_step(state, batch)
         metrics.append(step_metrics)
         bar.update()
         if len(metrics) % LOG_EVERY == 0:
-            bar.set_postfix(loss=f"{float(step_metrics['loss']):.2f}")  # one sync per LOG_EVERY
+            bar.set_postfix(loss=f"{float(step_metrics['loss']):.3g}")  # one sync per LOG_EVERY
         if stop.signum is not None:
             bar.close()
-            position = {"epoch": epoch, "batch": batch_index + 1,
-                        "steps_per_epoch": run.steps_per_epoch}
-            checkpoint.save(manager, state, position, config)
+            position = {"step": step + 1, "steps_per_epoch": run.steps_per_epoch}
+            checkpoint.save(manager, state, position, run.config)
             manager.wait_until_finished()
-            name = signal.Signals(stop.signum).name
             raise Interrupted(
-                f"{name}: saved step {int(state.step)} (epoch {epoch + 1}, batch "
-                f"{batch_index + 1} of {run.steps_per_epoch}) in {workdir}; continue with: "
-                f"jaxtrain resume --workdir {workdir}", 128 + stop.signum)
-        t_data = time.perf_counter()
+                f"{signal.Signals(stop.signum).name}: saved {run.where(step + 1)} in {workdir}; "
+                f"continue with: jaxtrain resume --workdir {workdir}", 128 + stop.signum)
     bar.close()
     jax.block_until_ready(state)
     train_time = time.perf_counter() - t0
 
     t_eval = time.perf_counter()
-    test = evaluate(run, state.ema_params, test_ds)
+    test = evaluate(run, state.ema_params, source)
     eval_time = time.perf_counter() - t_eval
-    _write_epoch_images(run, state.ema_params, test_ds, workdir, epoch + 1)
-    position = {"epoch": epoch + 1, "batch": 0, "steps_per_epoch": run.steps_per_epoch}
+    _write_images(run, state.ema_params, source, workdir, end)
+    position = {"step": end, "steps_per_epoch": run.steps_per_epoch}
     t_save = time.perf_counter()
-    checkpoint.save(manager, state, position, config, metrics={"test_loss": test["test_loss"]})
+    checkpoint.save(manager, state, position, run.config, metrics={"test_loss": test["test_loss"]})
     save_time = time.perf_counter() - t_save  # the blocking part of the async save
 
-    record = {"epoch": epoch + 1, "step": int(state.step), **_mean_train_metrics(metrics),
-              **{f"test_{k}" if not k.startswith("test_") else k: v for k, v in test.items()},
+    record = {"step": end, **_epoch_of(run, end), **_mean_train_metrics(metrics),
+              **{k if k.startswith("test_") else f"test_{k}": v for k, v in test.items()},
               "train_steps": len(metrics), "samples_per_s": len(metrics) * B / train_time,
               "train_s": train_time, "data_s": data_time, "eval_s": eval_time,
-              "save_s": save_time, "epoch_s": time.perf_counter() - t0}
+              "save_s": save_time}
     if run.family.tokens_per_example:
         record["tokens_per_s"] = record["samples_per_s"] * run.family.tokens_per_example
+    record["period_s"] = time.perf_counter() - t0
     with open(workdir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     train_part = (f"train loss {record['train_loss']:.3g} {run.family.train_loss_unit}  "
                   if metrics else "")
-    print(f"epoch {epoch + 1}/{config.train.epochs}  step {record['step']}  {train_part}"
-          f"{describe(test)}  "
-          f"{record['samples_per_s']:.0f} samples/s  {record['epoch_s']:.1f}s", flush=True)
+    rate = (f"{record['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in record
+            else f"{record['samples_per_s']:,.0f} samples/s")
+    print(f"{run.where(end)}  {train_part}{describe(test)}  {rate}  {record['period_s']:.1f}s",
+          flush=True)
     return state
+
+
+def _epoch_of(run: Run, step: int) -> dict:
+    if not run.steps_per_epoch:
+        return {}
+    epoch = step / run.steps_per_epoch
+    return {"epoch": int(epoch) if epoch.is_integer() else epoch}
+
+
+def _write_images(run: Run, params, source, workdir: Path, step: int) -> None:
+    """The family's PNG grids at this step, from the data's preview and the run's fixed
+    sampling key. Named by epoch for epoch runs (samples_epoch003.png), else by step."""
+    grids = run.family.epoch_images(params, run_keys(run.config.train.seed)["sample"],
+                                    source.preview())
+    if run.steps_per_epoch and step % run.steps_per_epoch == 0:
+        suffix = f"epoch{step // run.steps_per_epoch:03d}"
+    else:
+        suffix = f"step{step:07d}"
+    for name, (grid, cols) in grids.items():
+        save_grid(grid, cols, workdir / f"{name}_{suffix}.png")
+
+
+def _stop_step(run: Run, stop_at_epoch):
+    if stop_at_epoch is None:
+        return None
+    if not run.steps_per_epoch:
+        raise ValueError("--stop-at-epoch needs a run measured in epochs")
+    return stop_at_epoch * run.steps_per_epoch
 
 
 def fit(config: RunConfig, workdir, overwrite=False, stop_at_epoch=None):
@@ -221,85 +263,96 @@ def fit(config: RunConfig, workdir, overwrite=False, stop_at_epoch=None):
     if _holds_run(workdir) and not overwrite:
         raise ValueError(f"{workdir} already holds a run: continue it with `jaxtrain resume "
                          f"--workdir {workdir}`, or pass --overwrite to start over")
-    train_ds, test_ds = data.load_datasets(config.data.dataset, config.data.data_dir,
-                                           config.data.download)
-    steps = data.steps_per_epoch(train_ds, config.train.batch_size)
-    if steps == 0:
-        raise ValueError(f"--batch-size {config.train.batch_size} is larger than the "
-                         f"{len(train_ds)} training examples: lower it")
-    run = Run(config, steps)
+    if config.data.is_text and config.data.vocab is None:
+        vocab = build_vocab(read_text(config.data.data_file))
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, vocab=vocab),
+            model_config=config.model_config.replace(vocab_size=len(vocab),
+                                                     output_size=len(vocab)))
+    source = open_source(config)
+    run = Run(config, source.steps_per_epoch)
     # Only now that data and config are good is an old run (with --overwrite) removed.
     if _holds_run(workdir):
         _clear_run(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    train(run, workdir, run.init_state(), train_ds, test_ds, stop_at_epoch=stop_at_epoch)
+    train(run, workdir, run.init_state(), source, stop_at_step=_stop_step(run, stop_at_epoch))
     return run
 
 
-def resume(workdir, epochs=None, data_dir=None, stop_at_epoch=None):
+def _with(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfig:
+    """The config with the data location and training-length overrides of a command."""
+    data_changes = {k: str(v) for k, v in (("data_dir", data_dir), ("data_file", data_file))
+                    if v is not None}
+    train = {k: v for k, v in train.items() if v is not None}
+    if data_file is not None and not config.data.is_text:
+        raise ValueError("--data-file applies to text runs only")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **data_changes),
+                               train=dataclasses.replace(config.train, **train))
+
+
+def resume(workdir, epochs=None, steps=None, data_dir=None, data_file=None, stop_at_epoch=None):
     """Continues the run in `workdir` from its newest checkpoint that restores."""
     workdir = Path(workdir)
     restored = checkpoint.restore(workdir, _target)
     config, position = restored.config, restored.position
-    if epochs is not None:
-        if epochs < position["epoch"] + (position["batch"] > 0):
-            raise ValueError(f"--epochs {epochs} is fewer than the {position['epoch']} epochs "
-                             "already trained: pass a larger --epochs")
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
-    if data_dir is not None:
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
-                                                                      data_dir=str(data_dir)))
-    if position["epoch"] >= config.train.epochs:
-        raise ValueError(f"the run in {workdir} already finished its {config.train.epochs} "
-                         "epochs: pass --epochs N (larger) to train longer")
-    if stop_at_epoch is not None and stop_at_epoch <= position["epoch"]:
-        raise ValueError(f"--stop-at-epoch {stop_at_epoch} is not after the {position['epoch']} "
-                         "epochs already trained: pass a later epoch")
-    train_ds, test_ds = data.load_datasets(config.data.dataset, config.data.data_dir,
-                                           config.data.download)
-    steps = data.steps_per_epoch(train_ds, config.train.batch_size)
-    if steps != position["steps_per_epoch"]:
-        raise ValueError(f"the data in {config.data.data_dir} gives {steps} steps per epoch, "
-                         f"but the run was trained with {position['steps_per_epoch']}: "
-                         "point --data-dir at the data the run was started with")
+    if epochs is not None and config.train.epochs is None:
+        raise ValueError("this run is measured in steps: pass --steps N, not --epochs")
+    if steps is not None and config.train.steps is None:
+        raise ValueError("this run is measured in epochs: pass --epochs N, not --steps")
+    config = _with(config, data_dir, data_file, epochs=epochs, steps=steps)
+    run = Run(config, position["steps_per_epoch"])
+    step = position["step"]
+    if step >= run.total_steps:
+        unit = "--epochs" if config.train.epochs else "--steps"
+        raise ValueError(f"the run in {workdir} already finished ({run.where(step)}): pass "
+                         f"{unit} N (larger) to train longer")
+    stop_at_step = _stop_step(run, stop_at_epoch)
+    if stop_at_step is not None and stop_at_step <= step:
+        raise ValueError(f"--stop-at-epoch {stop_at_epoch} is not after the run's "
+                         f"{run.where(step)}: pass a later epoch")
+    source = open_source(config)
+    if source.steps_per_epoch != position["steps_per_epoch"]:
+        raise ValueError(f"the data gives {source.steps_per_epoch} steps per epoch, but the run "
+                         f"was trained with {position['steps_per_epoch']}: point --data-dir at "
+                         "the data the run was started with")
     checkpoint.move_aside(workdir, restored.broken)
-    run = Run(config, steps)
-    # The schedule may have changed (--epochs), and the optimizer is static state.
+    # The schedule may have changed (--epochs/--steps), and the optimizer is static state.
     state = restored.state.replace(tx=run.tx)
-    print(f"resuming from step {restored.step} (epoch {position['epoch'] + 1}, batch "
-          f"{position['batch']})", file=sys.stderr)
-    train(run, workdir, state, train_ds, test_ds, position["epoch"], position["batch"],
-          stop_at_epoch)
+    print(f"resuming from {run.where(step)}", file=sys.stderr)
+    train(run, workdir, state, source, step, stop_at_step)
     return run
 
 
-def eval_checkpoint(workdir, step=None, data_dir=None) -> dict:
+def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None) -> dict:
     """Test metrics of the EMA parameters of a checkpoint (latest by default)."""
     restored = checkpoint.restore(workdir, _target, step)
-    config = restored.config
-    if data_dir is not None:
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
-                                                                      data_dir=str(data_dir)))
-    _, test_ds = data.load_datasets(config.data.dataset, config.data.data_dir,
-                                    config.data.download)
+    config = _with(restored.config, data_dir, data_file)
+    source = open_source(config)
     run = Run(config, restored.position["steps_per_epoch"])
-    metrics = evaluate(run, restored.state.ema_params, test_ds)
-    return {**metrics, "step": restored.step, "epoch": restored.position["epoch"],
-            "batch": restored.position["batch"], "dataset": config.data.dataset,
-            "model": config.model, "test_examples": len(test_ds)}
+    metrics = evaluate(run, restored.state.ema_params, source)
+    at = restored.position["step"]
+    return {**metrics, "step": at, **_epoch_of(run, at), "dataset": config.data.dataset,
+            "model": config.model, "test_examples": source.eval_examples}
 
 
-def sample(workdir, label, num: int, out=None, seed: int = 0, step=None, **options) -> Path:
-    """Writes a PNG grid of generated images of class `label` (an int, or "all" for one
-    row per class) from the EMA parameters. `options` (temperature, top_k) go to
-    families that take them; a value given to one that does not is an error."""
+def _restore_for_sampling(workdir, step, options):
     restored = checkpoint.restore(workdir, _target, step)
     family = restored.config.family()
     for name, value in options.items():
         if value is not None and name not in family.sample_options:
             raise ValueError(f"--{name.replace('_', '-')} does not apply to a "
                              f"{restored.config.model} run")
-    options = {k: v for k, v in options.items() if v is not None}
+    return restored, family, {k: v for k, v in options.items() if v is not None}
+
+
+def sample(workdir, label, num: int, out=None, seed: int = 0, step=None, **options) -> Path:
+    """Writes a PNG grid of generated images of class `label` (an int, or "all" for one
+    row per class) from the EMA parameters. `options` (temperature, top_k) go to
+    families that take them; a value given to one that does not is an error."""
+    restored, family, options = _restore_for_sampling(workdir, step, options)
+    if restored.config.data.is_text:
+        raise ValueError("--class applies to digit models; this is a text model: pass "
+                         "--prompt TEXT")
     num_classes = restored.config.model_config.num_classes
     if label == "all":
         cols = -(-num // num_classes)
@@ -312,3 +365,15 @@ def sample(workdir, label, num: int, out=None, seed: int = 0, step=None, **optio
     images = family.sample(restored.state.ema_params, labels, jax.random.PRNGKey(seed), **options)
     out = Path(out) if out else Path(workdir) / f"sample_class_{label}.png"
     return save_grid(images, cols, out)
+
+
+def sample_text(workdir, prompt: str, length: int, seed: int = 0, step=None, **options) -> str:
+    """The prompt followed by `length` generated characters, from the EMA parameters."""
+    restored, family, options = _restore_for_sampling(workdir, step, options)
+    if not restored.config.data.is_text:
+        raise ValueError("--prompt applies to text models; this is a digits model: pass "
+                         "--class N")
+    tokens = encode(prompt, restored.config.data.vocab)
+    out = family.generate(restored.state.ema_params, tokens, length, jax.random.PRNGKey(seed),
+                          **options)
+    return prompt + decode(out, restored.config.data.vocab)
