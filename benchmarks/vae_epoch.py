@@ -8,6 +8,7 @@ set. The whole epoch as `jaxtrain fit` runs it is in <workdir>/metrics.jsonl (ep
 """
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -38,15 +39,18 @@ def main():
 
     config = RunConfig("vae", VAEConfig(), DataConfig(args.dataset, args.data_dir),
                        TrainConfig(batch_size=args.batch_size))
-    train_ds, test_ds = data.load_datasets(args.dataset, args.data_dir)
-    steps = data.steps_per_epoch(train_ds, args.batch_size)
+    source = data.ImageSource(args.dataset, args.data_dir, True, args.batch_size, seed=0)
+    steps = source.steps_per_epoch
     run = Run(config, steps)
 
+    def epoch_of_batches():
+        return itertools.islice(source.train_batches(0), steps)
+
     def data_epoch():
-        for _ in data.train_loader(train_ds, args.batch_size, 0, 0):
+        for _ in epoch_of_batches():
             pass
 
-    batches = list(data.train_loader(train_ds, args.batch_size, 0, 0))
+    batches = list(epoch_of_batches())
     train_step = run.train_step
     state = run.init_state()
     state, _ = train_step(state, batches[0])  # compile
@@ -60,17 +64,18 @@ def main():
 
     def data_and_steps_epoch():
         nonlocal state
-        for batch in data.train_loader(train_ds, args.batch_size, 0, 0):
+        for batch in epoch_of_batches():
             state, _ = train_step(state, batch)
         jax.block_until_ready(state)
 
-    evaluate(run, state.ema_params, test_ds)  # compile
+    evaluate(run, state.ema_params, source)  # compile
+    test_ds = source.test
 
     print(f"{args.dataset}, batch {args.batch_size}, {steps} steps/epoch, "
           f"{len(test_ds)} test images; median (min-max) of {args.repeats}")
     for name, fn in (("data alone", data_epoch), ("train steps alone", steps_epoch),
                      ("data + steps", data_and_steps_epoch),
-                     ("eval (test set)", lambda: evaluate(run, state.ema_params, test_ds))):
+                     ("eval (test set)", lambda: evaluate(run, state.ema_params, source))):
         med, lo, hi = timed(fn, args.repeats)
         print(f"  {name:18s} {med:6.3f} s  ({lo:.3f}-{hi:.3f})")
 

@@ -288,6 +288,8 @@ def test_options_of_the_other_model_are_refused(jaxtrain, straight):
                           "--latent-dim", "vae option")
     assert_one_line_error(jaxtrain("sample", "--class", 1, "--workdir", straight,
                                    "--temperature", 0.5), "--temperature", "vae run")
+    assert_one_line_error(jaxtrain("sample", "--prompt", "x", "--workdir", straight),
+                          "--prompt applies to text models")
 
 
 TEXT_MODEL = ["--model", "transformer", "--dataset", "text", "--layers", "1", "--d-model", "16",
@@ -325,6 +327,12 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file):
     out = cli("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
               "--temperature", 0).stdout
     assert out.startswith("to be") and len(out.rstrip("\n")) >= 45
+    assert_one_line_error(cli("sample", "--workdir", straight, "--class", 1, check=False),
+                          "--class applies to digit models")
+    assert_one_line_error(cli("sample", "--workdir", straight, "--prompt", "to be ¿",
+                              check=False), "not in the model's vocabulary", "'¿'")
+    assert_one_line_error(cli("sample", "--workdir", straight, "--prompt", "to be " * 4,
+                              check=False), "the model's context")
 
 
 def test_text_user_errors(tmp_path, text_file, jaxtrain):

@@ -178,7 +178,10 @@ def _train_period(run, workdir, state, source, batches, manager, stop, step, end
     B = run.config.train.batch_size
     t0 = time.perf_counter()
     data_time, metrics = 0.0, []
-    bar = tqdm(total=end - step, unit="step", leave=False, desc=f"steps {step}-{end}",
+    # The bar counts tokens (Transformer) or examples (VAE), so its rate reads tokens/s.
+    per_step = B * (run.family.tokens_per_example or 1)
+    bar = tqdm(total=(end - step) * per_step, unit="tok" if run.family.tokens_per_example
+               else "img", unit_scale=True, leave=False, desc=f"steps {step}-{end}",
                disable=None)
     for step in range(step, end):
         t_data = time.perf_counter()
@@ -186,7 +189,7 @@ def _train_period(run, workdir, state, source, batches, manager, stop, step, end
         data_time += time.perf_counter() - t_data
         state, step_metrics = run.train_step(state, batch)
         metrics.append(step_metrics)
-        bar.update()
+        bar.update(per_step)
         if len(metrics) % LOG_EVERY == 0:
             bar.set_postfix(loss=f"{float(step_metrics['loss']):.3g}")  # one sync per LOG_EVERY
         if stop.signum is not None:
