@@ -134,7 +134,8 @@ def evaluate(run: Run, params, source) -> dict:
 
 def describe(metrics: dict) -> str:
     """'test loss 237.93 (recon 225.71, kl 12.22)': the test loss and its companions."""
-    rest = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "test_loss")
+    rest = ", ".join(f"{k} {v:.2f}" if abs(v) >= 10 else f"{k} {v:.4g}"
+                     for k, v in metrics.items() if k != "test_loss")
     return f"test loss {metrics['test_loss']:.2f} ({rest})"
 
 
