@@ -9,53 +9,23 @@ batch 32). Steps are timed after compilation, on a fixed batch.
 """
 
 import argparse
-import statistics
-import time
+import string
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import timed  # benchmarks/timing.py, beside this script
 
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
     PATCH_SYMBOLS,
     DigitsFamily,
-    Transformer,
+    TextFamily,
     TransformerConfig,
     pick,
 )
 from jaxtrain.training.config import TrainConfig
 from jaxtrain.training.steps import create_state, make_optimizer, make_schedule, make_train_step
-
-
-class TextLM:
-    """Just enough of a family to time a character LM step: next-token cross-entropy."""
-
-    def __init__(self, config):
-        self.model = Transformer(config)
-        self.config = config
-
-    def init(self, rng, batch_size):
-        tokens = jnp.zeros((batch_size, self.config.context), jnp.int32)
-        return self.model.init(rng, tokens)["params"]
-
-    def train_loss(self, params, batch, rng):
-        import optax
-
-        tokens = batch["tokens"]  # [B, T + 1]
-        logits = self.model.apply({"params": params}, tokens[:, :-1], deterministic=False,
-                                  rngs={"dropout": rng})
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
-        return loss, {}
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), max(times)
 
 
 def train_tokens_per_s(family, batch, tokens_per_step, steps, repeats):
@@ -72,7 +42,7 @@ def train_tokens_per_s(family, batch, tokens_per_step, steps, repeats):
             state, _ = step(state, batch)
         jax.block_until_ready(state)
 
-    med, lo, hi = median_time(run, repeats)
+    med, lo, hi = timed(run, repeats)
     return tuple(steps * tokens_per_step / t for t in (med, hi, lo))
 
 
@@ -104,7 +74,8 @@ def main():
     print(f"digits (4 layers, d 128, 4 heads, 196 tokens, batch 32): "
           f"{med:,.0f} tokens/s ({lo:,.0f}-{hi:,.0f})", flush=True)
 
-    text = TextLM(TransformerConfig(context=256, vocab_size=65, output_size=65))
+    vocab = string.printable[:65]  # a Shakespeare-sized vocabulary
+    text = TextFamily(TransformerConfig(context=256, vocab_size=65, output_size=65), vocab)
     batch = {"tokens": rng.integers(0, 65, (32, 257)).astype(np.int32)}
     med, lo, hi = train_tokens_per_s(text, batch, 32 * 256, args.steps, args.repeats)
     print(f"text (4 layers, d 128, 4 heads, context 256, batch 32): "
@@ -114,9 +85,9 @@ def main():
     labels = np.arange(16) % 10
     key = jax.random.PRNGKey(0)
     digits.sample(params, labels, key)  # compile
-    cached = median_time(lambda: digits.sample(params, labels, key), args.repeats)
+    cached = timed(lambda: digits.sample(params, labels, key), args.repeats)
     sample_without_cache(digits.model, params, jnp.asarray(labels), key)  # compile
-    uncached = median_time(
+    uncached = timed(
         lambda: jax.block_until_ready(sample_without_cache(digits.model, params,
                                                            jnp.asarray(labels), key)),
         args.repeats)

@@ -9,24 +9,14 @@ set. The whole epoch as `jaxtrain fit` runs it is in <workdir>/metrics.jsonl (ep
 
 import argparse
 import itertools
-import statistics
-import time
 
 import jax
+from timing import timed  # benchmarks/timing.py, beside this script
 
 from jaxtrain.models.vae import VAEConfig
 from jaxtrain.training import data
 from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
 from jaxtrain.training.trainer import Run, evaluate
-
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times), max(times)
 
 
 def main():
