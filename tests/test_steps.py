@@ -75,7 +75,7 @@ def test_checkpoint_save_restore_is_bitwise(tmp_path):
     for seed in range(3):
         state, _ = run.train_step(state, a_batch(seed=seed))
     manager = checkpoint.open_manager(tmp_path)
-    position = {"epoch": 0, "batch": 3, "steps_per_epoch": 100}
+    position = {"step": 3, "steps_per_epoch": 100}
     checkpoint.save(manager, state, position, run.config)
     manager.wait_until_finished()
     manager.close()
@@ -93,7 +93,7 @@ def test_manager_keeps_latest_n_plus_the_best(tmp_path):
     manager = checkpoint.open_manager(tmp_path, keep=2)
     for step, loss in zip(range(1, 6), [5.0, 1.0, 4.0, 3.0, 2.0]):
         state = state.replace(step=np.int32(step))
-        position = {"epoch": step, "batch": 0, "steps_per_epoch": 100}
+        position = {"step": step, "steps_per_epoch": 100}
         checkpoint.save(manager, state, position, run.config, metrics={"test_loss": loss})
         manager.wait_until_finished()
     # A save without metrics (an interrupted epoch) is kept as one of the latest.

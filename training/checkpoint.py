@@ -54,7 +54,7 @@ def save(manager, state, position: dict, config: RunConfig, metrics=None) -> Non
 class Restored:
     step: int
     config: RunConfig
-    position: dict  # {"epoch", "batch", "steps_per_epoch"}: where training continues
+    position: dict  # {"step", "steps_per_epoch" (None for text)}: where training continues
     state: Any
     broken: list  # newer steps that failed to restore
 
