@@ -223,6 +223,8 @@ def pick(logits, rng, temperature, top_k):
         return jnp.argmax(logits, axis=-1)
     logits = logits / temperature
     if top_k is not None:
+        if top_k > logits.shape[-1]:  # shapes are static, so this holds under jit too
+            raise ValueError(f"--top-k {top_k} exceeds the {logits.shape[-1]} possible tokens")
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [N, 1]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     return jax.random.categorical(rng, logits)
@@ -282,8 +284,6 @@ class TextFamily:
         if not 1 <= len(prompt) <= c.context:
             raise ValueError(f"the prompt has {len(prompt)} characters; it needs 1 to "
                              f"{c.context} (the model's context)")
-        if top_k is not None and top_k > c.output_size:
-            raise ValueError(f"--top-k {top_k} exceeds the vocabulary of {c.output_size}")
         step = _cached_step(self.decoder)
         cache = self.decoder.init(rng, jnp.zeros((1, c.context), jnp.int32))["cache"]
         for token in prompt:
