@@ -61,6 +61,30 @@ class TransformerConfig:
 embed_init = nn.initializers.truncated_normal(stddev=0.02)
 
 
+def causal_attention(query, key, value, dropout_rng=None, dropout_rate=0.0,
+                     broadcast_dropout=True, deterministic=True, block=64):
+    """Exact causal softmax attention computed one block of `block` queries at a time:
+    a block's scores stop at its last query, so about half of the T x T scores (and the
+    softmax work on them) are never computed. A drop-in `attention_fn` for
+    nn.MultiHeadDotProductAttention ([B, T, H, Dh] in and out), with the same attention
+    dropout (one mask broadcast over batch and heads when `broadcast_dropout`)."""
+    t, depth = query.shape[1], query.shape[-1]
+    query = query / jnp.sqrt(depth).astype(query.dtype)
+    outputs = []
+    for i, start in enumerate(range(0, t, block)):
+        end = min(t, start + block)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query[:, start:end], key[:, :end])  # [B, H, b, e]
+        causal = jnp.arange(end) <= jnp.arange(start, end)[:, None]  # [b, e]
+        weights = jax.nn.softmax(jnp.where(causal, scores, jnp.finfo(scores.dtype).min))
+        if not deterministic and dropout_rate > 0.0:
+            shape = (1, 1, *weights.shape[2:]) if broadcast_dropout else weights.shape
+            keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, i),
+                                        1.0 - dropout_rate, shape)
+            weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+        outputs.append(jnp.einsum("bhqk,bkhd->bqhd", weights, value[:, :end]))  # [B, b, H, Dh]
+    return jnp.concatenate(outputs, axis=1)  # [B, T, H, Dh]
+
+
 class Block(nn.Module):
     """Pre-LayerNorm residual block: causal self-attention, then a GELU MLP."""
 
@@ -69,11 +93,12 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool):
         c = self.config
-        # In decode mode the attention's cache index masks the future; otherwise a mask.
-        mask = None if c.decode else nn.make_causal_mask(x[..., 0])  # [B, 1, T, T]
+        # In decode mode the attention's cache index masks the future, one query at a time.
         h = nn.MultiHeadDotProductAttention(
             num_heads=c.heads, dropout_rate=c.dropout, deterministic=deterministic,
-            decode=c.decode)(nn.LayerNorm()(x), mask=mask)
+            decode=c.decode,
+            attention_fn=nn.dot_product_attention if c.decode else causal_attention,
+        )(nn.LayerNorm()(x))
         x = x + nn.Dropout(c.dropout)(h, deterministic=deterministic)  # [B, T, D]
         h = nn.Dense(4 * c.d_model)(nn.LayerNorm()(x))  # [B, T, 4D]
         h = nn.Dense(c.d_model)(nn.gelu(h))  # [B, T, D]
@@ -89,7 +114,10 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, tokens, deterministic: bool = True):
         c = self.config
-        x = nn.Embed(c.vocab_size, c.d_model, embedding_init=embed_init)(tokens)  # [B, T, D]
+        embed = nn.Embed(c.vocab_size, c.d_model, embedding_init=embed_init)
+        # A one-hot matmul, not a gather: on the CPU the gather's gradient (a scatter-add
+        # into the table) costs more than this small matmul and its transpose.
+        x = jax.nn.one_hot(tokens, c.vocab_size) @ embed.embedding  # [B, T, D]
         pos = self.param("pos_embedding", embed_init, (c.context, c.d_model))  # [T_max, D]
         if c.decode and self.has_variable("cache", "position"):
             position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))

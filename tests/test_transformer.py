@@ -1,5 +1,6 @@
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ from jaxtrain.models.transformer import (
     DigitsFamily,
     Transformer,
     TransformerConfig,
+    causal_attention,
     image_to_tokens,
     nats_to_bits_per_dim,
     pick,
@@ -53,6 +55,25 @@ def test_shapes_and_parameter_count():
     assert sum(p.size for p in jax.tree.leaves(params)) == expected
     logits = Transformer(TINY).apply({"params": params}, jnp.zeros((2, 196), jnp.int32))
     assert logits.shape == (2, 196, 16)
+
+
+@pytest.mark.parametrize("length", [196, 64, 5])
+def test_blocked_causal_attention_equals_masked_attention(length):
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, length, 3, 8)) for i in range(3))
+    mask = nn.make_causal_mask(jnp.zeros((2, length)))
+    expected = nn.dot_product_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(causal_attention(q, k, v), expected, atol=1e-5)
+    np.testing.assert_allclose(causal_attention(q, k, v, block=16), expected, atol=1e-5)
+
+
+def test_attention_dropout_zeroes_weights_and_keeps_the_mean():
+    q = k = jnp.zeros((1, 128, 1, 4))  # uniform weights over the visible prefix
+    v = jnp.ones((1, 128, 1, 4))
+    out = causal_attention(q, k, v, jax.random.PRNGKey(0), 0.5, deterministic=False)
+    # Each output is the mean of the kept, rescaled weights times 1: near 1 on average,
+    # and not everywhere 1 (some weights were dropped).
+    assert abs(float(out.mean()) - 1.0) < 0.1 and float(jnp.abs(out - 1.0).max()) > 0.1
+    np.testing.assert_allclose(causal_attention(q, k, v, jax.random.PRNGKey(0), 0.5), v, rtol=1e-5)
 
 
 def test_is_causal():
