@@ -19,6 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 WORKDIR_HELP = "Run folder: checkpoints, metrics.jsonl and PNGs."
 DEFAULT_WORKDIR = Path("checkpoints/vae")
+DEVICES_HELP = ("Train data-parallel on this many devices, the batch split between them "
+                "[default: all JAX devices; a CPU is one unless XLA_FLAGS="
+                "--xla_force_host_platform_device_count=N].")
 
 
 class Model(str, enum.Enum):
@@ -104,6 +107,7 @@ def fit(
     context: Optional[int] = typer.Option(
         None, help="transformer: sequence length; digits need 196 (their default), text "
                    "defaults to 256."),
+    devices: Optional[int] = typer.Option(None, help=DEVICES_HELP),
 ):
     """Train a new run."""
     from jaxtrain.training import trainer
@@ -114,9 +118,11 @@ def fit(
         TrainConfig,
         default_data_dir,
     )
+    from jaxtrain.training.parallel import initialize_distributed
 
     if stop_at_epoch is not None and stop_at_epoch <= 0:
         raise ValueError(f"--stop-at-epoch must be a positive integer, got {stop_at_epoch}")
+    initialize_distributed()
     family_options = {
         "vae": {"encoder_widths": encoder_widths and _widths(encoder_widths, "--encoder-widths"),
                 "decoder_widths": decoder_widths and _widths(decoder_widths, "--decoder-widths"),
@@ -153,7 +159,8 @@ def fit(
                           weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay,
                           seed=seed, keep=keep))
     workdir = workdir or Path("checkpoints") / model.value
-    trainer.fit(config, workdir, overwrite=overwrite, stop_at_epoch=stop_at_epoch)
+    trainer.fit(config, workdir, overwrite=overwrite, stop_at_epoch=stop_at_epoch,
+                devices=devices)
     _done(workdir)
 
 
@@ -175,16 +182,20 @@ def resume(
                                                        "folder saved with the run."),
     data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
                                                         "one saved with the run."),
+    devices: Optional[int] = typer.Option(None, help=DEVICES_HELP),
 ):
     """Continue a run from its latest checkpoint, with its saved settings."""
     from jaxtrain.training import trainer
+    from jaxtrain.training.parallel import initialize_distributed
 
     for flag, value in (("--epochs", epochs), ("--steps", steps),
                         ("--stop-at-epoch", stop_at_epoch)):
         if value is not None and value <= 0:
             raise ValueError(f"{flag} must be a positive integer, got {value}")
+    initialize_distributed()
     trainer.resume(workdir, epochs=epochs, steps=steps, data_dir=data_dir and data_dir.absolute(),
-                   data_file=data_file and data_file.absolute(), stop_at_epoch=stop_at_epoch)
+                   data_file=data_file and data_file.absolute(), stop_at_epoch=stop_at_epoch,
+                   devices=devices)
     _done(workdir)
 
 

@@ -51,9 +51,9 @@ def data_dir(tmp_path_factory):
     return root
 
 
-def cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
-    """Runs `jaxtrain ARGS` in a fresh process, as a user would."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
+    """Runs `jaxtrain ARGS` in a fresh process, as a user would; `env` adds variables."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "jaxtrain.cli.main", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=300, **kwargs)
     if check and proc.returncode != 0:

@@ -65,8 +65,10 @@ def update_ema(ema_params, params, decay):
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
 
 
-def make_train_step(family, schedule, ema_decay):
-    """One jitted optimizer step; `state` is donated, so the caller must not reuse it."""
+def make_train_step(family, schedule, ema_decay, parallel=None):
+    """One jitted optimizer step; `state` is donated, so the caller must not reuse it.
+    With a `parallel.DataParallel`, the batch is split over its mesh and the state and
+    metrics are replicated."""
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -80,12 +82,18 @@ def make_train_step(family, schedule, ema_decay):
                    "lr": schedule(state.step)}
         return new_state.replace(ema_params=ema), metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    shardings = {} if parallel is None else {
+        "in_shardings": (parallel.replicated, parallel.batch),
+        "out_shardings": (parallel.replicated, parallel.replicated)}
+    return jax.jit(train_step, donate_argnums=0, **shardings)
 
 
-def make_eval_step(family):
+def make_eval_step(family, parallel=None):
     """Jitted sums of the family's eval metrics over one (masked) batch."""
-    return jax.jit(family.eval_sums)
+    shardings = {} if parallel is None else {
+        "in_shardings": (parallel.replicated, parallel.batch, parallel.replicated),
+        "out_shardings": parallel.replicated}
+    return jax.jit(family.eval_sums, **shardings)
 
 
 def eval_rng(seed: int, batch_index: int):

@@ -5,6 +5,7 @@ this module owns data order, steps, metrics, checkpoints and interruption.
 """
 
 import dataclasses
+import functools
 import json
 import shutil
 import signal
@@ -18,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxtrain.training import checkpoint, data
+from jaxtrain.training import checkpoint
 from jaxtrain.training.config import RunConfig
 from jaxtrain.training.errors import Interrupted
 from jaxtrain.training.images import save_grid
+from jaxtrain.training.parallel import DataParallel
 from jaxtrain.training.steps import (
     create_state,
     make_eval_step,
@@ -78,24 +80,30 @@ def _clear_run(workdir: Path) -> None:
 class Run:
     """Everything built from a RunConfig and the data's steps per epoch (None for text)."""
 
-    def __init__(self, config: RunConfig, steps_per_epoch: int | None):
+    def __init__(self, config: RunConfig, steps_per_epoch: int | None, devices: int | None = 1):
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         train = config.train
+        self.parallel = DataParallel(devices)
+        self.parallel.check_batch_size(train.batch_size)
         self.total_steps = train.steps or train.epochs * steps_per_epoch
         self.eval_every = train.eval_every or steps_per_epoch or 250
         self.family = config.family()
         self.schedule = make_schedule(train, self.total_steps)
         self.tx = make_optimizer(train, self.schedule)
         # Built once per run, so each compiles once.
-        self.train_step = make_train_step(self.family, self.schedule, train.ema_decay)
-        self.eval_step = make_eval_step(self.family)
+        self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
+                                          self.parallel)
+        self.eval_step = make_eval_step(self.family, self.parallel)
 
     def init_state(self):
-        return create_state(self.family, self.config.train, self.tx)
+        state = create_state(self.family, self.config.train, self.tx)
+        return jax.device_put(state, self.parallel.replicated)
 
     def abstract_state(self):
-        return jax.eval_shape(self.init_state)
+        """The restore target: the state's shapes, replicated on this run's devices."""
+        return self.parallel.abstract(
+            jax.eval_shape(lambda: create_state(self.family, self.config.train, self.tx)))
 
     def where(self, step: int) -> str:
         """'step 936/4680 (epoch 2/10)', or 'step 250/2000' for a text run."""
@@ -107,8 +115,8 @@ class Run:
         return text
 
 
-def _target(config, position):
-    return Run(config, position["steps_per_epoch"]).abstract_state()
+def _target(config, position, devices=1):
+    return Run(config, position["steps_per_epoch"], devices).abstract_state()
 
 
 def open_source(config: RunConfig):
@@ -116,6 +124,10 @@ def open_source(config: RunConfig):
     if config.data.is_text:
         return TextSource(config.data.data_file, config.data.vocab, config.model_config.context,
                           config.train.batch_size, config.train.seed)
+    # torch and torchvision (about 4 s to import) are needed only to read images, so
+    # sampling and text runs do without them.
+    from jaxtrain.training import data
+
     return data.ImageSource(config.data.dataset, config.data.data_dir, config.data.download,
                             config.train.batch_size, config.train.seed)
 
@@ -125,7 +137,7 @@ def evaluate(run: Run, params, source) -> dict:
     key = run_keys(run.config.train.seed)["eval"]
     sums = None
     for i, batch in enumerate(source.eval_batches()):
-        s = run.eval_step(params, batch, jax.random.fold_in(key, i))
+        s = run.eval_step(params, run.parallel.put_batch(batch), jax.random.fold_in(key, i))
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     count = sums.pop("count")
@@ -186,7 +198,7 @@ def _train_period(run, workdir, state, source, batches, manager, stop, step, end
                disable=None)
     for step in range(step, end):
         t_data = time.perf_counter()
-        batch = next(batches)
+        batch = run.parallel.put_batch(next(batches))
         data_time += time.perf_counter() - t_data
         state, step_metrics = run.train_step(state, batch)
         metrics.append(step_metrics)
@@ -261,8 +273,8 @@ def _stop_step(run: Run, stop_at_epoch):
     return stop_at_epoch * run.steps_per_epoch
 
 
-def fit(config: RunConfig, workdir, overwrite=False, stop_at_epoch=None):
-    """Starts a new run in `workdir`."""
+def fit(config: RunConfig, workdir, overwrite=False, stop_at_epoch=None, devices=None):
+    """Starts a new run in `workdir`, data-parallel over `devices` (all when None)."""
     workdir = Path(workdir)
     if _holds_run(workdir) and not overwrite:
         raise ValueError(f"{workdir} already holds a run: continue it with `jaxtrain resume "
@@ -274,7 +286,7 @@ def fit(config: RunConfig, workdir, overwrite=False, stop_at_epoch=None):
             model_config=config.model_config.replace(vocab_size=len(vocab),
                                                      output_size=len(vocab)))
     source = open_source(config)
-    run = Run(config, source.steps_per_epoch)
+    run = Run(config, source.steps_per_epoch, devices)
     # Only now that data and config are good is an old run (with --overwrite) removed.
     if _holds_run(workdir):
         _clear_run(workdir)
@@ -294,17 +306,19 @@ def _with(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfi
                                train=dataclasses.replace(config.train, **train))
 
 
-def resume(workdir, epochs=None, steps=None, data_dir=None, data_file=None, stop_at_epoch=None):
-    """Continues the run in `workdir` from its newest checkpoint that restores."""
+def resume(workdir, epochs=None, steps=None, data_dir=None, data_file=None, stop_at_epoch=None,
+           devices=None):
+    """Continues the run in `workdir` from its newest checkpoint that restores, on
+    `devices` (all when None; any number, whatever the run was saved on)."""
     workdir = Path(workdir)
-    restored = checkpoint.restore(workdir, _target)
+    restored = checkpoint.restore(workdir, functools.partial(_target, devices=devices))
     config, position = restored.config, restored.position
     if epochs is not None and config.train.epochs is None:
         raise ValueError("this run is measured in steps: pass --steps N, not --epochs")
     if steps is not None and config.train.steps is None:
         raise ValueError("this run is measured in epochs: pass --epochs N, not --steps")
     config = _with(config, data_dir, data_file, epochs=epochs, steps=steps)
-    run = Run(config, position["steps_per_epoch"])
+    run = Run(config, position["steps_per_epoch"], devices)
     step = position["step"]
     if step >= run.total_steps:
         unit = "--epochs" if config.train.epochs else "--steps"

@@ -1,0 +1,95 @@
+"""Data parallelism: two (forced) CPU devices train like one, and checkpoints move
+between device counts. Losses agree to rtol 1e-5 and parameters to atol 1e-5, not
+bitwise: the gradient is summed in a different order when the batch is split."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import TINY, cli
+
+from jaxtrain.training import checkpoint
+from jaxtrain.training.parallel import DataParallel, initialize_distributed
+from jaxtrain.training.trainer import _target
+
+TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+
+
+def fit(data_dir, workdir, devices, *extra):
+    cli("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 2, *TINY,
+        "--devices", devices, *extra, env=TWO_DEVICES)
+
+
+def records(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_close_runs(a, b):
+    ra, rb = records(a), records(b)
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    for x, y in zip(ra, rb):
+        for key in ("train_loss", "test_loss", "test_kl"):
+            np.testing.assert_allclose(x[key], y[key], rtol=1e-5)
+    # Restored here, in a process with one device, whatever they were saved on.
+    sa, sb = (checkpoint.restore(w, _target).state for w in (a, b))
+    assert int(sa.step) == int(sb.step) == 16
+    for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("one_device")
+    fit(data_dir, workdir, 1)
+    return workdir
+
+
+def test_two_devices_train_like_one(tmp_path, data_dir, one_device):
+    fit(data_dir, tmp_path, 2)
+    assert_close_runs(one_device, tmp_path)
+
+
+def test_checkpoints_move_between_device_counts(tmp_path, data_dir, one_device):
+    for saved_on, resumed_on in ((2, 1), (1, 2)):
+        workdir = tmp_path / f"{saved_on}to{resumed_on}"
+        fit(data_dir, workdir, saved_on, "--stop-at-epoch", 1)
+        cli("resume", "--workdir", workdir, "--devices", resumed_on, env=TWO_DEVICES)
+        assert_close_runs(one_device, workdir)
+
+
+def test_transformer_dropout_does_not_depend_on_the_split(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    args = ["--model", "transformer", "--dataset", "text", "--data-file", text, "--layers", 1,
+            "--d-model", 32, "--heads", 2, "--context", 32, "--batch-size", 8, "--steps", 6,
+            "--warmup-steps", 2, "--eval-every", 3]
+    for n in (1, 2):
+        cli("fit", *args, "--workdir", tmp_path / str(n), "--devices", n, env=TWO_DEVICES)
+    a, b = records(tmp_path / "1"), records(tmp_path / "2")
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x["train_loss"], y["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(x["test_loss"], y["test_loss"], rtol=1e-5)
+
+
+def test_device_count_and_batch_errors(tmp_path, data_dir):
+    with pytest.raises(ValueError, match="JAX sees 1 cpu device"):
+        DataParallel(2)  # this test process has one CPU device
+    proc = cli("fit", "--data-dir", data_dir, "--workdir", tmp_path, *TINY, "--batch-size", 6,
+               "--devices", 4, check=False, env=TWO_DEVICES)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--devices 4: JAX sees 2 cpu device(s)" in proc.stderr
+    proc = cli("fit", "--data-dir", data_dir, "--workdir", tmp_path, *TINY, "--batch-size", 7,
+               "--devices", 2, check=False, env=TWO_DEVICES)
+    assert proc.returncode == 2 and "pass a multiple of 2" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_distributed_start_needs_all_three_variables(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert initialize_distributed() is False
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1234")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES, JAX_PROCESS_ID not set"):
+        initialize_distributed()

@@ -1,0 +1,79 @@
+"""Data parallelism on JAX's SPMD engine: a one-axis device mesh, each batch split along
+it, the train state replicated on every device.
+
+The train step is one `jax.jit` with these shardings; XLA partitions it and inserts the
+all-reduce of the gradients itself (no `pmap`, no hand-written collectives). The global
+batch size is the configured one whatever the number of devices, so 1 and N devices
+compute the same losses up to the order of floating-point sums.
+
+Several processes (hosts): `jaxtrain fit/resume` call `jax.distributed.initialize` when
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID are set. Every process
+loads the same global batch and hands JAX its own slice of it.
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def initialize_distributed() -> bool:
+    """Joins a multi-process run when the environment describes one; True if it did."""
+    present = [name for name in DISTRIBUTED_ENV if os.environ.get(name)]
+    if not present:
+        return False
+    if len(present) < len(DISTRIBUTED_ENV):
+        missing = sorted(set(DISTRIBUTED_ENV) - set(present))
+        raise ValueError(f"a multi-process run needs all of {', '.join(DISTRIBUTED_ENV)}; "
+                         f"{', '.join(missing)} not set")
+    jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                               process_id=int(os.environ["JAX_PROCESS_ID"]))
+    return True
+
+
+class DataParallel:
+    """The mesh of the first `devices` devices (all when None) and the two shardings a
+    data-parallel step needs."""
+
+    def __init__(self, devices: int | None = None):
+        available = jax.devices()
+        n = len(available) if devices is None else devices
+        if not 1 <= n <= len(available):
+            raise ValueError(
+                f"--devices {n}: JAX sees {len(available)} {available[0].platform} device(s); "
+                f"pass --devices 1 to {len(available)} (on a CPU, XLA_FLAGS="
+                "--xla_force_host_platform_device_count=N makes N devices)")
+        if jax.process_count() > 1 and n != len(available):
+            raise ValueError(f"--devices {n}: a multi-process run uses all {len(available)} "
+                             "devices; leave --devices out")
+        self.devices = n
+        self.mesh = Mesh(np.array(available[:n]), ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.batch = NamedSharding(self.mesh, PartitionSpec("data"))
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if batch_size % self.devices:
+            raise ValueError(f"--batch-size {batch_size} does not split evenly over "
+                             f"{self.devices} devices: pass a multiple of {self.devices}")
+
+    def put_batch(self, batch: dict) -> dict:
+        """Host arrays of the global batch -> global arrays split over the mesh; each
+        process contributes the rows of its own devices."""
+        n, index = jax.process_count(), jax.process_index()
+
+        def put(x):
+            rows = len(x) // n
+            return jax.make_array_from_process_local_data(
+                self.batch, x[index * rows:(index + 1) * rows], x.shape)
+
+        return jax.tree.map(put, batch)
+
+    def abstract(self, tree):
+        """An abstract pytree (from jax.eval_shape) placed replicated on the mesh: the
+        restore target that puts a checkpoint, saved on any number of devices, here."""
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), tree)
