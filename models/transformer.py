@@ -192,7 +192,7 @@ class DigitsFamily:
     def train_loss(self, params, batch, rng):
         """Mean nats per token on a fresh binarization of the batch (dynamic binarization)."""
         binarize_rng, dropout_rng = jax.random.split(rng)
-        bits = jax.random.bernoulli(binarize_rng, batch["image"])  # [B, 784]
+        bits = jax.random.bernoulli(binarize_rng, batch["image"] / 255.0)  # [B, 784]
         nll = self._nll(params, bits, batch["label"], {"dropout": dropout_rng})
         return nll.mean() / NUM_PATCHES, {"nll": nll.mean(),
                                           "bits_per_dim": nats_to_bits_per_dim(nll.mean())}
@@ -202,7 +202,7 @@ class DigitsFamily:
         example i is binarized with key fold_in(PRNGKey(0), i), the same in every run
         and for every batch size. `rng` is unused: the test metric has no noise."""
         keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["index"])
-        bits = jax.vmap(jax.random.bernoulli)(keys, batch["image"])  # [B, 784]
+        bits = jax.vmap(jax.random.bernoulli)(keys, batch["image"] / 255.0)  # [B, 784]
         nll = self._nll(params, bits, batch["label"])
         return {"test_loss": jnp.sum(nll * batch["mask"]), "count": jnp.sum(batch["mask"])}
 

@@ -140,9 +140,9 @@ class VAEFamily:
         return self.model.init(rng, x, label, rng)["params"]
 
     def _terms(self, params, batch, rng):
-        out, mean, logvar = self.model.apply({"params": params}, batch["image"], batch["label"],
-                                             rng)
-        return reconstruction_nll(self.config, out, batch["image"]), kl_divergence(mean, logvar)
+        x = batch["image"] / 255.0  # uint8 pixels -> [0, 1]  [B, D]
+        out, mean, logvar = self.model.apply({"params": params}, x, batch["label"], rng)
+        return reconstruction_nll(self.config, out, x), kl_divergence(mean, logvar)
 
     def train_loss(self, params, batch, rng):
         """Mean over the batch of recon + kl_weight * KL; returns (loss, metrics)."""

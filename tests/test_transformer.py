@@ -112,7 +112,7 @@ def test_pick_greedy_and_top_k():
 def test_test_binarization_is_fixed_per_example():
     family = DigitsFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=4)
-    images = np.random.default_rng(0).random((4, 784)).astype(np.float32)
+    images = np.random.default_rng(0).integers(0, 256, (4, 784), dtype=np.uint8)
     batch = {"image": images, "label": np.arange(4, dtype=np.int32),
              "index": np.arange(4, dtype=np.int32), "mask": np.ones(4, np.float32)}
     a = family.eval_sums(params, batch, jax.random.PRNGKey(0))

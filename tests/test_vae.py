@@ -64,7 +64,8 @@ def test_eval_sums_ignore_padding():
     family = VAEFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=4)
     rng = np.random.default_rng(0)
-    batch = {"image": rng.random((4, 784), dtype=np.float32), "label": np.array([1, 2, 3, 4]),
+    batch = {"image": rng.integers(0, 256, (4, 784), dtype=np.uint8),
+             "label": np.array([1, 2, 3, 4]),
              "mask": np.array([1.0, 1.0, 0.0, 0.0], np.float32)}
     sums = family.eval_sums(params, batch, jax.random.PRNGKey(0))
     real = {"image": batch["image"][:2], "label": batch["label"][:2],

@@ -8,13 +8,15 @@ compute the same losses up to the order of floating-point sums.
 
 Several processes (hosts): `jaxtrain fit/resume` call `jax.distributed.initialize` when
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID are set. Every process
-loads the same global batch and hands JAX its own slice of it.
+loads the same global batch and hands JAX its own slice of it; the first process alone
+writes metrics, images and progress (Orbax coordinates the checkpoint writes itself).
 """
 
 import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -29,10 +31,29 @@ def initialize_distributed() -> bool:
         missing = sorted(set(DISTRIBUTED_ENV) - set(present))
         raise ValueError(f"a multi-process run needs all of {', '.join(DISTRIBUTED_ENV)}; "
                          f"{', '.join(missing)} not set")
+    # CPU processes all-reduce through gloo (the default has no cross-process collectives).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
                                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                                process_id=int(os.environ["JAX_PROCESS_ID"]))
     return True
+
+
+def is_primary() -> bool:
+    """True in the process that writes metrics, images and progress (the only one, usually)."""
+    return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process reaches this point (nothing to wait for in one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def local_copy(tree):
+    """This process's copy of replicated arrays, as ordinary single-device arrays, for
+    work done by one process alone (sampling images)."""
+    return jax.tree.map(lambda x: x.addressable_data(0), tree)
 
 
 class DataParallel:
@@ -64,6 +85,8 @@ class DataParallel:
         """Host arrays of the global batch -> global arrays split over the mesh; each
         process contributes the rows of its own devices."""
         n, index = jax.process_count(), jax.process_index()
+        if n == 1:
+            return jax.device_put(batch, self.batch)  # the same, with less overhead
 
         def put(x):
             rows = len(x) // n
