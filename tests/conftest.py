@@ -62,7 +62,7 @@ def cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
-def popen(*args) -> subprocess.Popen:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def popen(*args, env=None) -> subprocess.Popen:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "jaxtrain.cli.main", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

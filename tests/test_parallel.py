@@ -3,11 +3,12 @@ between device counts. Losses agree to rtol 1e-5 and parameters to atol 1e-5, no
 bitwise: the gradient is summed in a different order when the batch is split."""
 
 import json
+import socket
 
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, cli
+from conftest import TINY, cli, popen
 
 from jaxtrain.training import checkpoint
 from jaxtrain.training.parallel import DataParallel, initialize_distributed
@@ -45,17 +46,32 @@ def one_device(tmp_path_factory, data_dir):
     return workdir
 
 
-def test_two_devices_train_like_one(tmp_path, data_dir, one_device):
-    fit(data_dir, tmp_path, 2)
+@pytest.mark.parametrize("saved_on, resumed_on", [(2, 1), (1, 2)])
+def test_two_devices_train_like_one_and_checkpoints_move(tmp_path, data_dir, one_device,
+                                                         saved_on, resumed_on):
+    """Epoch 1 on one device count, epoch 2 on the other: both epochs match one device."""
+    fit(data_dir, tmp_path, saved_on, "--stop-at-epoch", 1)
+    cli("resume", "--workdir", tmp_path, "--devices", resumed_on, env=TWO_DEVICES)
     assert_close_runs(one_device, tmp_path)
 
 
-def test_checkpoints_move_between_device_counts(tmp_path, data_dir, one_device):
-    for saved_on, resumed_on in ((2, 1), (1, 2)):
-        workdir = tmp_path / f"{saved_on}to{resumed_on}"
-        fit(data_dir, workdir, saved_on, "--stop-at-epoch", 1)
-        cli("resume", "--workdir", workdir, "--devices", resumed_on, env=TWO_DEVICES)
-        assert_close_runs(one_device, workdir)
+def test_two_processes_train_like_one_device(tmp_path, data_dir, one_device):
+    """Two processes of one CPU device each, joined by jax.distributed (as two hosts would
+    be), train one run; one process then resumes it alone."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    args = ["fit", "--data-dir", data_dir, "--workdir", tmp_path, "--epochs", 2, *TINY,
+            "--stop-at-epoch", 1]
+    procs = [popen(*args, env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                               "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
+             for i in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+    assert outputs[0][0].count("test loss") == 1 and "test loss" not in outputs[1][0]
+    cli("resume", "--workdir", tmp_path)
+    assert_close_runs(one_device, tmp_path)
 
 
 def test_transformer_dropout_does_not_depend_on_the_split(tmp_path):

@@ -23,7 +23,7 @@ from jaxtrain.training import checkpoint
 from jaxtrain.training.config import RunConfig
 from jaxtrain.training.errors import Interrupted
 from jaxtrain.training.images import save_grid
-from jaxtrain.training.parallel import DataParallel
+from jaxtrain.training.parallel import DataParallel, is_primary, local_copy, sync_processes
 from jaxtrain.training.steps import (
     create_state,
     make_eval_step,
@@ -60,6 +60,12 @@ class StopOnSignal:
     def __exit__(self, *exc):
         for s, handler in self._old.items():
             signal.signal(s, handler)
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, from the first process only."""
+    if is_primary():
+        print(message, file=sys.stderr, flush=True)
 
 
 def _holds_run(workdir: Path) -> bool:
@@ -171,10 +177,10 @@ def train(run: Run, workdir: Path, state, source, start_step=0, stop_at_step=Non
     step = start_step
     try:
         with StopOnSignal() as stop:
-            print(f"training {run.config.model} on {run.config.data.dataset}: from "
+            say(f"training {run.config.model} on {run.config.data.dataset}: from "
                   f"{run.where(step)} to step {end}, batch {run.config.train.batch_size}, "
-                  f"evaluating every {run.eval_every} steps, workdir {workdir}",
-                  file=sys.stderr, flush=True)
+                f"evaluating every {run.eval_every} steps, workdir {workdir}"
+                + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else ""))
             while step < end:
                 next_eval = min(end, (step // run.eval_every + 1) * run.eval_every)
                 state = _train_period(run, workdir, state, source, batches, manager, stop,
@@ -195,7 +201,7 @@ def _train_period(run, workdir, state, source, batches, manager, stop, step, end
     per_step = B * (run.family.tokens_per_example or 1)
     bar = tqdm(total=(end - step) * per_step, unit="tok" if run.family.tokens_per_example
                else "img", unit_scale=True, leave=False, desc=f"steps {step}-{end}",
-               disable=None)
+               disable=None if is_primary() else True)
     for step in range(step, end):
         t_data = time.perf_counter()
         batch = run.parallel.put_batch(next(batches))
@@ -220,7 +226,8 @@ def _train_period(run, workdir, state, source, batches, manager, stop, step, end
     t_eval = time.perf_counter()
     test = evaluate(run, state.ema_params, source)
     eval_time = time.perf_counter() - t_eval
-    _write_images(run, state.ema_params, source, workdir, end)
+    if is_primary():
+        _write_images(run, local_copy(state.ema_params), source, workdir, end)
     position = {"step": end, "steps_per_epoch": run.steps_per_epoch}
     t_save = time.perf_counter()
     checkpoint.save(manager, state, position, run.config, metrics={"test_loss": test["test_loss"]})
@@ -234,6 +241,8 @@ def _train_period(run, workdir, state, source, batches, manager, stop, step, end
     if run.family.tokens_per_example:
         record["tokens_per_s"] = record["samples_per_s"] * run.family.tokens_per_example
     record["period_s"] = time.perf_counter() - t0
+    if not is_primary():
+        return state
     with open(workdir / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     train_part = (f"train loss {record['train_loss']:.3g} {run.family.train_loss_unit}  "
@@ -288,8 +297,9 @@ def fit(config: RunConfig, workdir, overwrite=False, stop_at_epoch=None, devices
     source = open_source(config)
     run = Run(config, source.steps_per_epoch, devices)
     # Only now that data and config are good is an old run (with --overwrite) removed.
-    if _holds_run(workdir):
+    if _holds_run(workdir) and is_primary():
         _clear_run(workdir)
+    sync_processes("cleared the workdir")
     workdir.mkdir(parents=True, exist_ok=True)
     train(run, workdir, run.init_state(), source, stop_at_step=_stop_step(run, stop_at_epoch))
     return run
@@ -333,10 +343,12 @@ def resume(workdir, epochs=None, steps=None, data_dir=None, data_file=None, stop
         raise ValueError(f"the data gives {source.steps_per_epoch} steps per epoch, but the run "
                          f"was trained with {position['steps_per_epoch']}: point --data-dir at "
                          "the data the run was started with")
-    checkpoint.move_aside(workdir, restored.broken)
+    if is_primary():
+        checkpoint.move_aside(workdir, restored.broken)
+    sync_processes("moved broken checkpoints aside")
     # The schedule may have changed (--epochs/--steps), and the optimizer is static state.
     state = restored.state.replace(tx=run.tx)
-    print(f"resuming from {run.where(step)}", file=sys.stderr)
+    say(f"resuming from {run.where(step)}")
     train(run, workdir, state, source, step, stop_at_step)
     return run
 
