@@ -120,6 +120,8 @@ def fit(
     )
     from jaxtrain.training.parallel import initialize_distributed
 
+    trainer.use_compilation_cache()
+
     if stop_at_epoch is not None and stop_at_epoch <= 0:
         raise ValueError(f"--stop-at-epoch must be a positive integer, got {stop_at_epoch}")
     initialize_distributed()
@@ -188,6 +190,7 @@ def resume(
     from jaxtrain.training import trainer
     from jaxtrain.training.parallel import initialize_distributed
 
+    trainer.use_compilation_cache()
     for flag, value in (("--epochs", epochs), ("--steps", steps),
                         ("--stop-at-epoch", stop_at_epoch)):
         if value is not None and value <= 0:
@@ -220,6 +223,7 @@ def sample(
     """Generate from the EMA parameters: a PNG grid of one class (digits), or text."""
     from jaxtrain.training import trainer
 
+    trainer.use_compilation_cache()
     if temperature is not None and temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
@@ -259,6 +263,7 @@ def eval_(
 
     from jaxtrain.training import trainer
 
+    trainer.use_compilation_cache()
     m = trainer.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
                                 data_file=data_file and data_file.absolute())
     if as_json:

@@ -44,6 +44,15 @@ def write_dataset(root, folder="MNIST"):
     return raw
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One XLA compilation cache for the session's CLI processes (shared by the xdist
+    workers), not the user's: later processes skip compiling what earlier ones did."""
+    folder = tmp_path_factory.getbasetemp().parent / "xla-cache"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    yield folder
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
