@@ -36,9 +36,9 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# jaxtrain against PyTorch eager, side by side (about 10 minutes): benchmarks/results/.
 bench: install data
-	$(BIN)/python benchmarks/vae_epoch.py --dataset fashion-mnist
-	$(BIN)/python benchmarks/transformer.py
+	$(BIN)/python benchmarks/bench.py --dataset fashion-mnist
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

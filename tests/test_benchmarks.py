@@ -1,10 +1,38 @@
-"""The benchmark scripts still run (on the tiny dataset; their figures mean nothing here)."""
+"""The benchmark scripts run (on the tiny dataset; their figures mean nothing here), and
+the PyTorch references are the same models as jaxtrain's."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import pytest
+
+from jaxtrain.models.transformer import Transformer, TransformerConfig
+from jaxtrain.models.vae import VAEConfig, VAEFamily
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+torch_reference = pytest.importorskip("torch_reference")
+
+
+def parameter_count(params):
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+def torch_parameter_count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_torch_references_have_the_same_parameters():
+    vae = VAEFamily(VAEConfig()).init(jax.random.PRNGKey(0), 1)
+    assert parameter_count(vae) == torch_parameter_count(torch_reference.TorchVAE())
+    config = TransformerConfig(context=256, vocab_size=65, output_size=65)
+    tokens = jax.numpy.zeros((1, 256), jax.numpy.int32)
+    params = Transformer(config).init(jax.random.PRNGKey(0), tokens)["params"]
+    assert parameter_count(params) == torch_parameter_count(
+        torch_reference.TorchTransformer(65, 65, 256))
 
 
 def test_vae_epoch_benchmark_runs(data_dir):
@@ -14,3 +42,17 @@ def test_vae_epoch_benchmark_runs(data_dir):
     assert proc.returncode == 0, proc.stderr
     for name in ("data alone", "train steps alone", "data + steps", "eval"):
         assert name in proc.stdout
+
+
+def test_side_by_side_suite_writes_json_and_table(data_dir, tmp_path):
+    proc = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--quick",
+                           "--dataset", "mnist", "--data-dir", data_dir, "--out", tmp_path],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert len(results["cases"]) == 4 and results["matmul_peak"]["peak_gflops"] > 0
+    for case in results["cases"].values():
+        assert case["ratio"]["median"] > 0 and len(case["jax"]["values"]) == 2
+    assert results["epoch"]["epoch_s"]["jax"] > 0 and results["commands"]["help_s"]["median"] > 0
+    table = (tmp_path / "bench.md").read_text()
+    assert "| VAE train step, batch 8 |" in table and "KV cache" in table

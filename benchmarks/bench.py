@@ -1,0 +1,399 @@
+"""jaxtrain against PyTorch eager on this machine, side by side: `make bench`.
+
+    python benchmarks/bench.py [--out benchmarks/results] [--quick --data-dir DIR]
+
+Each case times jaxtrain's own code and a PyTorch reference of the same model (same
+shapes, losses and optimizer: benchmarks/torch_reference.py) in one process, in
+alternating A/B repeats, after a warm-up (compilation). Ratios are taken pair by pair
+(jaxtrain rate / PyTorch rate within the same repeat), then the median. The load
+average before each case is recorded: other work on the machine slows both sides.
+Writes <out>/bench.json and <out>/bench.md. --quick shrinks every case (for the tests).
+"""
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch_reference as ref  # benchmarks/torch_reference.py, beside this script
+
+from jaxtrain.models.transformer import (
+    NUM_PATCHES,
+    PATCH_SYMBOLS,
+    DigitsFamily,
+    TextFamily,
+    TransformerConfig,
+    pick,
+)
+from jaxtrain.models.vae import VAEConfig, VAEFamily
+from jaxtrain.training import checkpoint, data
+from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.steps import create_state, make_optimizer, make_schedule, make_train_step
+from jaxtrain.training.trainer import Run, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def seconds(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": values}
+
+
+def side_by_side(jax_fn, torch_fn, work, repeats):
+    """Alternating timed calls; `work` units (samples, tokens) per call -> rates per second
+    of each side and the pairwise ratios."""
+    jax_fn(), torch_fn()  # warm-up: compilation, allocator, caches
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(work / seconds(jax_fn))
+        theirs.append(work / seconds(torch_fn))
+    return {"jax": summary(ours), "torch": summary(theirs),
+            "ratio": summary([a / b for a, b in zip(ours, theirs)])}
+
+
+def loadavg():
+    return round(os.getloadavg()[0], 2)
+
+
+# --- Cases. ---
+
+
+def matmul_peak(n, repeats):
+    """fp32 GFLOP/s of an n x n matmul, jnp.dot and torch.mm; the larger is the peak."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    dot = jax.jit(jnp.dot)
+    t = torch.from_numpy(np.array(a))
+    out = side_by_side(lambda: dot(a, a).block_until_ready(), lambda: torch.mm(t, t),
+                       2 * n**3 / 1e9, repeats)
+    out["peak_gflops"] = max(out["jax"]["max"], out["torch"]["max"])
+    return out
+
+
+def jax_steps(family, batch, steps, batch_size):
+    """A closure running `steps` of jaxtrain's jitted train step on one fixed batch."""
+    train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
+    schedule = make_schedule(train_config, 100_000)
+    state = create_state(family, train_config, make_optimizer(train_config, schedule))
+    step = make_train_step(family, schedule, train_config.ema_decay)
+    batch = jax.device_put(batch)
+
+    def run():
+        nonlocal state
+        for _ in range(steps):
+            state, _ = step(state, batch)
+        jax.block_until_ready(state)
+
+    return run
+
+
+def torch_steps(step, batch, steps):
+    def run():
+        for _ in range(steps):
+            step(*batch)
+
+    return run
+
+
+def vae_step(batch_size, steps, repeats, peak):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch_size)
+    ours = jax_steps(VAEFamily(VAEConfig()), {"image": images, "label": labels.astype(np.int32)},
+                     steps, batch_size)
+    theirs = torch_steps(ref.make_step(ref.TorchVAE(), ref.vae_loss, lr=2e-3),
+                         (torch.from_numpy(images / np.float32(255)), torch.from_numpy(labels)),
+                         steps)
+    out = side_by_side(ours, theirs, batch_size * steps, repeats)
+    out["unit"] = "samples/s"
+    flops = ref.vae_flops_per_example()
+    out["gflops"] = out["jax"]["median"] * flops / 1e9
+    out["peak_share"] = out["gflops"] / peak
+    return out
+
+
+def transformer_step(name, config, batch_size, steps, repeats, peak):
+    rng = np.random.default_rng(0)
+    if name == "digits":
+        family = DigitsFamily(config)
+        images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
+        labels = rng.integers(0, 10, batch_size)
+        ours = jax_steps(family, {"image": images, "label": labels.astype(np.int32)}, steps,
+                         batch_size)
+        # PyTorch gets the same token sequences (class token, then 195 patches).
+        tokens = torch.from_numpy(rng.integers(0, PATCH_SYMBOLS, (batch_size, NUM_PATCHES)))
+        inputs = torch.cat([PATCH_SYMBOLS + torch.from_numpy(labels)[:, None],
+                            tokens[:, :-1]], 1)
+        vocab, out_size, batch = config.vocab_size, config.output_size, (inputs, tokens)
+    else:
+        vocab_chars = string.printable[:config.vocab_size]
+        family = TextFamily(config, vocab_chars)
+        tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
+        ours = jax_steps(family, {"tokens": tokens.astype(np.int32)}, steps, batch_size)
+        tokens = torch.from_numpy(tokens)
+        vocab, out_size, batch = config.vocab_size, config.output_size, (tokens[:, :-1],
+                                                                         tokens[:, 1:])
+    model = ref.TorchTransformer(vocab, out_size, config.context, config.layers, config.d_model,
+                                 config.heads, config.dropout)
+    theirs = torch_steps(ref.make_step(model, ref.lm_loss), batch, steps)
+    out = side_by_side(ours, theirs, batch_size * config.context * steps, repeats)
+    out["unit"] = "tokens/s"
+    flops = ref.transformer_flops_per_token(config.layers, config.d_model, config.context,
+                                            out_size)
+    out["gflops"] = out["jax"]["median"] * flops / 1e9
+    out["peak_share"] = out["gflops"] / peak
+    return out
+
+
+def sample_without_cache(model, params, labels, rng):
+    """Each new token runs the whole (padded) sequence through the model: no cache."""
+    forward = jax.jit(lambda tokens: model.apply({"params": params}, tokens))
+    tokens = jnp.zeros((len(labels), NUM_PATCHES), jnp.int32).at[:, 0].set(PATCH_SYMBOLS + labels)
+    out = []
+    for i in range(NUM_PATCHES):
+        token = pick(forward(tokens)[:, i], jax.random.fold_in(rng, i), 1.0, None)
+        out.append(token)
+        if i + 1 < NUM_PATCHES:
+            tokens = tokens.at[:, i + 1].set(token)
+    return jax.block_until_ready(jnp.stack(out, 1))
+
+
+def kv_cache_sampling(config, n, repeats):
+    """Seconds to sample n digits token by token, with and without the key/value cache."""
+    family = DigitsFamily(config)
+    params = family.init(jax.random.PRNGKey(0), 1)
+    labels, key = np.arange(n) % 10, jax.random.PRNGKey(0)
+    cached = lambda: family.sample(params, labels, key)  # noqa: E731
+    uncached = lambda: sample_without_cache(family.model, params, jnp.asarray(labels), key)  # noqa: E731
+    cached(), uncached()  # compile
+    with_cache = [seconds(cached) for _ in range(repeats)]
+    without = [seconds(uncached) for _ in range(max(1, repeats // 2))]
+    return {"with_cache_s": summary(with_cache), "without_cache_s": summary(without),
+            "speedup": statistics.median(without) / statistics.median(with_cache)}
+
+
+class ClassicTorchEpoch:
+    """The classic PyTorch VAE script's epoch (pytorch/examples vae/main.py): a torchvision
+    dataset with ToTensor per image through a shuffling DataLoader, a train pass, a test
+    pass, then torch.save of model and optimizer. The model is jaxtrain's (TorchVAE)."""
+
+    def __init__(self, dataset, data_dir, batch_size):
+        from torchvision import datasets, transforms
+
+        cls = datasets.FashionMNIST if dataset == "fashion-mnist" else datasets.MNIST
+        root = data.raw_dir(dataset, data_dir).parent.parent
+        to_tensor = transforms.ToTensor()
+        self.train = torch.utils.data.DataLoader(
+            cls(root, train=True, transform=to_tensor), batch_size=batch_size, shuffle=True)
+        self.test = torch.utils.data.DataLoader(
+            cls(root, train=False, transform=to_tensor), batch_size=batch_size)
+        self.model = ref.TorchVAE()
+        self.step = ref.make_step(self.model, ref.vae_loss, lr=2e-3)
+        self.path = Path(tempfile.mkdtemp()) / "vae.pt"
+
+    def __call__(self):
+        self.model.train()
+        for images, labels in self.train:
+            self.step(images.view(-1, 784), labels)
+        self.model.eval()
+        with torch.no_grad():
+            for images, labels in self.test:
+                ref.vae_loss(self.model, images.view(-1, 784), labels)
+        torch.save({"model": self.model.state_dict()}, self.path)
+
+
+def whole_epoch(dataset, data_dir, batch_size, repeats):
+    """One epoch of `jaxtrain fit` (data, steps, eval, images, checkpoint) against the
+    classic PyTorch script's epoch, alternating, after one warm-up epoch each."""
+    source = data.ImageSource(dataset, data_dir, False, batch_size, seed=0)
+    spe = source.steps_per_epoch
+    config = RunConfig("vae", VAEConfig(), DataConfig(dataset, str(data_dir), download=False),
+                       TrainConfig(epochs=repeats + 1, batch_size=batch_size,
+                                   warmup_steps=min(200, spe)))
+    run = Run(config, spe)
+    workdir = Path(tempfile.mkdtemp())
+    state, epoch = run.init_state(), itertools.count()
+
+    def ours():
+        nonlocal state
+        torch.set_num_threads(1)  # as jaxtrain's data module sets it
+        e = next(epoch)
+        state = train(run, workdir, state, source, e * spe, (e + 1) * spe)
+
+    classic = ClassicTorchEpoch(dataset, data_dir, batch_size)
+
+    def theirs():
+        torch.set_num_threads(os.cpu_count())  # PyTorch's default
+        classic()
+
+    out = side_by_side(ours, theirs, spe * batch_size, repeats)
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    timed = records[1:]  # after the warm-up epoch
+    out["epoch_s"] = {"jax": 1 / out["jax"]["median"] * spe * batch_size,
+                      "torch": 1 / out["torch"]["median"] * spe * batch_size}
+    out["data_share_of_steps"] = statistics.median(r["data_s"] / r["train_s"] for r in timed)
+    out["save_block_s"] = statistics.median(r["save_s"] for r in timed)
+    # The whole save (blocking part and background write) against the epoch.
+    manager = checkpoint.open_manager(Path(tempfile.mkdtemp()), keep=repeats + 1)
+    saves = []
+    for i in range(repeats):
+        def save():
+            checkpoint.save(manager, state.replace(step=state.step + 1 + i), {"step": 0},
+                            config)
+            manager.wait_until_finished()
+        saves.append(seconds(save))
+    manager.close()
+    out["save_s"] = summary(saves)
+    out["save_share_of_epoch"] = statistics.median(saves) / out["epoch_s"]["jax"]
+    out["workdir"] = str(workdir)
+    return out
+
+
+def command_seconds(args, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "jaxtrain.cli.main", *args], check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return summary(times)
+
+
+# --- Report. ---
+
+
+def fmt(s, digits=0):
+    return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
+
+
+def markdown(results):
+    m = results["machine"]
+    peak = results["matmul_peak"]["peak_gflops"]
+    lines = [f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), jax {m['jax']}, "
+             f"torch {m['torch']}; load average {m['load_before']} before, "
+             f"{m['load_after']} after. Median (min-max) of {m['repeats']} alternating "
+             f"repeats; ratio = jaxtrain / PyTorch eager, pair by pair. Matmul peak "
+             f"(fp32, {m['matmul_n']}x{m['matmul_n']}): {peak:.0f} GFLOP/s.", "",
+             "| case | jaxtrain | PyTorch eager | ratio | jaxtrain GFLOP/s (% of peak) |",
+             "|---|---|---|---|---|"]
+    for name, r in results["cases"].items():
+        unit = r["unit"]
+        gflops = (f"{r['gflops']:.0f} ({100 * r['peak_share']:.0f}%)" if "gflops" in r else "")
+        lines.append(f"| {name} | {fmt(r['jax'])} {unit} | {fmt(r['torch'])} {unit} | "
+                     f"{r['ratio']['median']:.2f}x ({r['ratio']['min']:.2f}-"
+                     f"{r['ratio']['max']:.2f}) | {gflops} |")
+    e, k, c = results["epoch"], results["sampling"], results["commands"]
+    lines += ["", "| measure | value |", "|---|---|",
+              f"| VAE epoch, jaxtrain fit (batch {e['batch_size']}: data, steps, eval, PNGs, "
+              f"checkpoint) | {e['epoch_s']['jax']:.2f} s |",
+              f"| VAE epoch, classic PyTorch script (same model and batch) | "
+              f"{e['epoch_s']['torch']:.2f} s |",
+              f"| epoch speed-up, pair by pair | {e['ratio']['median']:.2f}x "
+              f"({e['ratio']['min']:.2f}-{e['ratio']['max']:.2f}) |",
+              f"| data loading, share of step time | {100 * e['data_share_of_steps']:.1f}% |",
+              f"| checkpoint save in fit, the part that blocks the loop (async save) | "
+              f"{1000 * e['save_block_s']:.0f} ms, "
+              f"{100 * e['save_block_s'] / e['epoch_s']['jax']:.1f}% of the epoch |",
+              f"| checkpoint save, whole (blocking + background write) | "
+              f"{1000 * e['save_s']['median']:.0f} ms, {100 * e['save_share_of_epoch']:.1f}% "
+              "of the epoch |",
+              f"| sample {k['n']} digits, with KV cache | {fmt(k['with_cache_s'], 2)} s |",
+              f"| sample {k['n']} digits, without cache | {fmt(k['without_cache_s'], 2)} s "
+              f"({k['speedup']:.0f}x slower) |",
+              f"| `jaxtrain --help` | {fmt(c['help_s'], 2)} s |",
+              f"| `jaxtrain sample --class 7` (VAE, end to end) | {fmt(c['sample_s'], 2)} s |"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--data-dir", default=DataConfig().data_dir)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    quick = args.quick
+    repeats = 2 if quick else args.repeats
+    n = 256 if quick else 2048
+    machine = {"date": datetime.date.today().isoformat(), "cpu": platform.processor() or
+               _cpu_name(), "cores": os.cpu_count(), "jax": jax.__version__,
+               "torch": torch.__version__, "repeats": repeats, "matmul_n": n,
+               "load_before": loadavg()}
+    results = {"machine": machine, "cases": {}}
+
+    def case(name, fn, *a):
+        load, t0 = loadavg(), time.perf_counter()
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        out = fn(*a)
+        out["load_before"], out["case_s"] = load, time.perf_counter() - t0
+        print(f"{name}: {out['case_s']:.0f} s", file=sys.stderr, flush=True)
+        return out
+
+    results["matmul_peak"] = case("matmul peak", matmul_peak, n, repeats)
+    peak = results["matmul_peak"]["peak_gflops"]
+    for b in (8,) if quick else (64, 128, 512):
+        results["cases"][f"VAE train step, batch {b}"] = case(
+            f"VAE step {b}", vae_step, b, 2 if quick else max(10, 6400 // b), repeats, peak)
+    tiny = dict(layers=1, d_model=32, heads=2) if quick else {}
+    digits = TransformerConfig(**tiny)
+    text_ctx = 16 if quick else 256
+    steps, b = (1, 4) if quick else (3, 32)
+    for name, config in (
+            ("digits (196 tokens, dropout 0.1)", digits),
+            (f"text (context {text_ctx}, dropout 0.1)",
+             TransformerConfig(**tiny, context=text_ctx, vocab_size=65, output_size=65)),
+            (f"text (context {text_ctx}, dropout 0)",
+             TransformerConfig(**tiny, context=text_ctx, vocab_size=65, output_size=65,
+                               dropout=0.0))):
+        kind = "digits" if name.startswith("digits") else "text"
+        results["cases"][f"Transformer {name}, batch {b}"] = case(
+            f"Transformer {name}", transformer_step, kind, config, b, steps, repeats, peak)
+    epoch = case("whole VAE epoch", whole_epoch, args.dataset, args.data_dir,
+                 8 if quick else 128, repeats)
+    epoch["batch_size"] = 8 if quick else 128
+    results["epoch"] = epoch
+    results["sampling"] = case("KV-cache sampling", kv_cache_sampling,
+                               digits.replace(dropout=0.0), 16, repeats)
+    results["sampling"]["n"] = 16
+    results["commands"] = {
+        "help_s": command_seconds(["--help"], repeats),
+        "sample_s": command_seconds(["sample", "--workdir", epoch["workdir"], "--class", "7",
+                                     "--out", str(Path(epoch["workdir"]) / "s.png")], repeats)}
+    machine["load_after"] = loadavg()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=1) + "\n")
+    table = markdown(results)
+    (args.out / "bench.md").write_text(table)
+    print(table)
+
+
+def _cpu_name():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    main()
