@@ -46,9 +46,10 @@ def write_dataset(root, folder="MNIST"):
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """One XLA compilation cache for the session's CLI processes (shared by the xdist
-    workers), not the user's: later processes skip compiling what earlier ones did."""
-    folder = tmp_path_factory.getbasetemp().parent / "xla-cache"
+    """An XLA compilation cache for this worker's CLI processes, not the user's: later
+    processes skip compiling what earlier ones did. One per xdist worker, so no two
+    processes write the same entry at once."""
+    folder = tmp_path_factory.getbasetemp() / "xla-cache"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
     yield folder
 

@@ -33,6 +33,9 @@ def initialize_distributed() -> bool:
                          f"{', '.join(missing)} not set")
     # CPU processes all-reduce through gloo (the default has no cross-process collectives).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # The processes compile the same programs at the same moment; sharing one on-disk
+    # compilation cache, they could read each other's half-written entries.
+    jax.config.update("jax_enable_compilation_cache", False)
     jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
                                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                                process_id=int(os.environ["JAX_PROCESS_ID"]))
