@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch_reference as ref  # benchmarks/torch_reference.py, beside this script
+from timing import seconds  # benchmarks/timing.py
 
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
@@ -45,12 +46,6 @@ from jaxtrain.training.steps import create_state, make_optimizer, make_schedule,
 from jaxtrain.training.trainer import Run, train
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def seconds(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def summary(values):
@@ -246,11 +241,11 @@ def whole_epoch(dataset, data_dir, batch_size, repeats):
 
     out = side_by_side(ours, theirs, spe * batch_size, repeats)
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    timed = records[1:]  # after the warm-up epoch
-    out["epoch_s"] = {"jax": 1 / out["jax"]["median"] * spe * batch_size,
-                      "torch": 1 / out["torch"]["median"] * spe * batch_size}
-    out["data_share_of_steps"] = statistics.median(r["data_s"] / r["train_s"] for r in timed)
-    out["save_block_s"] = statistics.median(r["save_s"] for r in timed)
+    after_warmup = records[1:]
+    out["epoch_s"] = {side: spe * batch_size / out[side]["median"] for side in ("jax", "torch")}
+    out["data_share_of_steps"] = statistics.median(r["data_s"] / r["train_s"]
+                                                   for r in after_warmup)
+    out["save_block_s"] = statistics.median(r["save_s"] for r in after_warmup)
     # The whole save (blocking part and background write) against the epoch.
     manager = checkpoint.open_manager(Path(tempfile.mkdtemp()), keep=repeats + 1)
     saves = []
@@ -268,13 +263,9 @@ def whole_epoch(dataset, data_dir, batch_size, repeats):
 
 
 def command_seconds(args, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "jaxtrain.cli.main", *args], check=True,
-                       capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return summary(times)
+    command = [sys.executable, "-m", "jaxtrain.cli.main", *args]
+    return summary([seconds(lambda: subprocess.run(command, check=True, capture_output=True))
+                    for _ in range(repeats)])
 
 
 # --- Report. ---
