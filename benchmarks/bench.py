@@ -31,19 +31,21 @@ import torch
 import torch_reference as ref  # benchmarks/torch_reference.py, beside this script
 from timing import seconds  # benchmarks/timing.py
 
+from jaxtrain.models.charlm import TextFamily
+from jaxtrain.models.decoding import pick
+from jaxtrain.models.digits import DigitsFamily
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
     PATCH_SYMBOLS,
-    DigitsFamily,
-    TextFamily,
     TransformerConfig,
-    pick,
+    train_flops_per_token,
 )
 from jaxtrain.models.vae import VAEConfig, VAEFamily
 from jaxtrain.training import checkpoint, data
+from jaxtrain.training.commands import train
 from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.run import Run
 from jaxtrain.training.steps import create_state, make_optimizer, make_schedule, make_train_step
-from jaxtrain.training.trainer import Run, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,7 +121,7 @@ def vae_step(batch_size, steps, repeats, peak):
                          steps)
     out = side_by_side(ours, theirs, batch_size * steps, repeats)
     out["unit"] = "samples/s"
-    flops = ref.vae_flops_per_example()
+    flops = VAEFamily(VAEConfig()).flops_per_example
     out["gflops"] = out["jax"]["median"] * flops / 1e9
     out["peak_share"] = out["gflops"] / peak
     return out
@@ -151,8 +153,7 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
     theirs = torch_steps(ref.make_step(model, ref.lm_loss), batch, steps)
     out = side_by_side(ours, theirs, batch_size * config.context * steps, repeats)
     out["unit"] = "tokens/s"
-    flops = ref.transformer_flops_per_token(config.layers, config.d_model, config.context,
-                                            out_size)
+    flops = train_flops_per_token(config.replace(output_size=out_size))
     out["gflops"] = out["jax"]["median"] * flops / 1e9
     out["peak_share"] = out["gflops"] / peak
     return out

@@ -106,21 +106,3 @@ def make_step(model, loss_fn, lr=1e-3, weight_decay=1e-4, clip=1.0):
         return loss
 
     return step
-
-
-def transformer_flops_per_token(layers, d, context, vocab_out):
-    """Training FLOPs per token (forward + backward = 3x forward), nanoGPT's estimate:
-    6 per weight plus the attention scores and sums (12 * layers * d * T)."""
-    weights = layers * 12 * d * d + d * vocab_out
-    return 6 * weights + 12 * layers * d * context
-
-
-def vae_flops_per_example(encoder=(512, 256), decoder=(256, 512), latent=32, classes=10):
-    """Training FLOPs per example: 6 per weight of the Dense layers."""
-    widths = [784 + classes, *encoder]
-    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    weights += 2 * encoder[-1] * latent + classes * latent
-    widths = [latent, *decoder, 784]
-    weights += sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    return 6 * weights
-

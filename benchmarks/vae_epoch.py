@@ -16,7 +16,7 @@ from timing import timed  # benchmarks/timing.py, beside this script
 from jaxtrain.models.vae import VAEConfig
 from jaxtrain.training import data
 from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
-from jaxtrain.training.trainer import Run, evaluate
+from jaxtrain.training.run import Run, evaluate
 
 
 def main():

@@ -7,7 +7,6 @@ vector added to z (as in the Flax/JAX VAE tutorials). Conditioning the encoder t
 means z need not spend capacity on the class, which lowers the ELBO.
 """
 
-import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -16,35 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-LIKELIHOODS = ("bernoulli", "gaussian")
-
-
-@dataclasses.dataclass(frozen=True)
-class VAEConfig:
-    """Architecture and loss of the VAE; saved with every checkpoint."""
-
-    encoder_widths: tuple[int, ...] = (512, 256)
-    decoder_widths: tuple[int, ...] = (256, 512)
-    latent_dim: int = 32
-    likelihood: str = "bernoulli"
-    kl_weight: float = 1.0
-    num_classes: int = 10
-    image_dim: int = 784
-
-    def __post_init__(self):
-        # JSON gives lists back; keep the dataclass hashable and comparable.
-        object.__setattr__(self, "encoder_widths", tuple(self.encoder_widths))
-        object.__setattr__(self, "decoder_widths", tuple(self.decoder_widths))
-        for name in ("encoder_widths", "decoder_widths"):
-            widths = getattr(self, name)
-            if not widths or any(w <= 0 for w in widths):
-                raise ValueError(f"{name} must be positive integers, got {list(widths)}")
-        if self.latent_dim <= 0:
-            raise ValueError(f"--latent-dim must be positive, got {self.latent_dim}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"--likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.kl_weight < 0:
-            raise ValueError(f"--kl-weight must be >= 0, got {self.kl_weight}")
+from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
 
 
 class FeedForward(nn.Module):
@@ -123,16 +94,17 @@ def decoded_image(config, out):
 
 
 class VAEFamily:
-    """What the generic trainer needs from a model family: init, losses, samples."""
+    """The VAE as the trainer sees it (the contract: models/family.py)."""
 
     name = "vae"
     sample_options = ()  # sample() takes no options beyond labels and key
-    train_loss_unit = "nats/image"
+    units = {"train_loss": "nats/image", "test_loss": "nats/image"}
     tokens_per_example = None
 
     def __init__(self, config: VAEConfig):
         self.config = config
         self.model = VAE(config)
+        self.flops_per_example = train_flops_per_example(config)
 
     def init(self, rng, batch_size):
         x = jnp.zeros((batch_size, self.config.image_dim), jnp.float32)
@@ -193,3 +165,18 @@ class VAEFamily:
 
     def latents(self, rng, n):
         return jax.random.normal(rng, (n, self.config.latent_dim))  # [N, Z]
+
+    def epoch_text(self, params, rng):
+        return None
+
+
+def train_flops_per_example(config: VAEConfig) -> float:
+    """Training FLOPs per example: 6 per weight of the Dense layers (2 forward, 4
+    backward), the count `make bench` uses for GFLOP/s."""
+    c = config
+    widths = [c.image_dim + c.num_classes, *c.encoder_widths]
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    weights += 2 * c.encoder_widths[-1] * c.latent_dim + c.num_classes * c.latent_dim
+    widths = [c.latent_dim, *c.decoder_widths, c.image_dim]
+    weights += sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    return 6 * weights

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.models.transformer import TextFamily, TransformerConfig
+from jaxtrain.models.charlm import TextFamily
+from jaxtrain.models.transformer import TransformerConfig
 from jaxtrain.training import text
 
 TEXT = "hello world, hello jax.\n" * 40  # 960 characters
@@ -89,9 +90,9 @@ def test_uniform_model_costs_log_vocab_per_character():
 def test_generation_past_the_context_is_greedy_and_deterministic():
     family, params = tiny_family()
     prompt = np.array([0, 1, 2], np.int32)
-    out = family.generate(params, prompt, 20, jax.random.PRNGKey(0), temperature=0.0)
+    out = family.sample(params, prompt, jax.random.PRNGKey(0), 20, temperature=0.0)
     assert out.shape == (20,) and out.max() < 4
-    again = family.generate(params, prompt, 20, jax.random.PRNGKey(5), temperature=0.0)
+    again = family.sample(params, prompt, jax.random.PRNGKey(5), 20, temperature=0.0)
     np.testing.assert_array_equal(out, again)  # greedy ignores the key
     # Within the context, the cached path gives what a full forward pass would.
     tokens = list(prompt)
@@ -100,4 +101,4 @@ def test_generation_past_the_context_is_greedy_and_deterministic():
         tokens.append(int(jnp.argmax(logits)))
     assert out[:4].tolist() == tokens[3:]
     with pytest.raises(ValueError, match="1 to 8"):
-        family.generate(params, np.zeros(9, np.int32), 1, jax.random.PRNGKey(0))
+        family.sample(params, np.zeros(9, np.int32), jax.random.PRNGKey(0), 1)

@@ -6,17 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.models.transformer import (
+from jaxtrain.models.decoding import pick
+from jaxtrain.models.digits import (
     DigitsFamily,
-    Transformer,
-    TransformerConfig,
-    causal_attention,
     image_to_tokens,
     nats_to_bits_per_dim,
-    pick,
     sequence_nll,
     tokens_to_image,
 )
+from jaxtrain.models.transformer import Transformer, TransformerConfig, causal_attention
 
 TINY = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.1)
 

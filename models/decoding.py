@@ -1,0 +1,88 @@
+"""Drawing tokens from a Transformer: the next-token rule, and the key/value-cached
+decoding loops of the digits and text tasks.
+
+Shapes: N sequences, K output vocabulary, T context.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def pick(logits, rng, temperature, top_k):
+    """The next token from logits [N, K]: greedy at temperature 0, else sampled from the
+    temperature-scaled softmax restricted to the top_k logits (all when None)."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        if top_k > logits.shape[-1]:  # shapes are static, so this holds under jit too
+            raise ValueError(f"--top-k {top_k} exceeds the {logits.shape[-1]} possible tokens")
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [N, 1]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(rng, logits)
+
+
+def decode_fixed_length(decoder, params, first, length, rng, temperature, top_k):
+    """`length` tokens [N, length] after the tokens `first` [N], all N sequences at once,
+    in one jitted `lax.scan` over positions with the decoder's key/value cache."""
+    shape = (first.shape[0], decoder.config.context)
+    cache = decoder.init(rng, jnp.zeros(shape, jnp.int32))["cache"]
+    return _decode(decoder, params, cache, first, rng, length, float(temperature), top_k)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
+def _decode(decoder, params, cache, first, rng, length, temperature, top_k):
+    def step(carry, i):
+        cache, token = carry
+        logits, variables = decoder.apply({"params": params, "cache": cache}, token[:, None],
+                                          mutable=["cache"])
+        next_token = pick(logits[:, 0], jax.random.fold_in(rng, i), temperature, top_k)
+        return (variables["cache"], next_token), next_token
+
+    _, tokens = jax.lax.scan(step, (cache, first), jnp.arange(length))
+    return tokens.T  # [N, length]
+
+
+def continue_text(model, decoder, params, prompt: np.ndarray, length: int, rng,
+                  temperature=1.0, top_k=None) -> np.ndarray:
+    """`length` tokens following `prompt` [P] (1 <= P <= context). Within the context the
+    key/value cache makes each token cost one position; past it, the last `context`
+    tokens are run through the model again for each new token (the positions are
+    learned, so a window cannot slide inside the cache)."""
+    context = decoder.config.context
+    if not 1 <= len(prompt) <= context:
+        raise ValueError(f"the prompt has {len(prompt)} characters; it needs 1 to "
+                         f"{context} (the model's context)")
+    step = _cached_step(decoder)
+    cache = decoder.init(rng, jnp.zeros((1, context), jnp.int32))["cache"]
+    for token in prompt:
+        logits, cache = step(params, cache, jnp.array([[token]], jnp.int32))
+    tokens = list(prompt)
+    window = _window_logits(model)
+    for i in range(length):
+        token = int(pick(logits, jax.random.fold_in(rng, i), temperature, top_k)[0])
+        tokens.append(token)
+        if len(tokens) < context:
+            logits, cache = step(params, cache, jnp.array([[token]], jnp.int32))
+        else:
+            logits = window(params, jnp.array([tokens[-context:]], jnp.int32))
+    return np.array(tokens[len(prompt):], np.int32)
+
+
+@functools.cache
+def _cached_step(decoder):
+    @jax.jit
+    def step(params, cache, token):
+        logits, variables = decoder.apply({"params": params, "cache": cache}, token,
+                                          mutable=["cache"])
+        return logits[:, -1], variables["cache"]
+
+    return step
+
+
+@functools.cache
+def _window_logits(model):
+    return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens)[:, -1])

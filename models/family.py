@@ -1,0 +1,51 @@
+"""The contract between a model family and the trainer, written down as a Protocol.
+
+A family is an objective (init, a training loss, evaluation sums with an explicit
+count, and a finalize that turns the means into reported metrics), a sampler (one
+entry, `sample`, for images and text alike), and the units its numbers are in. The
+trainer, the checkpoints and the CLI know nothing else about a model.
+"""
+
+from typing import Any, Protocol, runtime_checkable
+
+import flax.linen as nn
+import jax
+
+Params = Any  # a pytree of arrays
+Batch = dict  # name -> array; see training/data.py (images) and training/text.py (text)
+
+
+@runtime_checkable
+class Family(Protocol):
+    name: str  # the --model value
+    model: nn.Module  # the network the train state applies
+    sample_options: tuple[str, ...]  # keyword options `sample` accepts (temperature, top_k)
+    # Units of the numbers, e.g. {"train_loss": "nats/token", "test_loss": "nats/image"}.
+    units: dict[str, str]
+    # Tokens per example for a sequence model (progress counts tokens), else None.
+    tokens_per_example: int | None
+    flops_per_example: float  # training FLOPs (forward + backward) of one example
+
+    def init(self, rng: jax.Array, batch_size: int) -> Params:
+        """Fresh parameters."""
+
+    def train_loss(self, params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict]:
+        """(the scalar objective, {name: scalar} of companions), differentiated by the step."""
+
+    def eval_sums(self, params: Params, batch: Batch, rng: jax.Array) -> dict:
+        """Sums over the batch's real examples (mask == 1), with their "count": summing
+        over batches and dividing by the total count gives exact means, whatever the
+        padding of the last batch."""
+
+    def finalize(self, means: dict) -> dict:
+        """Reported test metrics ("test_loss" first) from the means of the eval sums."""
+
+    def sample(self, params: Params, request: Any, rng: jax.Array, **options) -> Any:
+        """Generates from the model: images [N, 28, 28] in [0, 1] for class labels [N]
+        (image families), or the tokens that follow a prompt (text)."""
+
+    def epoch_images(self, params: Params, rng: jax.Array, preview: Any) -> dict:
+        """{name: (images [N, 28, 28], columns)} of grids written at each evaluation."""
+
+    def epoch_text(self, params: Params, rng: jax.Array) -> str | None:
+        """A short generated text logged at each evaluation (text families), else None."""

@@ -1,0 +1,36 @@
+"""The family contract (models/family.py): every family satisfies it, and the FLOPs it
+reports for throughput are 6 per weight of its matmuls (plus attention)."""
+
+import math
+
+import jax
+import numpy as np
+
+from jaxtrain.models.charlm import TextFamily
+from jaxtrain.models.digits import DigitsFamily
+from jaxtrain.models.family import Family
+from jaxtrain.models.transformer import TransformerConfig
+from jaxtrain.models.vae import VAEConfig, VAEFamily
+
+
+def kernel_weights(params, exclude=("embedding", "pos_embedding")) -> int:
+    """Weights of the matmuls: every "kernel" leaf (biases, norms, embeddings left out)."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return sum(int(np.prod(leaf.shape)) for path, leaf in leaves
+               if getattr(path[-1], "key", None) == "kernel")
+
+
+def test_families_satisfy_the_protocol_and_count_their_flops():
+    vae = VAEFamily(VAEConfig(encoder_widths=(8,), decoder_widths=(8,), latent_dim=2))
+    config = TransformerConfig(layers=2, d_model=16, heads=2)
+    digits = DigitsFamily(config)
+    text = TextFamily(config.replace(context=12, vocab_size=5, output_size=5), "abcde")
+    for family in (vae, digits, text):
+        assert isinstance(family, Family)
+        assert {"train_loss", "test_loss"} <= family.units.keys()
+    key = jax.random.PRNGKey(0)
+    assert vae.flops_per_example == 6 * kernel_weights(vae.init(key, 2))
+    for family, tokens in ((digits, 196), (text, 12)):
+        attention = 12 * 2 * 16 * tokens  # scores and weighted sums, per token
+        per_token = 6 * kernel_weights(family.init(key, 2)) + attention
+        assert math.isclose(family.flops_per_example, tokens * per_token)
