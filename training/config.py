@@ -1,7 +1,10 @@
-"""Run configuration: frozen dataclasses, validated on construction, saved as JSON.
+"""Run configuration: frozen dataclasses, validated on construction, saved as JSON with
+every checkpoint (and as TOML beside it, see training/config_file.py).
 
-A checkpoint holds the whole RunConfig, so resume, sample and eval rebuild the run
-from the workdir alone.
+Each default lives in one field (`setting(default, help, bounds)`); the few training
+defaults that differ between model families are in FAMILY_DEFAULTS. The command line
+and the config files are built from these fields. A checkpoint holds the whole
+RunConfig, so resume, sample and eval rebuild the run from the workdir alone.
 """
 
 import dataclasses
@@ -9,12 +12,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jaxtrain.models.transformer import DigitsFamily, TextFamily, TransformerConfig
-from jaxtrain.models.vae import VAEConfig, VAEFamily
+from jaxtrain.models.configs import TransformerConfig, VAEConfig
+from jaxtrain.training.settings import SettingError, setting, validate
 
-# model name -> (its config class, its family class)
-MODELS = {"vae": (VAEConfig, VAEFamily), "transformer": (TransformerConfig, DigitsFamily)}
+# model name -> (its config class, "module:class" of its family for images). The
+# families (and JAX) are imported only when a run is built.
+MODELS = {"vae": (VAEConfig, "vae:VAEFamily"),
+          "transformer": (TransformerConfig, "digits:DigitsFamily")}
+TEXT_FAMILY = "charlm:TextFamily"
 DATASETS = ("mnist", "fashion-mnist", "text")
+
+# Defaults that differ between families and tasks ({section: {field: value}}), applied
+# over the field defaults: everything not named here is the field's own default.
+FAMILY_DEFAULTS = {
+    "vae": {"train": {"batch_size": 128, "lr": 2e-3}},
+    "transformer": {"train": {"batch_size": 32, "lr": 1e-3}},
+    "text": {"train": {"epochs": None, "steps": 2000, "eval_every": 250},
+             "model_config": {"context": 256}},
+}
 
 
 class RunMismatch(ValueError):
@@ -27,21 +42,27 @@ def default_data_dir() -> str:
     return str(Path(cache) / "jaxtrain")
 
 
+def loss_unit(dataset: str) -> str:
+    """The unit of a run's test loss."""
+    return "nats/char" if dataset == "text" else "nats/image"
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "mnist"
-    data_dir: str = dataclasses.field(default_factory=default_data_dir)
-    download: bool = True
-    data_file: str | None = None  # text: the UTF-8 file
-    vocab: str | None = None  # text: the file's characters, saved so sampling can decode
+    dataset: str = setting("mnist", "Training data; text (a character model of --data-file) "
+                           "needs --model transformer.", choices=DATASETS)
+    data_dir: str = setting(help="Folder holding MNIST/raw/ or FashionMNIST/raw/ IDX files.",
+                            factory=default_data_dir)
+    download: bool = setting(True, "Download the data if it is missing.")
+    data_file: str | None = setting(
+        None, "text: a UTF-8 file; its first 90% trains, the last 10% validates.")
+    vocab: str | None = setting(None, cli=False)  # text: the file's characters, for decoding
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}: choose one of "
-                             f"{', '.join(DATASETS)}")
+        validate(self)
         if (self.dataset == "text") != (self.data_file is not None):
-            raise ValueError("--data-file goes with --dataset text, and --dataset text "
-                             "needs --data-file PATH")
+            raise SettingError("data_file", "goes with --dataset text, and --dataset text "
+                                            "needs --data-file PATH")
 
     @property
     def is_text(self) -> bool:
@@ -50,35 +71,33 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: int | None = 10  # the run's length: epochs, or
-    steps: int | None = None  # optimizer steps (exactly one of the two)
-    eval_every: int | None = None  # steps between evaluations [default: one epoch]
-    batch_size: int = 128
-    lr: float = 2e-3
-    warmup_steps: int = 200
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    ema_decay: float = 0.998
-    seed: int = 0
-    keep: int = 3
+    epochs: int | None = setting(
+        10, "Epochs in the run; the LR schedule spans the run.", gt=0)
+    steps: int | None = setting(
+        None, "Optimizer steps in the run, instead of --epochs.", gt=0)
+    eval_every: int | None = setting(
+        None, "Steps between evaluations and checkpoints [default: one epoch].", gt=0)
+    batch_size: int = setting(128, "Examples per step and per eval batch.", gt=0)
+    lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
+    warmup_steps: int = setting(200, "Linear warmup steps from lr/100 before cosine decay.",
+                                ge=0)
+    weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.", ge=0)
+    grad_clip: float = setting(1.0, "Clip gradients to this global norm.", gt=0)
+    ema_decay: float = setting(0.998, "Decay of the parameter EMA used for eval and sampling.",
+                               ge=0, lt=1)
+    seed: int = setting(0, "Seed of initialisation, data order and sampling.")
+    keep: int = setting(3, "Latest checkpoints to keep (the best one is kept too).", gt=0)
+    patience: int = setting(
+        0, "Stop after this many evaluations without a better test loss (0: never).", ge=0)
+    log_every: int = setting(
+        50, "Steps between host reads of the training metrics (progress, TensorBoard, the "
+        "NaN check).", gt=0)
 
     def __post_init__(self):
         if (self.epochs is None) == (self.steps is None):
-            raise ValueError("give the run's length as exactly one of --epochs and --steps")
-        for name in ("epochs", "steps", "eval_every", "batch_size", "keep"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be a positive integer, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        if self.weight_decay < 0:
-            raise ValueError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.grad_clip <= 0:
-            raise ValueError(f"--grad-clip must be positive, got {self.grad_clip}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+            raise SettingError("epochs", "and --steps: give the run's length as exactly one "
+                                         "of --epochs and --steps")
+        validate(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,25 +109,43 @@ class RunConfig:
 
     def __post_init__(self):
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+            raise SettingError("model", f"must be one of {', '.join(MODELS)}, got "
+                                        f"{self.model!r}")
         if self.data.is_text and self.model != "transformer":
-            raise ValueError(f"--dataset text needs --model transformer, not {self.model}")
+            raise SettingError("dataset", f"text needs --model transformer, not {self.model}")
         if self.data.is_text and self.train.epochs is not None:
-            raise ValueError("text runs are measured in steps: pass --steps N, not --epochs")
+            raise SettingError("epochs", "does not apply: text runs are measured in steps: "
+                                         "pass --steps N")
 
     def family(self):
+        """The model family object (models/family.py) of this run."""
+        import importlib
+
+        where = TEXT_FAMILY if self.data.is_text else MODELS[self.model][1]
+        module, name = where.split(":")
+        cls = getattr(importlib.import_module(f"jaxtrain.models.{module}"), name)
         if self.data.is_text:
-            return TextFamily(self.model_config, self.data.vocab)
-        return MODELS[self.model][1](self.model_config)
+            return cls(self.model_config, self.data.vocab)
+        return cls(self.model_config)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """The config saved with a run; fields added since it was saved take defaults."""
         model = d.get("model")
         if model not in MODELS:
             raise RunMismatch(f"the run's config names model {model!r}, which this jaxtrain "
-                             f"does not know (known: {', '.join(MODELS)})")
+                              f"does not know (known: {', '.join(MODELS)})")
         return cls(model=model, model_config=MODELS[model][0](**d["model_config"]),
                    data=DataConfig(**d["data"]), train=TrainConfig(**d["train"]))
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig}
+
+
+def model_config_class(model: str):
+    if model not in MODELS:
+        raise SettingError("model", f"must be one of {', '.join(MODELS)}, got {model!r}")
+    return MODELS[model][0]
