@@ -61,6 +61,21 @@ def data_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def jaxtrain(monkeypatch, capsys):
+    """The CLI's entry point called in this process (fast, for the error cases)."""
+    from jaxtrain.cli.main import main
+
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["jaxtrain", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exit_.value.code, out, err)
+
+    return call
+
+
 def cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Runs `jaxtrain ARGS` in a fresh process, as a user would; `env` adds variables."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}

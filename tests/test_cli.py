@@ -3,8 +3,6 @@
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -14,7 +12,7 @@ from conftest import TINY, cli, popen
 from PIL import Image
 
 from jaxtrain.training import checkpoint
-from jaxtrain.training.trainer import _target
+from jaxtrain.training.run import restore_target as _target
 
 EPOCHS = 6  # 8 steps per epoch on the tiny dataset
 
@@ -45,21 +43,6 @@ def straight(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("straight")
     cli(*fit_args(data_dir, workdir))
     return workdir
-
-
-@pytest.fixture
-def jaxtrain(monkeypatch, capsys):
-    """The CLI's entry point called in this process (fast, for the error cases)."""
-    from jaxtrain.cli.main import main
-
-    def call(*args):
-        monkeypatch.setattr(sys, "argv", ["jaxtrain", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exit_.value.code, out, err)
-
-    return call
 
 
 def assert_one_line_error(proc, *fragments):

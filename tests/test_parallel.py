@@ -12,7 +12,7 @@ from conftest import TINY, cli, popen
 
 from jaxtrain.training import checkpoint
 from jaxtrain.training.parallel import DataParallel, initialize_distributed
-from jaxtrain.training.trainer import _target
+from jaxtrain.training.run import restore_target as _target
 
 TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 

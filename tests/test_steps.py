@@ -5,8 +5,9 @@ import pytest
 from jaxtrain.models.vae import VAEConfig
 from jaxtrain.training import checkpoint
 from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.run import Run
+from jaxtrain.training.run import restore_target as _target
 from jaxtrain.training.steps import ema_decay_at, make_schedule, update_ema
-from jaxtrain.training.trainer import Run, _target
 
 
 def tiny_run(**train):

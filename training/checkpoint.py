@@ -15,10 +15,11 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxtrain.training.config import RunConfig, RunMismatch
+from jaxtrain.training.workdir import CHECKPOINTS
 
 
 def checkpoint_dir(workdir) -> Path:
-    return Path(workdir).absolute() / "checkpoints"
+    return Path(workdir).absolute() / CHECKPOINTS
 
 
 def _test_loss(metrics):
@@ -69,22 +70,37 @@ def _restore_step(manager, step, make_target):
     return Restored(step, config, dict(meta.position), restored.state, [])
 
 
-def restore(workdir, make_target: Callable, step: int | None = None) -> Restored:
-    """Restores `step`, or the newest checkpoint that restores, into `make_target(config,
-    position)` (an abstract TrainState from jax.eval_shape). Raises ValueError if none does."""
+def check_workdir(workdir) -> None:
+    """Raises a one-line ValueError unless `workdir` is a folder with a checkpoints/ one."""
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} is a file: pass the folder of a run made by "
+                         "`jaxtrain fit`")
     if not workdir.is_dir():
         raise ValueError(f"workdir {workdir} does not exist: pass --workdir of a run "
                          "made by `jaxtrain fit`")
     if not checkpoint_dir(workdir).is_dir():
         raise ValueError(f"{workdir} holds no jaxtrain checkpoints: pass --workdir of a run "
                          "made by `jaxtrain fit`")
+
+
+def restore(workdir, make_target: Callable, step: int | str | None = None) -> Restored:
+    """Restores `step` ("best": the one with the lowest test loss), or else the newest
+    checkpoint that restores, into `make_target(config, position)` (an abstract
+    TrainState from jax.eval_shape). Raises ValueError if none does."""
+    workdir = Path(workdir)
+    check_workdir(workdir)
     manager = open_manager(workdir, read_only=True)
     try:
         steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
             raise ValueError(f"no checkpoint in {checkpoint_dir(workdir)}: the run saved "
                              "none yet; start it again with `jaxtrain fit --overwrite`")
+        if step == "best":
+            step = manager.best_step()
+            if step is None:
+                raise ValueError(f"no checkpoint in {checkpoint_dir(workdir)} has a test "
+                                 "loss yet: pass --step N or leave --step out")
         if step is not None:
             if step not in steps:
                 raise ValueError(f"no checkpoint for step {step} in {checkpoint_dir(workdir)}: "

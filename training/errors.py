@@ -7,3 +7,9 @@ class Interrupted(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite; nothing of the diverged state was saved."""
+
+    exit_code = 3

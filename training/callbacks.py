@@ -1,0 +1,204 @@
+"""The loop's features, one small callback each: progress, evaluation, the guards
+(non-finite loss, early stopping), images, checkpoints and profiling. The writers of
+the record (JSONL, TensorBoard, curves, console) are in training/writers.py.
+"""
+
+import math
+import sys
+import time
+
+import jax
+from tqdm import tqdm
+
+from jaxtrain.training import checkpoint
+from jaxtrain.training.errors import Diverged
+from jaxtrain.training.images import make_grid, save_grid
+from jaxtrain.training.loop import Callback
+from jaxtrain.training.parallel import is_primary, local_copy
+from jaxtrain.training.run import evaluate
+from jaxtrain.training.steps import run_keys
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, from the first process only."""
+    if is_primary():
+        print(message, file=sys.stderr, flush=True)
+
+
+class Progress(Callback):
+    """A tqdm bar per evaluation period, counting tokens (sequence models) or examples,
+    so its rate reads tokens/s; the loss appears at each log (no extra host read)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_step(self, loop):
+        if self.bar is None:
+            family = loop.run.family
+            self.per_step = loop.run.config.train.batch_size * (family.tokens_per_example or 1)
+            end = min(loop.end, (loop.period_start // loop.run.eval_every + 1)
+                      * loop.run.eval_every)
+            self.bar = tqdm(total=(end - loop.period_start) * self.per_step,
+                            unit="tok" if family.tokens_per_example else "img",
+                            unit_scale=True, leave=False,
+                            desc=f"steps {loop.period_start}-{end}",
+                            disable=None if is_primary() else True)
+        self.bar.update(self.per_step)
+
+    def on_log(self, loop, metrics):
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{metrics['loss']:.3g}")
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_eval(self, loop, record):
+        self._close()
+
+    def on_interrupt(self, loop):
+        self._close()
+
+    def on_end(self, loop):
+        self._close()
+
+
+class Evaluate(Callback):
+    """Test metrics of the EMA parameters, added to the record as test_*."""
+
+    def on_eval(self, loop, record):
+        t = time.perf_counter()
+        test = evaluate(loop.run, loop.state.ema_params, loop.source)
+        record.update({k if k.startswith("test_") else f"test_{k}": v for k, v in test.items()})
+        record["eval_s"] = time.perf_counter() - t
+
+
+class NonFinite(Callback):
+    """Stops a diverging run at the host reads the loop already makes (each log and each
+    evaluation), before anything of the diverged state is saved."""
+
+    def __init__(self, manager):
+        self.manager = manager
+
+    def _check(self, loop, name, value, since):
+        if math.isfinite(value):
+            return
+        self.manager.wait_until_finished()
+        last = self.manager.latest_step()
+        workdir = loop.workdir
+        kept = (f"the last good checkpoint is step {last} in {workdir / 'checkpoints'}; "
+                f"continue from it with a lower rate: jaxtrain resume --workdir {workdir} "
+                f"--lr {loop.run.config.train.lr / 10:g}"
+                if last is not None else "no checkpoint was saved; start again with "
+                "`jaxtrain fit --overwrite` and a lower --lr")
+        raise Diverged(f"{name} is {value} between steps {since} and {loop.step}: stopped "
+                       f"without saving the diverged state; {kept} (or a smaller --grad-clip)")
+
+    def on_log(self, loop, metrics):
+        self._check(loop, "the train loss", metrics["loss"], loop.log_start)
+
+    def on_eval(self, loop, record):
+        self._check(loop, "the test loss", record["test_loss"], loop.period_start)
+
+
+class EarlyStopping(Callback):
+    """Ends the run after `patience` evaluations without a better test loss. Its state
+    travels in the checkpoint's position, so a resumed run counts on."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_eval(self, loop, record):
+        best = loop.position.get("best_test_loss")
+        if best is None or record["test_loss"] < best:
+            loop.position.update(best_test_loss=record["test_loss"], best_step=loop.step,
+                                 evals_since_best=0)
+        else:
+            loop.position["evals_since_best"] = loop.position.get("evals_since_best", 0) + 1
+        if self.patience and loop.position["evals_since_best"] >= self.patience \
+                and loop.step < loop.run.total_steps:
+            loop.position["stopped_early"] = True
+            loop.stop_reason = (f"stopped early: no better test loss in {self.patience} "
+                                f"evaluations (best {loop.position['best_test_loss']:.4g} at "
+                                f"step {loop.position['best_step']})")
+            record["stopped_early"] = True
+
+
+class Images(Callback):
+    """The family's PNG grids (and text) at each evaluation, from the run's fixed
+    sampling key; named by epoch for epoch runs (samples_epoch003.png), else by step.
+    The grids and text are left in loop.artifacts for the writers."""
+
+    def on_eval(self, loop, record):
+        if not is_primary():
+            return
+        run, step = loop.run, loop.step
+        params, key = local_copy(loop.state.ema_params), run_keys(run.config.train.seed)["sample"]
+        grids = run.family.epoch_images(params, key, loop.source.preview())
+        if run.steps_per_epoch and step % run.steps_per_epoch == 0:
+            suffix = f"epoch{step // run.steps_per_epoch:03d}"
+        else:
+            suffix = f"step{step:07d}"
+        for name, (images, cols) in grids.items():
+            grid = make_grid(images, cols)
+            save_grid(grid, loop.workdir / f"{name}_{suffix}.png")
+            loop.artifacts.setdefault("images", {})[name] = grid
+        text = run.family.epoch_text(params, key)
+        if text is not None:
+            loop.artifacts["text"] = text
+
+
+class Checkpoint(Callback):
+    """An async Orbax save at each evaluation (with the test loss, so the best is kept)
+    and on interruption; waits for the last write at the end."""
+
+    def __init__(self, manager):
+        self.manager = manager
+
+    def on_eval(self, loop, record):
+        t = time.perf_counter()
+        checkpoint.save(self.manager, loop.state, loop.position_at(loop.step),
+                        loop.run.config, metrics={"test_loss": record["test_loss"]})
+        record["save_s"] = time.perf_counter() - t  # the blocking part of the async save
+
+    def on_interrupt(self, loop):
+        checkpoint.save(self.manager, loop.state, loop.position_at(loop.step), loop.run.config)
+        self.manager.wait_until_finished()
+
+    def on_end(self, loop):
+        self.manager.wait_until_finished()
+
+
+class Profile(Callback):
+    """A jax.profiler trace of steps [first, last) into <workdir>/profile/, viewable in
+    TensorBoard's profile plugin or Perfetto."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.active = first, last, False
+
+    def _begin(self, loop):
+        self.folder = loop.workdir / "profile"
+        jax.profiler.start_trace(str(self.folder))
+        self.active = True
+
+    def on_start(self, loop):
+        if loop.step == self.first and is_primary():
+            self._begin(loop)
+
+    def on_step(self, loop):
+        if loop.step == self.first and is_primary():
+            self._begin(loop)
+        elif loop.step == self.last and self.active:
+            self._finish(loop)
+
+    def _finish(self, loop):
+        jax.block_until_ready(loop.state)
+        jax.profiler.stop_trace()
+        self.active = False
+        say(f"profile of steps {self.first}-{self.last} written to {self.folder} (open it "
+            f"with `tensorboard --logdir {self.folder}` or ui.perfetto.dev)")
+
+    def on_end(self, loop):
+        if self.active:
+            self._finish(loop)

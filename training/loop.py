@@ -1,0 +1,170 @@
+"""The training loop: runs jitted steps and calls callbacks at their cadence.
+
+Hooks, in the order they fire (see training/callbacks.py for the callbacks themselves):
+  on_start(loop)            once, before the first step
+  on_step(loop)             after every step; no host read (dispatch runs ahead)
+  on_log(loop, metrics)     every `log_every` steps and before each evaluation: the train
+                            metrics since the last log, read to the host in one sync
+  on_eval(loop, record)     every `eval_every` steps and at the end: the record is built
+                            up in callback order (test metrics, images, checkpoint ...)
+  on_record(loop, record)   then, the finished record, for the writers (JSONL, TensorBoard,
+                            curves, console)
+  on_interrupt(loop)        on the first SIGINT/SIGTERM, at a step boundary
+  on_end(loop)              always, last (closes writers, waits for checkpoints)
+A callback stops the run early by setting `loop.stop_reason`.
+"""
+
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxtrain.training.errors import Interrupted
+from jaxtrain.training.run import Run
+
+
+class Callback:
+    """A feature hung off the loop; override the hooks it needs."""
+
+    def on_start(self, loop: "Loop") -> None: ...
+    def on_step(self, loop: "Loop") -> None: ...
+    def on_log(self, loop: "Loop", metrics: dict) -> None: ...
+    def on_eval(self, loop: "Loop", record: dict) -> None: ...
+    def on_record(self, loop: "Loop", record: dict) -> None: ...
+    def on_interrupt(self, loop: "Loop") -> None: ...
+    def on_end(self, loop: "Loop") -> None: ...
+
+
+class StopOnSignal:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks after each step; a
+    second one interrupts at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+@dataclasses.dataclass
+class Loop:
+    """The state of a training loop that callbacks read (and a few of them write)."""
+
+    run: Run
+    workdir: Path
+    state: Any
+    source: Any
+    start: int  # the step training (re)starts from
+    end: int  # the step it stops at
+    # Saved with each checkpoint beside the step: where the data continues, and what
+    # callbacks need to carry over a resume (early stopping's best loss).
+    position: dict
+    step: int = 0
+    stop_reason: str | None = None  # set by a callback to end the run early
+    artifacts: dict = dataclasses.field(default_factory=dict)  # images/text of this eval
+    period_start: int = 0  # first step of the current evaluation period
+    log_start: int = 0  # first step since the last on_log
+
+    def position_at(self, step: int) -> dict:
+        return {**self.position, "step": step, "steps_per_epoch": self.run.steps_per_epoch}
+
+
+def mean_metrics(host: list) -> dict:
+    """Means of the step metrics over a list of host dicts ("lr": the last value)."""
+    out = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "lr"}
+    if "lr" in host[0]:
+        out["lr"] = float(host[-1]["lr"])
+    return out
+
+
+def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
+    """Trains from loop.start to loop.end; returns the final state. Raises Interrupted on
+    SIGINT/SIGTERM (after the callbacks' on_interrupt, which save), and whatever a
+    callback raises (a diverged loss) after the on_end hooks ran."""
+    run, train = loop.run, loop.run.config.train
+    loop.step = loop.period_start = loop.log_start = loop.start
+    batches = loop.source.train_batches(loop.start)
+    pending, period_host = [], []  # device metrics since the last log; host ones this period
+    times = {"t0": time.perf_counter(), "data": 0.0}
+
+    def log():
+        nonlocal pending
+        if pending:
+            host = jax.device_get(pending)  # the one sync of a log period
+            period_host.extend(host)
+            metrics = mean_metrics(host)
+            pending = []
+            for cb in callbacks:
+                cb.on_log(loop, metrics)
+            loop.log_start = loop.step
+
+    try:
+        with StopOnSignal() as stop:
+            for cb in callbacks:
+                cb.on_start(loop)
+            while loop.step < loop.end and loop.stop_reason is None:
+                t_data = time.perf_counter()
+                batch = run.parallel.put_batch(next(batches))
+                times["data"] += time.perf_counter() - t_data
+                loop.state, metrics = run.train_step(loop.state, batch)
+                pending.append(metrics)
+                loop.step += 1
+                for cb in callbacks:
+                    cb.on_step(loop)
+                if loop.step % train.log_every == 0:
+                    log()
+                if stop.signum is not None:
+                    log()  # the NaN check runs before anything is saved
+                    for cb in callbacks:
+                        cb.on_interrupt(loop)
+                    raise Interrupted(
+                        f"{signal.Signals(stop.signum).name}: saved {run.where(loop.step)} in "
+                        f"{loop.workdir}; continue with: jaxtrain resume --workdir "
+                        f"{loop.workdir}", 128 + stop.signum)
+                if loop.step % run.eval_every == 0 or loop.step == loop.end:
+                    log()
+                    jax.block_until_ready(loop.state)
+                    train_s = time.perf_counter() - times["t0"]
+                    record = {"step": loop.step, **run.epoch_of(loop.step),
+                              **_train_record(run, period_host, train_s, times["data"])}
+                    loop.artifacts = {}
+                    for cb in callbacks:
+                        cb.on_eval(loop, record)
+                    record["period_s"] = time.perf_counter() - times["t0"]
+                    for cb in callbacks:
+                        cb.on_record(loop, record)
+                    period_host = []
+                    times = {"t0": time.perf_counter(), "data": 0.0}
+                    loop.period_start = loop.step
+    finally:
+        for cb in callbacks:
+            cb.on_end(loop)
+    return loop.state
+
+
+def _train_record(run: Run, host: list, train_s: float, data_s: float) -> dict:
+    """Means of the period's train metrics, prefixed train_, and its throughput."""
+    if not host:
+        return {}
+    out = {("lr" if k == "lr" else f"train_{k}"): v for k, v in mean_metrics(host).items()}
+    family, examples = run.family, len(host) * run.config.train.batch_size
+    out.update(train_steps=len(host), samples_per_s=examples / train_s,
+               gflops=examples * family.flops_per_example / train_s / 1e9,
+               train_s=train_s, data_s=data_s)
+    if family.tokens_per_example:
+        out["tokens_per_s"] = out["samples_per_s"] * family.tokens_per_example
+    return out

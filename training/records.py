@@ -1,0 +1,45 @@
+"""Reading what runs wrote (metrics.jsonl, config.toml), without JAX: for `jaxtrain
+plot` and `jaxtrain runs`, which must answer at once and work while a run trains."""
+
+import json
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def read_metrics(workdir) -> list[dict]:
+    """The evaluation records of a run, one per step (a later line for the same step,
+    from a resumed run, replaces an earlier one); a half-written last line is skipped."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written right now
+        by_step[record["step"]] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def read_config(workdir) -> dict:
+    """The run's config.toml as a dict ({} if there is none or it does not parse)."""
+    try:
+        return tomllib.loads((Path(workdir) / "config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def loss_unit(config: dict) -> str:
+    return "nats/char" if config.get("data", {}).get("dataset") == "text" else "nats/image"
+
+
+def train_curve(records: list[dict]) -> str:
+    """The train metric in the test loss's unit: the digits Transformer's objective is
+    per token, its train_nll per image like its test loss."""
+    return "train_nll" if any("train_nll" in r for r in records) else "train_loss"

@@ -1,0 +1,100 @@
+"""A run assembled from its config: the model family, the data, the schedule and
+optimizer, the jitted steps, and evaluation. The loop (training/loop.py) drives it.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from jaxtrain.training.config import RunConfig
+from jaxtrain.training.parallel import DataParallel
+from jaxtrain.training.steps import (
+    create_state,
+    make_eval_step,
+    make_optimizer,
+    make_schedule,
+    make_train_step,
+    run_keys,
+)
+from jaxtrain.training.text import TextSource
+
+
+class Run:
+    """Everything built from a RunConfig and the data's steps per epoch (None for text)."""
+
+    def __init__(self, config: RunConfig, steps_per_epoch: int | None, devices: int | None = 1):
+        self.config = config
+        self.steps_per_epoch = steps_per_epoch
+        train = config.train
+        self.parallel = DataParallel(devices)
+        self.parallel.check_batch_size(train.batch_size)
+        self.total_steps = train.steps or train.epochs * steps_per_epoch
+        self.eval_every = train.eval_every or steps_per_epoch or 250
+        self.family = config.family()
+        self.schedule = make_schedule(train, self.total_steps)
+        self.tx = make_optimizer(train, self.schedule)
+        # Built once per run, so each compiles once.
+        self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
+                                          self.parallel)
+        self.eval_step = make_eval_step(self.family, self.parallel)
+
+    def init_state(self):
+        state = create_state(self.family, self.config.train, self.tx)
+        return jax.device_put(state, self.parallel.replicated)
+
+    def abstract_state(self):
+        """The restore target: the state's shapes, replicated on this run's devices."""
+        return self.parallel.abstract(
+            jax.eval_shape(lambda: create_state(self.family, self.config.train, self.tx)))
+
+    def where(self, step: int) -> str:
+        """'step 936/4680 (epoch 2/10)', or 'step 250/2000' for a text run."""
+        text = f"step {step}/{self.total_steps}"
+        if self.steps_per_epoch and self.config.train.epochs:
+            epoch = step / self.steps_per_epoch
+            shown = f"{epoch:.0f}" if epoch == int(epoch) else f"{epoch:.2f}"
+            text += f" (epoch {shown}/{self.config.train.epochs})"
+        return text
+
+    def epoch_of(self, step: int) -> dict:
+        """{"epoch": e} for runs measured in epochs (a float mid-epoch), else {}."""
+        if not self.steps_per_epoch:
+            return {}
+        epoch = step / self.steps_per_epoch
+        return {"epoch": int(epoch) if epoch.is_integer() else epoch}
+
+
+def restore_target(config, position, devices=1):
+    """make_target for checkpoint.restore: the abstract state of the saved run."""
+    return Run(config, position["steps_per_epoch"], devices).abstract_state()
+
+
+def open_source(config: RunConfig):
+    """The run's data: images by epoch, or text windows by step."""
+    if config.data.is_text:
+        return TextSource(config.data.data_file, config.data.vocab, config.model_config.context,
+                          config.train.batch_size, config.train.seed)
+    # torch and torchvision (about 4 s to import) are needed only to read images, so
+    # sampling and text runs do without them.
+    from jaxtrain.training import data
+
+    return data.ImageSource(config.data.dataset, config.data.data_dir, config.data.download,
+                            config.train.batch_size, config.train.seed)
+
+
+def evaluate(run: Run, params, source) -> dict:
+    """Mean test metrics over every test example (or fixed text window) exactly once."""
+    key = run_keys(run.config.train.seed)["eval"]
+    sums = None
+    for i, batch in enumerate(source.eval_batches()):
+        s = run.eval_step(params, run.parallel.put_batch(batch), jax.random.fold_in(key, i))
+        sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
+    sums = jax.device_get(sums)
+    count = sums.pop("count")
+    return run.family.finalize({k: float(v / count) for k, v in sums.items()})
+
+
+def describe(metrics: dict) -> str:
+    """'test loss 237.93 (recon 225.71, kl 12.22)': the test loss and its companions."""
+    rest = ", ".join(f"{k} {v:.2f}" if abs(v) >= 10 else f"{k} {v:.4g}"
+                     for k, v in metrics.items() if k != "test_loss")
+    return f"test loss {metrics['test_loss']:.2f}" + (f" ({rest})" if rest else "")

@@ -1,0 +1,108 @@
+"""Writers of the run's record: metrics.jsonl, TensorBoard event files, curves.png and
+the console line. Each is a loop callback (training/loop.py), primary process only.
+"""
+
+import json
+import sys
+
+from jaxtrain.training.loop import Callback
+from jaxtrain.training.run import describe
+
+
+class Jsonl(Callback):
+    """One JSON line per evaluation in <workdir>/metrics.jsonl."""
+
+    def on_start(self, loop):
+        # A resumed run starts again from its checkpoint: records past it (from a run
+        # killed after its last good checkpoint) would be duplicates, so they go.
+        path = loop.workdir / "metrics.jsonl"
+        if loop.start and path.exists():
+            lines = path.read_text().splitlines()
+            kept = [line for line in lines
+                    if line.strip() and json.loads(line)["step"] <= loop.start]
+            if len(kept) != len(lines):
+                path.write_text("".join(line + "\n" for line in kept))
+
+    def on_record(self, loop, record):
+        with open(loop.workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class TensorBoard(Callback):
+    """Event files under <workdir>/tb/ (tensorboardX, no TensorFlow): train metrics at
+    each log, test metrics, grids and generated text at each evaluation, and the
+    resolved config as text. A resumed run purges what was logged after its checkpoint,
+    so the curves continue without duplicates."""
+
+    def __init__(self, config_toml: str):
+        self.config_toml = config_toml
+        self.writer = None
+
+    def on_start(self, loop):
+        from tensorboardX import SummaryWriter  # ~0.3 s; only runs that train need it
+
+        # purge_step: TensorBoard hides events at or after this step written before it.
+        self.writer = SummaryWriter(str(loop.workdir / "tb"),
+                                    purge_step=loop.start + 1 if loop.start else None)
+        if not loop.start:
+            self.writer.add_text("config", "```\n" + self.config_toml + "\n```", 0)
+
+    def on_log(self, loop, metrics):
+        for k, v in metrics.items():
+            self.writer.add_scalar(k if k == "lr" else f"train/{k}", v, loop.step)
+
+    def on_record(self, loop, record):
+        for k, v in record.items():
+            if k.startswith("test_"):
+                self.writer.add_scalar(f"test/{k[5:]}", v, loop.step)
+            elif k in ("samples_per_s", "tokens_per_s", "gflops", "mfu", "period_s"):
+                self.writer.add_scalar(f"speed/{k}", v, loop.step)
+        for name, grid in loop.artifacts.get("images", {}).items():
+            self.writer.add_image(name, grid, loop.step, dataformats="HW")
+        if "text" in loop.artifacts:
+            self.writer.add_text("sample", loop.artifacts["text"], loop.step)
+        self.writer.flush()
+
+    def on_end(self, loop):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Curves(Callback):
+    """Redraws <workdir>/curves.png (train and test loss against step) at each evaluation."""
+
+    def on_record(self, loop, record):
+        from jaxtrain.training.plot import plot_runs
+
+        plot_runs([loop.workdir], loop.workdir / "curves.png")
+
+
+class Console(Callback):
+    """The one line per evaluation on stdout."""
+
+    def __init__(self, peak_gflops: float | None = None):
+        self.peak = peak_gflops
+
+    def on_eval(self, loop, record):
+        if self.peak and "gflops" in record:
+            record["mfu"] = record["gflops"] / self.peak
+
+    def on_record(self, loop, record):
+        run = loop.run
+        parts = [run.where(loop.step)]
+        if "train_loss" in record:
+            parts.append(f"train loss {record['train_loss']:.3g} "
+                         f"{run.family.units['train_loss']}")
+        parts.append(describe({k[5:] if k != "test_loss" else k: v for k, v in record.items()
+                               if k.startswith("test_")}))
+        if "samples_per_s" in record:
+            rate = (f"{record['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in record
+                    else f"{record['samples_per_s']:,.0f} samples/s")
+            rate += f" {record['gflops']:.1f} GFLOP/s"
+            if "mfu" in record:
+                rate += f" ({100 * record['mfu']:.0f}% of peak)"
+            parts.append(rate)
+        parts.append(f"{record['period_s']:.1f}s")
+        print("  ".join(parts), flush=True)
+        if loop.stop_reason:
+            print(loop.stop_reason, file=sys.stderr, flush=True)
