@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import TINY, cli, popen
+from events import read_events
 from PIL import Image
 
 from jaxtrain.training import checkpoint
@@ -292,6 +293,9 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
     args = ["fit", "--data-file", text_file, *TEXT_MODEL]
     proc = cli(*args, "--workdir", straight)
     assert "step 30/30" in proc.stdout and "bits_per_char" in proc.stdout
+    texts = {step: text for kind, tag, step, text in read_events(straight / "tb")
+             if kind == "text" and tag == "sample"}
+    assert sorted(texts) == [10, 20, 30] and all(len(t) == 200 for t in texts.values())
 
     proc = popen(*args, "--workdir", stopped)
     assert proc.stderr.readline().startswith("training transformer on text")

@@ -126,9 +126,9 @@ class EarlyStopping(Callback):
 
 
 class Images(Callback):
-    """The family's PNG grids (and text) at each evaluation, from the run's fixed
-    sampling key; named by epoch for epoch runs (samples_epoch003.png), else by step.
-    The grids and text are left in loop.artifacts for the writers."""
+    """The family's PNG grids at each evaluation, from the run's fixed sampling key;
+    named by epoch for epoch runs (samples_epoch003.png), else by step. The grids are
+    left in loop.artifacts for the writers."""
 
     def on_eval(self, loop, record):
         if not is_primary():
@@ -144,9 +144,6 @@ class Images(Callback):
             grid = make_grid(images, cols)
             save_grid(grid, loop.workdir / f"{name}_{suffix}.png")
             loop.artifacts.setdefault("images", {})[name] = grid
-        text = run.family.epoch_text(params, key)
-        if text is not None:
-            loop.artifacts["text"] = text
 
 
 class Checkpoint(Callback):

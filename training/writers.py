@@ -6,7 +6,9 @@ import json
 import sys
 
 from jaxtrain.training.loop import Callback
+from jaxtrain.training.parallel import local_copy
 from jaxtrain.training.run import describe
+from jaxtrain.training.steps import run_keys
 
 
 class Jsonl(Callback):
@@ -30,7 +32,8 @@ class Jsonl(Callback):
 
 class TensorBoard(Callback):
     """Event files under <workdir>/tb/ (tensorboardX, no TensorFlow): train metrics at
-    each log, test metrics, grids and generated text at each evaluation, and the
+    each log; test metrics, speed, the grids and (text runs) a generated text at each
+    evaluation; and the
     resolved config as text. A resumed run purges what was logged after its checkpoint,
     so the curves continue without duplicates."""
 
@@ -59,8 +62,11 @@ class TensorBoard(Callback):
                 self.writer.add_scalar(f"speed/{k}", v, loop.step)
         for name, grid in loop.artifacts.get("images", {}).items():
             self.writer.add_image(name, grid, loop.step, dataformats="HW")
-        if "text" in loop.artifacts:
-            self.writer.add_text("sample", loop.artifacts["text"], loop.step)
+        # A text run's sample is drawn here, only for TensorBoard (~0.2 s per evaluation).
+        text = loop.run.family.epoch_text(local_copy(loop.state.ema_params),
+                                          run_keys(loop.run.config.train.seed)["sample"])
+        if text is not None:
+            self.writer.add_text("sample", text, loop.step)
         self.writer.flush()
 
     def on_end(self, loop):
