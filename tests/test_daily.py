@@ -183,3 +183,18 @@ def test_profile_steps_write_a_trace(tmp_path, data_dir, jaxtrain):
                                              "5:99")), "--profile-steps 5:99")
     assert_one_line_error(jaxtrain(*fit_args(data_dir, tmp_path / "b", 1, "--profile-steps",
                                              "x")), "A:B")
+
+
+def test_peak_gflops_auto_is_measured_once_and_cached(tmp_path, data_dir, jaxtrain,
+                                                      monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    proc = jaxtrain(*fit_args(data_dir, tmp_path / "a", 1, "--peak-gflops", "auto"))
+    assert proc.returncode == 0 and "measured once and cached" in proc.stderr
+    peak, = json.loads((tmp_path / "cache" / "jaxtrain" / "peak_gflops.json").read_text()
+                       ).values()
+    record = records(tmp_path / "a")[-1]
+    assert peak > 0 and record["mfu"] == pytest.approx(record["gflops"] / peak)
+    proc = jaxtrain(*fit_args(data_dir, tmp_path / "b", 1, "--peak-gflops", "auto"))
+    assert "(float32 matmul, cached)" in proc.stderr
+    assert_one_line_error(jaxtrain(*fit_args(data_dir, tmp_path / "c", 1, "--peak-gflops",
+                                             "fast")), "--peak-gflops", "auto")

@@ -44,7 +44,7 @@ class Extras:
     stop_at_epoch: int | None = None
     devices: int | None = None
     profile_steps: tuple[int, int] | None = None  # [first, last) global steps
-    peak_gflops: float | None = None
+    peak_gflops: float | str | None = None  # GFLOP/s, or "auto" (training/peak.py)
     tensorboard: bool = True  # write <workdir>/tb/ event files
 
 
@@ -66,10 +66,17 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
     end = min(run.total_steps, stop_at_step or run.total_steps)
     manager = checkpoint.open_manager(workdir, run.config.train.keep)
     loop = Loop(run, workdir, state, source, start, end, dict(position or {}))
+    peak = extras.peak_gflops
+    if peak == "auto" and is_primary():
+        from jaxtrain.training.peak import peak_gflops
+
+        peak, cached = peak_gflops()
+        say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
+            f"{'cached' if cached else 'measured once and cached'})")
     callbacks = [Announce(start, end, workdir), Progress(), Evaluate(), NonFinite(manager),
                  EarlyStopping(run.config.train.patience), Images(), Checkpoint(manager)]
     if is_primary():  # the writers
-        callbacks += [Console(extras.peak_gflops), Jsonl(), Curves()]
+        callbacks += [Console(peak), Jsonl(), Curves()]
         if extras.tensorboard:
             callbacks.append(TensorBoard(to_toml(run.config)))
     if extras.profile_steps:

@@ -1,0 +1,128 @@
+"""`jaxtrain fit` and `jaxtrain resume`: the commands that write a workdir.
+
+`fit`'s settings are generated from the config dataclasses (cli/options.py).
+"""
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from jaxtrain.cli.app import (
+    DEFAULT_WORKDIR,
+    DEVICES_HELP,
+    PEAK_HELP,
+    WORKDIR_HELP,
+    app,
+    check_peak,
+    check_positive,
+    option,
+    parse_profile_steps,
+    start_jax,
+)
+from jaxtrain.cli.options import parse_flags, with_signature
+
+COMMAND_OPTIONS = [
+    option("model", Optional[str], None, "--model",
+            help="Model family: vae or transformer [default: vae]."),
+    option("workdir", Optional[Path], None, "--workdir",
+            help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
+    option("config", Optional[Path], None, "--config",
+            help="A TOML file of settings (see --print-config); flags override it."),
+    option("preset", Optional[str], None, "--preset",
+            help="Start from a shipped preset (`jaxtrain presets` lists them); --config and "
+                 "flags override it."),
+    option("print_config", bool, False, "--print-config",
+            help="Print the resolved config as TOML and exit, without training."),
+    option("overwrite", bool, False, "--overwrite", help="Replace a run already in the workdir."),
+    option("stop_at_epoch", Optional[int], None, "--stop-at-epoch",
+            help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
+                 "job)."),
+    option("devices", Optional[int], None, "--devices", help=DEVICES_HELP),
+    option("profile_steps", Optional[str], None, "--profile-steps",
+            help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
+    option("peak_gflops", Optional[str], None, "--peak-gflops", help=PEAK_HELP),
+    option("tensorboard", bool, True, "--tensorboard/--no-tensorboard",
+            help="Write TensorBoard event files into <workdir>/tb/."),
+]
+
+
+def fit(**options):
+    """Train a new run. Settings: defaults < --preset < --config FILE < flags."""
+    from jaxtrain.training.config_file import Layer, read_file, read_preset, resolve, to_toml
+
+    check_positive("--stop-at-epoch", options["stop_at_epoch"])
+    layers = []
+    if options["preset"]:
+        layers.append(read_preset(options["preset"]))
+    if options["config"]:
+        layers.append(read_file(options["config"]))
+    flags = parse_flags(options)
+    for key in ("model", "workdir"):
+        if options[key] is not None:
+            flags[key] = str(options[key])
+    layers.append(Layer("flag", flags))
+    config, workdir = resolve(layers)
+    workdir = Path(workdir) if workdir else Path("checkpoints") / config.model
+    if options["print_config"]:
+        print(to_toml(config, workdir), end="")
+        return
+    start_jax()
+    from jaxtrain.training import commands
+
+    extras = commands.Extras(options["stop_at_epoch"], options["devices"],
+                             parse_profile_steps(options["profile_steps"]),
+                             check_peak(options["peak_gflops"]), options["tensorboard"])
+    commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras)
+    _done(workdir)
+
+
+app.command(context_settings={"help_option_names": ["--help", "-h"]})(
+    with_signature(fit, COMMAND_OPTIONS))
+
+
+def _done(workdir: Path):
+    print(f"done: checkpoints in {workdir / 'checkpoints'}, metrics in "
+          f"{workdir / 'metrics.jsonl'}, curves in {workdir / 'curves.png'}; "
+          f"`tensorboard --logdir {workdir}` shows the run", file=sys.stderr)
+
+
+@app.command()
+def resume(
+    workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
+    epochs: Optional[int] = typer.Option(
+        None, help="Raise the run's total epochs (the LR schedule is rebuilt for the new total)."),
+    steps: Optional[int] = typer.Option(
+        None, help="Raise the total steps of a run measured in steps (text)."),
+    stop_at_epoch: Optional[int] = typer.Option(None, help="Stop after this epoch, resumable."),
+    lr: Optional[float] = typer.Option(
+        None, help="A new peak learning rate (e.g. after the run diverged)."),
+    grad_clip: Optional[float] = typer.Option(None, help="A new gradient-norm clip."),
+    patience: Optional[int] = typer.Option(
+        None, help="A new early-stopping patience (0: never stop early)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Read the data from here instead of the "
+                                                       "folder saved with the run."),
+    data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
+                                                        "one saved with the run."),
+    devices: Optional[int] = typer.Option(None, help=DEVICES_HELP),
+    profile_steps: Optional[str] = typer.Option(
+        None, help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
+    peak_gflops: Optional[str] = typer.Option(None, help=PEAK_HELP),
+    tensorboard: bool = typer.Option(True, help="Write TensorBoard event files into "
+                                                "<workdir>/tb/."),
+):
+    """Continue a run from its latest checkpoint, with its saved settings."""
+    for flag, value in (("--epochs", epochs), ("--steps", steps),
+                        ("--stop-at-epoch", stop_at_epoch)):
+        check_positive(flag, value)
+    start_jax()
+    from jaxtrain.training import commands
+
+    extras = commands.Extras(stop_at_epoch, devices, parse_profile_steps(profile_steps),
+                             check_peak(peak_gflops), tensorboard)
+    overrides = {"epochs": epochs, "steps": steps, "lr": lr, "grad_clip": grad_clip,
+                 "patience": patience}
+    commands.resume(workdir, overrides, data_dir=data_dir and data_dir.absolute(),
+                    data_file=data_file and data_file.absolute(), extras=extras)
+    _done(workdir)

@@ -1,0 +1,138 @@
+"""The commands that only read runs (so they work while a run trains): sample, eval,
+plot, runs, presets."""
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from jaxtrain.cli.app import (
+    DEFAULT_WORKDIR,
+    STEP_HELP,
+    WORKDIR_HELP,
+    app,
+    check_positive,
+    parse_step,
+    start_jax,
+)
+
+
+@app.command()
+def sample(
+    label: Optional[str] = typer.Option(
+        None, "--class", help="Digits: class to generate, 0-9, or 'all' for one row per class."),
+    prompt: Optional[str] = typer.Option(
+        None, help="Text: the text to continue; the result is printed."),
+    length: int = typer.Option(500, help="Text: characters to generate."),
+    num: int = typer.Option(64, help="Number of images (with 'all': spread over the rows)."),
+    workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
+    out: Optional[Path] = typer.Option(None, help="PNG to write [default: "
+                                                  "<workdir>/sample_class_<class>.png]."),
+    seed: int = typer.Option(0, help="Seed of the sampling."),
+    step: Optional[str] = typer.Option(None, help=STEP_HELP),
+    temperature: Optional[float] = typer.Option(
+        None, help="transformer: softmax temperature; 0 is greedy [default: 1]."),
+    top_k: Optional[int] = typer.Option(
+        None, help="transformer: sample among the k likeliest tokens [default: all]."),
+):
+    """Generate from the EMA parameters: a PNG grid of one class (digits), or text."""
+    if temperature is not None and not 0 <= temperature < float("inf"):
+        raise ValueError(f"--temperature must be a number >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"--top-k must be a positive integer, got {top_k}")
+    if (label is None) == (prompt is None):
+        raise ValueError("pass --class N (a digits model) or --prompt TEXT (a text model)")
+    step = parse_step(step)
+    if prompt is not None:
+        check_positive("--length", length)
+    elif label != "all":
+        try:
+            label = int(label)
+        except ValueError:
+            raise ValueError(f"--class takes a class number (0-9) or 'all', got {label!r}")
+    check_positive("--num", num)
+    start_jax(devices_env=False)
+    from jaxtrain.training import commands
+
+    result = commands.sample(workdir, prompt if prompt is not None else label, num, out=out,
+                             seed=seed, step=step, length=length, temperature=temperature,
+                             top_k=top_k)
+    print(result if prompt is not None else f"wrote {result}")
+
+
+@app.command("eval")
+def eval_(
+    workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
+    step: Optional[str] = typer.Option(None, help=STEP_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    data_dir: Optional[Path] = typer.Option(None, help="Read the data from here instead of the "
+                                                       "folder saved with the run."),
+    data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
+                                                        "one saved with the run."),
+):
+    """Print the test metrics of a checkpoint, computed with the EMA parameters."""
+    import json
+
+    step = parse_step(step)
+    start_jax(devices_env=False)
+    from jaxtrain.training import commands
+    from jaxtrain.training.run import describe
+
+    m = commands.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
+                                 data_file=data_file and data_file.absolute())
+    if as_json:
+        print(json.dumps(m))
+    else:
+        where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
+        unit = "character" if m["dataset"] == "text" else "image"
+        print(f"{m.pop('model')} on {m.pop('dataset')} ({m.pop('test_examples')} test "
+              f"{'windows' if unit == 'character' else 'images'}), {where}: "
+              f"{describe(m)}; losses in nats per {unit}")
+
+
+@app.command()
+def plot(
+    workdirs: List[Path] = typer.Argument(..., help="Run folders to draw, one line each."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write [default: <first "
+                                                  "workdir>/curves.png]."),
+    metric: Optional[str] = typer.Option(
+        None, help="Plot this metrics.jsonl key instead of train and test loss "
+                   "(e.g. test_loss, test_kl, samples_per_s)."),
+):
+    """Draw train and test loss against step for one or more runs into a PNG."""
+    from jaxtrain.training.plot import plot_runs
+
+    for w in workdirs:
+        if not (w / "metrics.jsonl").exists():
+            raise ValueError(f"{w} has no metrics.jsonl: pass the workdir of a run that has "
+                             "evaluated at least once")
+    print(f"wrote {plot_runs(workdirs, out or workdirs[0] / 'curves.png', metric)}")
+
+
+@app.command()
+def runs(
+    folder: Path = typer.Argument(Path("checkpoints"), help="Where to look for runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, for scripts."),
+):
+    """List the runs below a folder: model, data, progress, best and latest test loss."""
+    import json
+
+    from jaxtrain.training.runs import find_runs, format_table
+
+    rows = find_runs(folder)
+    if as_json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"no runs below {folder}", file=sys.stderr)
+    else:
+        print(format_table(rows))
+
+
+@app.command()
+def presets():
+    """List the presets that `jaxtrain fit --preset NAME` starts from."""
+    from jaxtrain.training.config_file import presets as shipped
+
+    for name, (description, _) in shipped().items():
+        print(f"{name:12s} {description}")
