@@ -51,6 +51,12 @@ def compilation_cache(tmp_path_factory):
     processes write the same entry at once."""
     folder = tmp_path_factory.getbasetemp() / "xla-cache"
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
+    # The CLI called in this process (the jaxtrain fixture) uses it too: JAX read the
+    # variable when the test modules imported it, before this fixture ran.
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     yield folder
 
 
@@ -63,14 +69,19 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def jaxtrain(monkeypatch, capsys):
-    """The CLI's entry point called in this process (fast, for the error cases)."""
+    """The CLI's entry point called in this process: no interpreter start and imports
+    (about 7 s a call), where a separate process adds nothing (no signals, no kills).
+    `check=True` asserts that it succeeded."""
     from jaxtrain.cli.main import main
 
-    def call(*args):
+    def call(*args, check=False):
         monkeypatch.setattr(sys, "argv", ["jaxtrain", *map(str, args)])
         with pytest.raises(SystemExit) as exit_:
             main()
         out, err = capsys.readouterr()
+        if check and exit_.value.code != 0:
+            raise AssertionError(f"jaxtrain {' '.join(map(str, args))} failed with "
+                                 f"{exit_.value.code}:\n{err}")
         return subprocess.CompletedProcess(args, exit_.value.code, out, err)
 
     return call

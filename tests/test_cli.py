@@ -61,7 +61,8 @@ def snapshot(workdir):
 
 def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "run"
-    proc = cli("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 1, *TINY)
+    proc = jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 1, *TINY,
+                    check=True)
     assert "epoch 1/1" in proc.stdout and "test loss" in proc.stdout
     record = json.loads((workdir / "metrics.jsonl").read_text())
     for key in ("train_loss", "train_recon", "train_kl", "train_grad_norm", "lr",
@@ -71,17 +72,17 @@ def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     assert Image.open(workdir / "recon_epoch001.png").size == (302, 62)  # inputs, outputs
 
     out = tmp_path / "sevens.png"
-    cli("sample", "--class", 7, "--num", 16, "--workdir", workdir, "--out", out)
+    jaxtrain("sample", "--class", 7, "--num", 16, "--workdir", workdir, "--out", out, check=True)
     image = Image.open(out)
     image.load()
     assert image.size == (4 * 30 + 2, 4 * 30 + 2)
     assert jaxtrain("sample", "--class", "all", "--num", 20, "--workdir", workdir).returncode == 0
     assert Image.open(workdir / "sample_class_all.png").size == (2 * 30 + 2, 10 * 30 + 2)
 
-    cli("resume", "--workdir", workdir, "--epochs", 2)
+    jaxtrain("resume", "--workdir", workdir, "--epochs", 2, check=True)
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
 
-    metrics = json.loads(cli("eval", "--workdir", workdir, "--json").stdout)
+    metrics = json.loads(jaxtrain("eval", "--workdir", workdir, "--json", check=True).stdout)
     assert metrics["step"] == 16 and metrics["epoch"] == 2 and metrics["dataset"] == "mnist"
     assert metrics["test_examples"] == 30
     np.testing.assert_allclose(metrics["test_loss"], metrics["recon"] + metrics["kl"], rtol=1e-5)
@@ -90,15 +91,15 @@ def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     assert "test loss" in jaxtrain("eval", "--workdir", workdir, "--step", 8).stdout
 
 
-def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight):
+def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
-    cli(*fit_args(data_dir, workdir, "--stop-at-epoch", 1))
+    jaxtrain(*fit_args(data_dir, workdir, "--stop-at-epoch", 1), check=True)
     assert final(workdir)[0].step == 8
-    cli("resume", "--workdir", workdir)
+    jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
 
 
-def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straight):
+def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
     proc = popen(*fit_args(data_dir, workdir))
     assert proc.stderr.readline().startswith("training vae")  # handlers are installed
@@ -108,7 +109,7 @@ def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straigh
     assert f"jaxtrain resume --workdir {workdir}" in err and "Traceback" not in err
     restored, = [checkpoint.restore(workdir, _target)]
     assert restored.step < EPOCHS * 8
-    cli("resume", "--workdir", workdir)
+    jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
 
 
@@ -127,15 +128,15 @@ def kill_when(workdir, proc, ready, timeout=120):
     raise AssertionError("the run ended before the moment to kill it came")
 
 
-def test_kill_9_during_training_leaves_a_resumable_run(tmp_path, data_dir, straight):
+def test_kill_9_during_training_leaves_a_resumable_run(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
     proc = popen(*fit_args(data_dir, workdir))
     kill_when(workdir, proc, lambda names: any(n.isdigit() for n in names))
-    cli("resume", "--workdir", workdir)
+    jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
 
 
-def test_kill_9_during_a_save_leaves_a_resumable_run(tmp_path, data_dir, straight):
+def test_kill_9_during_a_save_leaves_a_resumable_run(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
     proc = popen(*fit_args(data_dir, workdir))
     # A save in flight after at least one finished checkpoint (killing the very first
@@ -143,7 +144,7 @@ def test_kill_9_during_a_save_leaves_a_resumable_run(tmp_path, data_dir, straigh
     names = kill_when(workdir, proc, lambda names: any("tmp" in n for n in names)
                       and any(n.isdigit() for n in names))
     assert any("tmp" in n for n in names)
-    cli("resume", "--workdir", workdir)
+    jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
 
 
@@ -159,13 +160,13 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, straight, ja
     latest = EPOCHS * 8
     corrupt(workdir / "checkpoints" / str(latest))
 
-    proc = cli("eval", "--workdir", workdir, "--json")
+    proc = jaxtrain("eval", "--workdir", workdir, "--json", check=True)
     assert json.loads(proc.stdout)["step"] == latest - 8
     assert f"checkpoint step {latest}" in proc.stderr and "Traceback" not in proc.stderr
     assert (workdir / "checkpoints" / str(latest)).is_dir()  # never deleted
     assert jaxtrain("sample", "--class", 3, "--workdir", workdir).returncode == 0
 
-    cli("resume", "--workdir", workdir)  # redoes the last epoch
+    jaxtrain("resume", "--workdir", workdir, check=True)  # redoes the last epoch
     assert (workdir / "broken-checkpoints" / str(latest)).is_dir()
     assert final(workdir)[0].step == latest
 
@@ -248,9 +249,9 @@ def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain)
     (dropout and dynamic binarization keys come from the step)."""
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     args = ["fit", "--data-dir", data_dir, "--epochs", 2, *TRANSFORMER]
-    cli(*args, "--workdir", straight)
-    cli(*args, "--workdir", stopped, "--stop-at-epoch", 1)
-    cli("resume", "--workdir", stopped)
+    jaxtrain(*args, "--workdir", straight, check=True)
+    jaxtrain(*args, "--workdir", stopped, "--stop-at-epoch", 1, check=True)
+    jaxtrain("resume", "--workdir", stopped, check=True)
     (a, ma), (b, mb) = final(straight), final(stopped)
     assert a.step == b.step == 16 and ma["test_loss"] == mb["test_loss"]
     for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
@@ -291,7 +292,7 @@ def text_file(tmp_path_factory):
 def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtrain):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     args = ["fit", "--data-file", text_file, *TEXT_MODEL]
-    proc = cli(*args, "--workdir", straight)
+    proc = jaxtrain(*args, "--workdir", straight, check=True)
     assert "step 30/30" in proc.stdout and "bits_per_char" in proc.stdout
     texts = {step: text for kind, tag, step, text in read_events(straight / "tb")
              if kind == "text" and tag == "sample"}
@@ -302,7 +303,7 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    cli("resume", "--workdir", stopped)
+    jaxtrain("resume", "--workdir", stopped, check=True)
     (a, ma), (b, mb) = final(straight), final(stopped)
     assert a.step == b.step == 30 and ma["test_loss"] == mb["test_loss"]
     for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):

@@ -68,7 +68,7 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
 def test_curves_plot_and_runs_table(resumed, tmp_path, data_dir, jaxtrain):
     assert Image.open(resumed / "curves.png").size == (700, 450)  # refreshed at each eval
     other = tmp_path / "runs" / "other"
-    cli(*fit_args(data_dir, other, 1, "--peak-gflops", 100))
+    jaxtrain(*fit_args(data_dir, other, 1, "--peak-gflops", 100), check=True)
     assert records(other)[-1]["mfu"] > 0  # utilisation, with a peak given
     out = tmp_path / "both.png"
     assert jaxtrain("plot", resumed, other, "--out", out).returncode == 0
@@ -143,7 +143,7 @@ def test_one_writer_per_workdir_and_kill_9_leaves_no_stale_lock(tmp_path, data_d
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()
-    proc = cli("resume", "--workdir", workdir, "--epochs", 2, check=False)  # not blocked
+    proc = jaxtrain("resume", "--workdir", workdir, "--epochs", 2)  # not blocked
     assert proc.returncode == 0 or "already finished" in proc.stderr, proc.stderr
 
 
