@@ -13,6 +13,10 @@ from events import read_events
 from PIL import Image
 from test_cli import assert_one_line_error
 
+from jaxtrain.training import checkpoint
+from jaxtrain.training.config_file import read_file, resolve
+from jaxtrain.training.run import restore_target
+
 
 def fit_args(data_dir, workdir, epochs=2, *extra):
     return ["fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", epochs, *TINY,
@@ -58,6 +62,10 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
     assert png[:4] == b"\x89PNG"
     config, = [v for kind, t, s, v in events if kind == "text" and t == "config"]
     assert 'model = "vae"' in config and "[train]" in config
+    # The run's config.toml gives its config back (`fit --config` repeats the run).
+    config, workdir = resolve([read_file(resumed / "config.toml")])
+    assert config == checkpoint.restore(resumed, restore_target).config
+    assert workdir == str(resumed)
     # The test losses in TensorBoard are those of metrics.jsonl (rewritten on resume).
     logged = {s: v for _, t, s, v in events if t == "test/loss"}
     assert [r["step"] for r in records(resumed)] == [8, 16, 24]

@@ -42,11 +42,6 @@ def default_data_dir() -> str:
     return str(Path(cache) / "jaxtrain")
 
 
-def loss_unit(dataset: str) -> str:
-    """The unit of a run's test loss."""
-    return "nats/char" if dataset == "text" else "nats/image"
-
-
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     dataset: str = setting("mnist", "Training data; text (a character model of --data-file) "

@@ -2,13 +2,9 @@
 plot` and `jaxtrain runs`, which must answer at once and work while a run trains."""
 
 import json
-import sys
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from jaxtrain.training.config_file import tomllib  # tomllib, or tomli on Python 3.10
 
 
 def read_metrics(workdir) -> list[dict]:

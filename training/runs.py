@@ -2,9 +2,11 @@
 metrics.jsonl alone (no JAX; safe while runs train)."""
 
 import datetime
+import os
 from pathlib import Path
 
 from jaxtrain.training.records import loss_unit, read_config, read_metrics
+from jaxtrain.training.workdir import RUN_FOLDERS
 
 
 def find_runs(folder) -> list[dict]:
@@ -13,8 +15,13 @@ def find_runs(folder) -> list[dict]:
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder: pass the folder that holds your runs "
                          "(default checkpoints/)")
-    workdirs = sorted({p.parent for name in ("config.toml", "metrics.jsonl")
-                       for p in folder.rglob(name) if "checkpoints" not in p.parent.parts[-1:]})
+    workdirs = []
+    # os.walk skips folders that vanish under it (a training run renames Orbax's
+    # temporary folders), and the run's own subfolders are not walked at all.
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in RUN_FOLDERS)
+        if "config.toml" in files or "metrics.jsonl" in files:
+            workdirs.append(Path(root))
     return [summarize(w) for w in workdirs]
 
 
