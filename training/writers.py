@@ -33,17 +33,15 @@ class Jsonl(Callback):
 class TensorBoard(Callback):
     """Event files under <workdir>/tb/ (tensorboardX, no TensorFlow): train metrics at
     each log; test metrics, speed, the grids and (text runs) a generated text at each
-    evaluation; and the
-    resolved config as text. A resumed run purges what was logged after its checkpoint,
-    so the curves continue without duplicates."""
+    evaluation; and the resolved config as text. A resumed run purges what was logged
+    after its checkpoint, so the curves continue without duplicates."""
 
     def __init__(self, config_toml: str):
         self.config_toml = config_toml
         self.writer = None
 
     def on_start(self, loop):
-        from tensorboardX import SummaryWriter  # ~0.3 s; only runs that train need it
-
+        SummaryWriter = _summary_writer_class()
         # purge_step: TensorBoard hides events at or after this step written before it.
         self.writer = SummaryWriter(str(loop.workdir / "tb"),
                                     purge_step=loop.start + 1 if loop.start else None)
@@ -72,6 +70,21 @@ class TensorBoard(Callback):
     def on_end(self, loop):
         if self.writer is not None:
             self.writer.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch where the run has not
+    imported it: tensorboardX's writer tries `import torch` (2.3 s here) only to accept
+    torch tensors, which jaxtrain never passes, and text runs otherwise need no torch."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+    else:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+        try:
+            from tensorboardX import SummaryWriter
+        finally:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 class Curves(Callback):
