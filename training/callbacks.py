@@ -36,8 +36,7 @@ class Progress(Callback):
         if self.bar is None:
             family = loop.run.family
             self.per_step = loop.run.config.train.batch_size * (family.tokens_per_example or 1)
-            end = min(loop.end, (loop.period_start // loop.run.eval_every + 1)
-                      * loop.run.eval_every)
+            end = loop.period_end
             self.bar = tqdm(total=(end - loop.period_start) * self.per_step,
                             unit="tok" if family.tokens_per_example else "img",
                             unit_scale=True, leave=False,

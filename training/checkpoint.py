@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxtrain.training.config import RunConfig, RunMismatch
-from jaxtrain.training.workdir import CHECKPOINTS
+from jaxtrain.training.workdir import CHECKPOINTS, check_not_file
 
 
 def checkpoint_dir(workdir) -> Path:
@@ -73,9 +73,7 @@ def _restore_step(manager, step, make_target):
 def check_workdir(workdir) -> None:
     """Raises a one-line ValueError unless `workdir` is a folder with a checkpoints/ one."""
     workdir = Path(workdir)
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"--workdir {workdir} is a file: pass the folder of a run made by "
-                         "`jaxtrain fit`")
+    check_not_file(workdir)
     if not workdir.is_dir():
         raise ValueError(f"workdir {workdir} does not exist: pass --workdir of a run "
                          "made by `jaxtrain fit`")

@@ -75,9 +75,15 @@ class Loop:
     position: dict
     step: int = 0
     stop_reason: str | None = None  # set by a callback to end the run early
-    artifacts: dict = dataclasses.field(default_factory=dict)  # images/text of this eval
+    artifacts: dict = dataclasses.field(default_factory=dict)  # this evaluation's grids
     period_start: int = 0  # first step of the current evaluation period
     log_start: int = 0  # first step since the last on_log
+
+    @property
+    def period_end(self) -> int:
+        """The step of the next evaluation: the next multiple of eval_every, or the end."""
+        every = self.run.eval_every
+        return min(self.end, (self.period_start // every + 1) * every)
 
     def position_at(self, step: int) -> dict:
         return {**self.position, "step": step, "steps_per_epoch": self.run.steps_per_epoch}
@@ -135,7 +141,7 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
                         f"{signal.Signals(stop.signum).name}: saved {run.where(loop.step)} in "
                         f"{loop.workdir}; continue with: jaxtrain resume --workdir "
                         f"{loop.workdir}", 128 + stop.signum)
-                if loop.step % run.eval_every == 0 or loop.step == loop.end:
+                if loop.step == loop.period_end:
                     log()
                     jax.block_until_ready(loop.state)
                     train_s = time.perf_counter() - times["t0"]

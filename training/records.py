@@ -8,19 +8,18 @@ from jaxtrain.training.config_file import tomllib  # tomllib, or tomli on Python
 
 
 def read_metrics(workdir) -> list[dict]:
-    """The evaluation records of a run, one per step (a later line for the same step,
-    from a resumed run, replaces an earlier one); a half-written last line is skipped."""
+    """The evaluation records of a run, in step order (a resume trims the file to its
+    checkpoint first, so no step repeats); a half-written last line is skipped."""
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    by_step = {}
+    records = []
     for line in path.read_text().splitlines():
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # a line being written right now
-        by_step[record["step"]] = record
-    return [by_step[s] for s in sorted(by_step)]
+    return records
 
 
 def read_config(workdir) -> dict:

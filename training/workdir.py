@@ -37,6 +37,11 @@ def clear_run(workdir: Path) -> None:
             path.unlink()
 
 
+def _cannot_write(workdir: Path, error: OSError) -> ValueError:
+    return ValueError(f"--workdir {workdir} cannot be written ({error.strerror or error}): "
+                      "pass a folder you can write to")
+
+
 def check_not_file(workdir: Path) -> None:
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} is a file, not a folder: pass a folder path")
@@ -51,8 +56,7 @@ def create(workdir: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"--workdir {workdir} cannot be written ({e.strerror or e}): pass a "
-                         "folder you can write to") from None
+        raise _cannot_write(workdir, e) from None
 
 
 class Lock:
@@ -63,8 +67,7 @@ class Lock:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise ValueError(f"--workdir {workdir} cannot be written ({e.strerror or e}): pass "
-                             "a folder you can write to") from None
+            raise _cannot_write(workdir, e) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
