@@ -37,13 +37,13 @@ class TextFamily:
         tokens = jnp.zeros((batch_size, self.config.context), jnp.int32)
         return self.model.init(rng, tokens)["params"]
 
-    def _token_nll(self, params, tokens, rngs=None):
+    def _token_nll(self, params, tokens, rngs=None, ids=None):
         logits = self.model.apply({"params": params}, tokens[:, :-1], deterministic=rngs is None,
-                                  rngs=rngs)  # [B, T, V]
+                                  rngs=rngs, ids=ids)  # [B, T, V]
         return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])  # [B, T]
 
     def train_loss(self, params, batch, rng):
-        loss = self._token_nll(params, batch["tokens"], {"dropout": rng}).mean()
+        loss = self._token_nll(params, batch["tokens"], {"dropout": rng}, batch["row"]).mean()
         return loss, {"bits_per_char": loss / math.log(2)}
 
     def eval_sums(self, params, batch, rng):

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from jaxtrain.models.decoding import decode_fixed_length
+from jaxtrain.models.family import example_keys
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
     PATCH_SYMBOLS,
@@ -74,17 +75,20 @@ class DigitsFamily:
         """The class token, then all patches but the last: [B, 196]."""
         return jnp.concatenate([PATCH_SYMBOLS + label[:, None], tokens[:, :-1]], axis=1)
 
-    def _nll(self, params, bits, label, rngs=None):
+    def _nll(self, params, bits, label, rngs=None, ids=None):
         tokens = image_to_tokens(bits)
         logits = self.model.apply({"params": params}, self._inputs(tokens, label),
-                                  deterministic=rngs is None, rngs=rngs)
+                                  deterministic=rngs is None, rngs=rngs, ids=ids)
         return sequence_nll(logits, tokens)  # [B]
 
     def train_loss(self, params, batch, rng):
-        """Mean nats per token on a fresh binarization of the batch (dynamic binarization)."""
+        """Mean nats per token on a fresh binarization of the batch (dynamic binarization,
+        one key per example)."""
         binarize_rng, dropout_rng = jax.random.split(rng)
-        bits = jax.random.bernoulli(binarize_rng, batch["image"] / 255.0)  # [B, 784]
-        nll = self._nll(params, bits, batch["label"], {"dropout": dropout_rng})
+        keys = example_keys(binarize_rng, batch["row"])  # [B, 2]
+        bits = jax.vmap(jax.random.bernoulli)(keys, batch["image"] / 255.0)  # [B, 784]
+        nll = self._nll(params, bits, batch["label"], {"dropout": dropout_rng},
+                        batch["row"])
         return nll.mean() / NUM_PATCHES, {"nll": nll.mean(),
                                           "bits_per_dim": nats_to_bits_per_dim(nll.mean())}
 

@@ -12,7 +12,16 @@ import flax.linen as nn
 import jax
 
 Params = Any  # a pytree of arrays
-Batch = dict  # name -> array; see training/data.py (images) and training/text.py (text)
+# name -> array; see training/data.py (images) and training/text.py (text). A training
+# batch also carries "row" int32 [B]: each example's row in the step's whole batch.
+Batch = dict
+
+
+def example_keys(rng: jax.Array, ids: jax.Array) -> jax.Array:
+    """One key per example [B, 2]: fold_in(rng, id). Noise drawn per example from these
+    (VAE latents, binarizations, dropout masks) does not depend on how a batch is split,
+    so K accumulated micro-batches draw exactly what the whole batch draws."""
+    return jax.vmap(jax.random.fold_in, (None, 0))(rng, ids)
 
 
 @runtime_checkable
@@ -30,7 +39,10 @@ class Family(Protocol):
         """Fresh parameters."""
 
     def train_loss(self, params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict]:
-        """(the scalar objective, {name: scalar} of companions), differentiated by the step."""
+        """(the scalar objective, {name: scalar} of companions), differentiated by the step.
+        Both are means over the batch, and its noise is drawn per example from
+        example_keys(rng, batch["row"]), so a batch split into micro-batches gives
+        the same means (training/steps.py accumulates them)."""
 
     def eval_sums(self, params: Params, batch: Batch, rng: jax.Array) -> dict:
         """Sums over the batch's real examples (mask == 1), with their "count": summing

@@ -23,6 +23,7 @@ from jaxtrain.models.configs import (  # noqa: F401 (re-exported)
     PATCH_SYMBOLS,
     TransformerConfig,
 )
+from jaxtrain.models.family import example_keys
 
 embed_init = nn.initializers.truncated_normal(stddev=0.02)
 
@@ -51,34 +52,54 @@ def causal_attention(query, key, value, dropout_rng=None, dropout_rate=0.0,
     return jnp.concatenate(outputs, axis=1)  # [B, T, H, Dh]
 
 
+class ExampleDropout(nn.Module):
+    """nn.Dropout with one mask per example, drawn from example_keys(key, ids): a batch
+    split into micro-batches (gradient accumulation) then drops exactly what the whole
+    batch drops. `ids` [B] are the examples' rows in the whole batch (default 0..B-1)."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool, ids=None):
+        if deterministic or self.rate == 0.0:
+            return x
+        ids = jnp.arange(x.shape[0]) if ids is None else ids
+        keys = example_keys(self.make_rng("dropout"), ids)  # [B, 2]
+        keep = jax.vmap(lambda k: jax.random.bernoulli(k, 1.0 - self.rate, x.shape[1:]))(keys)
+        return jnp.where(keep, x / (1.0 - self.rate), 0.0)
+
+
 class Block(nn.Module):
     """Pre-LayerNorm residual block: causal self-attention, then a GELU MLP."""
 
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, deterministic: bool):
+    def __call__(self, x, deterministic: bool, ids=None):
         c = self.config
+        # The attention dropout mask is one for the whole batch (broadcast over batch and
+        # heads), so it too is the same however the batch is split.
         # In decode mode the attention's cache index masks the future, one query at a time.
         h = nn.MultiHeadDotProductAttention(
             num_heads=c.heads, dropout_rate=c.dropout, deterministic=deterministic,
             decode=c.decode,
             attention_fn=nn.dot_product_attention if c.decode else causal_attention,
         )(nn.LayerNorm()(x))
-        x = x + nn.Dropout(c.dropout)(h, deterministic=deterministic)  # [B, T, D]
+        x = x + ExampleDropout(c.dropout)(h, deterministic, ids)  # [B, T, D]
         h = nn.Dense(4 * c.d_model)(nn.LayerNorm()(x))  # [B, T, 4D]
         h = nn.Dense(c.d_model)(nn.gelu(h))  # [B, T, D]
-        return x + nn.Dropout(c.dropout)(h, deterministic=deterministic)
+        return x + ExampleDropout(c.dropout)(h, deterministic, ids)
 
 
 class Transformer(nn.Module):
     """Tokens [B, T] -> logits [B, T, K]. In decode mode T is 1 and positions advance
-    with each call."""
+    with each call. `ids` [B]: the examples' rows in the step's whole batch, which key
+    their dropout masks (see ExampleDropout)."""
 
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens, deterministic: bool = True):
+    def __call__(self, tokens, deterministic: bool = True, ids=None):
         c = self.config
         embed = nn.Embed(c.vocab_size, c.d_model, embedding_init=embed_init)
         # A one-hot matmul, not a gather: on the CPU the gather's gradient (a scatter-add
@@ -93,9 +114,9 @@ class Transformer(nn.Module):
             if c.decode:  # first call: create the position counter with the cache
                 self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
             x = x + pos[None, : tokens.shape[1]]
-        x = nn.Dropout(c.dropout)(x, deterministic=deterministic)
+        x = ExampleDropout(c.dropout)(x, deterministic, ids)
         for _ in range(c.layers):
-            x = Block(c)(x, deterministic)
+            x = Block(c)(x, deterministic, ids)
         return nn.Dense(c.output_size)(nn.LayerNorm()(x))  # [B, T, K]
 
 

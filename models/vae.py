@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
+from jaxtrain.models.family import example_keys
 
 
 class FeedForward(nn.Module):
@@ -49,17 +50,18 @@ class VAE(nn.Module):
         h = self.encoder(jnp.concatenate([x, onehot], axis=-1))  # [B, H]
         return self.mean(h), self.logvar(h)  # [B, Z], [B, Z]
 
-    def reparam(self, mean, logvar, rng):
-        eps = jax.random.normal(rng, mean.shape)
+    def reparam(self, mean, logvar, keys):
+        """z = mean + sigma * eps, eps drawn per example from `keys` [B, 2]."""
+        eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:]))(keys)  # [B, Z]
         return mean + jnp.exp(0.5 * logvar) * eps  # [B, Z]
 
     def decode(self, z, label):
         onehot = jax.nn.one_hot(label, self.config.num_classes)  # [B, C]
         return self.out(self.decoder(z + self.class_proj(onehot)))  # [B, D]
 
-    def __call__(self, x, label, rng):
+    def __call__(self, x, label, keys):
         mean, logvar = self.encode(x, label)
-        z = self.reparam(mean, logvar, rng)
+        z = self.reparam(mean, logvar, keys)
         return self.decode(z, label), mean, logvar
 
 
@@ -109,22 +111,25 @@ class VAEFamily:
     def init(self, rng, batch_size):
         x = jnp.zeros((batch_size, self.config.image_dim), jnp.float32)
         label = jnp.zeros((batch_size,), jnp.int32)
-        return self.model.init(rng, x, label, rng)["params"]
+        keys = example_keys(rng, jnp.arange(batch_size))
+        return self.model.init(rng, x, label, keys)["params"]
 
-    def _terms(self, params, batch, rng):
+    def _terms(self, params, batch, keys):
         x = batch["image"] / 255.0  # uint8 pixels -> [0, 1]  [B, D]
-        out, mean, logvar = self.model.apply({"params": params}, x, batch["label"], rng)
+        out, mean, logvar = self.model.apply({"params": params}, x, batch["label"], keys)
         return reconstruction_nll(self.config, out, x), kl_divergence(mean, logvar)
 
     def train_loss(self, params, batch, rng):
         """Mean over the batch of recon + kl_weight * KL; returns (loss, metrics)."""
-        recon, kl = self._terms(params, batch, rng)
+        recon, kl = self._terms(params, batch, example_keys(rng, batch["row"]))
         loss = jnp.mean(recon + self.config.kl_weight * kl)
         return loss, {"recon": recon.mean(), "kl": kl.mean()}
 
     def eval_sums(self, params, batch, rng):
-        """Sums over the real (mask == 1) examples; test_loss is the negative ELBO."""
-        recon, kl = self._terms(params, batch, rng)
+        """Sums over the real (mask == 1) examples; test_loss is the negative ELBO. Each
+        example's z is drawn from fold_in(rng, its index in the test set), so the figure
+        does not depend on the batch size."""
+        recon, kl = self._terms(params, batch, example_keys(rng, batch["index"]))
         mask = batch["mask"]
         return {"test_loss": jnp.sum((recon + kl) * mask), "recon": jnp.sum(recon * mask),
                 "kl": jnp.sum(kl * mask), "count": jnp.sum(mask)}

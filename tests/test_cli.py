@@ -246,9 +246,10 @@ TRANSFORMER = ["--model", "transformer", "--layers", "1", "--d-model", "32", "--
 
 def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain):
     """The same trainer, checkpoints and commands serve the Transformer; resume is exact
-    (dropout and dynamic binarization keys come from the step)."""
+    (dropout and dynamic binarization keys come from the step), with gradient
+    accumulation too."""
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    args = ["fit", "--data-dir", data_dir, "--epochs", 2, *TRANSFORMER]
+    args = ["fit", "--data-dir", data_dir, "--epochs", 2, *TRANSFORMER, "--accumulate", 2]
     jaxtrain(*args, "--workdir", straight, check=True)
     jaxtrain(*args, "--workdir", stopped, "--stop-at-epoch", 1, check=True)
     jaxtrain("resume", "--workdir", stopped, check=True)

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxtrain.models.family import example_keys
 from jaxtrain.models.vae import (
     VAE,
     VAEConfig,
@@ -20,7 +21,8 @@ def test_shapes_and_parameter_count():
     params = family.init(jax.random.PRNGKey(0), batch_size=3)
     x = jnp.zeros((3, 784))
     label = jnp.array([0, 7, 9])
-    out, mean, logvar = VAE(TINY).apply({"params": params}, x, label, jax.random.PRNGKey(1))
+    keys = example_keys(jax.random.PRNGKey(1), jnp.arange(3))  # one per example
+    out, mean, logvar = VAE(TINY).apply({"params": params}, x, label, keys)
     assert out.shape == (3, 784) and mean.shape == logvar.shape == (3, 4)
     count = sum(p.size for p in jax.tree.leaves(params))
     # encoder (784 + 10 one-hot) * 16 + 16; mean and logvar 16 * 4 + 4 each;
@@ -65,11 +67,11 @@ def test_eval_sums_ignore_padding():
     params = family.init(jax.random.PRNGKey(0), batch_size=4)
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (4, 784), dtype=np.uint8),
-             "label": np.array([1, 2, 3, 4]),
+             "label": np.array([1, 2, 3, 4]), "index": np.array([5, 6, 0, 0]),
              "mask": np.array([1.0, 1.0, 0.0, 0.0], np.float32)}
     sums = family.eval_sums(params, batch, jax.random.PRNGKey(0))
     real = {"image": batch["image"][:2], "label": batch["label"][:2],
-            "mask": np.ones(2, np.float32)}
+            "index": batch["index"][:2], "mask": np.ones(2, np.float32)}
     expected = family.eval_sums(params, real, jax.random.PRNGKey(0))
     assert float(sums["count"]) == 2
     np.testing.assert_allclose(float(sums["recon"]), float(expected["recon"]), rtol=1e-5)

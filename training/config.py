@@ -73,6 +73,9 @@ class TrainConfig:
     eval_every: int | None = setting(
         None, "Steps between evaluations and checkpoints [default: one epoch].", gt=0)
     batch_size: int = setting(128, "Examples per step and per eval batch.", gt=0)
+    accumulate: int = setting(
+        1, "Split each step's batch into this many micro-batches whose gradients are "
+        "averaged (a device holds one micro-batch's activations at a time).", gt=0)
     lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
     warmup_steps: int = setting(200, "Linear warmup steps from lr/100 before cosine decay.",
                                 ge=0)
@@ -93,6 +96,10 @@ class TrainConfig:
             raise SettingError("epochs", "and --steps: give the run's length as exactly one "
                                          "of --epochs and --steps")
         validate(self)
+        if self.batch_size % self.accumulate:
+            raise SettingError("accumulate", f"{self.accumulate} must divide --batch-size "
+                               f"{self.batch_size} (micro-batches are equal): pick a divisor "
+                               "or another batch size")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,10 +79,15 @@ class DataParallel:
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batch = NamedSharding(self.mesh, PartitionSpec("data"))
 
-    def check_batch_size(self, batch_size: int) -> None:
+    def check_batch_size(self, batch_size: int, accumulate: int = 1) -> None:
         if batch_size % self.devices:
             raise ValueError(f"--batch-size {batch_size} does not split evenly over "
                              f"{self.devices} devices: pass a multiple of {self.devices}")
+        if batch_size % (accumulate * self.devices):
+            raise ValueError(f"--batch-size {batch_size} does not split into {accumulate} "
+                             f"micro-batches on each of {self.devices} devices: pass a "
+                             f"multiple of {accumulate * self.devices} (--accumulate times "
+                             "the devices)")
 
     def put_batch(self, batch: dict) -> dict:
         """Host arrays of the global batch -> global arrays split over the mesh; each

@@ -26,7 +26,7 @@ class Run:
         self.steps_per_epoch = steps_per_epoch
         train = config.train
         self.parallel = DataParallel(devices)
-        self.parallel.check_batch_size(train.batch_size)
+        self.parallel.check_batch_size(train.batch_size, train.accumulate)
         self.total_steps = train.steps or train.epochs * steps_per_epoch
         self.eval_every = train.eval_every or steps_per_epoch or 250
         self.family = config.family()
@@ -34,7 +34,7 @@ class Run:
         self.tx = make_optimizer(train, self.schedule)
         # Built once per run, so each compiles once.
         self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
-                                          self.parallel)
+                                          self.parallel, train.accumulate)
         self.eval_step = make_eval_step(self.family, self.parallel)
 
     def init_state(self):
@@ -82,11 +82,13 @@ def open_source(config: RunConfig):
 
 
 def evaluate(run: Run, params, source) -> dict:
-    """Mean test metrics over every test example (or fixed text window) exactly once."""
+    """Mean test metrics over every test example (or fixed text window) exactly once.
+    A family that draws noise in evaluation (the VAE's z) draws it per test example from
+    the one eval key, so the figure does not depend on the batch size."""
     key = run_keys(run.config.train.seed)["eval"]
     sums = None
-    for i, batch in enumerate(source.eval_batches()):
-        s = run.eval_step(params, run.parallel.put_batch(batch), jax.random.fold_in(key, i))
+    for batch in source.eval_batches():
+        s = run.eval_step(params, run.parallel.put_batch(batch), key)
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     count = sums.pop("count")

@@ -5,6 +5,7 @@ The steps are pure: `train_step(state, batch) -> (state, metrics)` and
 hyperparameters are bound by closure, so each step compiles once.
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -65,15 +66,25 @@ def update_ema(ema_params, params, decay):
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
 
 
-def make_train_step(family, schedule, ema_decay, parallel=None):
+def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1):
     """One jitted optimizer step; `state` is donated, so the caller must not reuse it.
-    With a `parallel.DataParallel`, the batch is split over its mesh and the state and
-    metrics are replicated."""
+    With `accumulate` K > 1, the batch is split into K micro-batches whose gradients are
+    averaged before the one update (see accumulated_grads). With a
+    `parallel.DataParallel`, the batch is split over its mesh and the state and metrics
+    are replicated."""
+    grad_fn = jax.value_and_grad(family.train_loss, has_aux=True)
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(family.train_loss, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.params, batch, rng)
+        # Each example's row in the whole batch keys its noise (models/family.py), so the
+        # micro-batches of an accumulated step draw what the whole batch would.
+        rows = jax.tree.leaves(batch)[0].shape[0]
+        batch = {**batch, "row": jnp.arange(rows, dtype=jnp.int32)}
+        if accumulate == 1:
+            (loss, metrics), grads = grad_fn(state.params, batch, rng)
+        else:
+            loss, metrics, grads = accumulated_grads(grad_fn, state.params, batch, rng,
+                                                     accumulate)
         new_state = state.apply_gradients(grads=grads)
         # A Polyak average of the parameters themselves. optax.ema inside the optimizer
         # chain would average the *updates* (gradient directions), which is not the same.
@@ -88,14 +99,34 @@ def make_train_step(family, schedule, ema_decay, parallel=None):
     return jax.jit(train_step, donate_argnums=0, **shardings)
 
 
+def accumulated_grads(grad_fn, params, batch, rng, k):
+    """The mean loss, metrics and gradients of `batch` [B, ...] computed as K micro-batches
+    of B / K rows, one after another in a lax.scan, so only one micro-batch's activations
+    are alive at a time. Micro-batch m takes rows m, m + K, m + 2K, ...: a reshape that
+    keeps each device's rows on that device under data parallelism.
+
+    Why not optax.MultiSteps: it makes each micro-batch an optimizer call of its own, so
+    the state's step, the schedule, the EMA, the data position and resume would count
+    micro-batches, each a separate dispatch, and its accumulator would change the
+    checkpoint's structure with K. Here a step stays a step."""
+
+    def split(x):  # [B, ...] -> [K, B / K, ...]
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+    def body(grad_sum, micro):
+        (loss, metrics), grads = grad_fn(params, micro, rng)
+        return jax.tree.map(jnp.add, grad_sum, grads), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grad_sum, (losses, metrics) = jax.lax.scan(body, zeros, jax.tree.map(split, batch))
+    # Every micro-batch has B / K examples, so the mean of their means is the batch mean.
+    mean = functools.partial(jnp.mean, axis=0)
+    return mean(losses), jax.tree.map(mean, metrics), jax.tree.map(lambda g: g / k, grad_sum)
+
+
 def make_eval_step(family, parallel=None):
     """Jitted sums of the family's eval metrics over one (masked) batch."""
     shardings = {} if parallel is None else {
         "in_shardings": (parallel.replicated, parallel.batch, parallel.replicated),
         "out_shardings": parallel.replicated}
     return jax.jit(family.eval_sums, **shardings)
-
-
-def eval_rng(seed: int, batch_index: int):
-    """The sampling key of eval batch i: fixed, so evaluations compare across epochs."""
-    return jax.random.fold_in(run_keys(seed)["eval"], batch_index)
