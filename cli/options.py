@@ -12,7 +12,13 @@ from typing import Optional
 import typer
 
 from jaxtrain.training.config import FAMILY_DEFAULTS, MODELS, SECTIONS
-from jaxtrain.training.settings import base_type, describe_bounds, flag_name, user_fields
+from jaxtrain.training.settings import (
+    base_type,
+    describe_bounds,
+    flag_name,
+    item_type,
+    user_fields,
+)
 
 _TYPES = {int: int, float: float, str: str, bool: bool, tuple: str}
 
@@ -73,13 +79,15 @@ def parse_flags(values: dict) -> dict:
         if value is None or name not in fields:
             continue
         section, f = fields[name]
-        if base_type(f.type) is tuple:
+        if base_type(f.type) is tuple and item_type(f.type) is str:
+            value = tuple(w.strip() for w in value.split(",") if w.strip())
+        elif base_type(f.type) is tuple:
             try:
                 value = tuple(int(w) for w in value.split(","))
             except ValueError:
                 raise ValueError(f"--{flag_name(name)} takes comma-separated integers like "
                                  f"512,256, got {value!r}") from None
-        if name.endswith(("_dir", "_file")):
+        if name.endswith(("_dir", "_file", "_from")):
             value = str(Path(value).expanduser().absolute())
         layer.setdefault(section, {})[name] = value
     return layer

@@ -35,6 +35,9 @@ COMMAND_OPTIONS = [
                  "flags override it."),
     option("print_config", bool, False, "--print-config",
             help="Print the resolved config as TOML and exit, without training."),
+    option("list_params", bool, False, "--list-params",
+            help="Print the parameter paths, shapes and sizes, and which --freeze keeps "
+                 "fixed, then exit."),
     option("overwrite", bool, False, "--overwrite", help="Replace a run already in the workdir."),
     option("stop_at_epoch", Optional[int], None, "--stop-at-epoch",
             help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
@@ -64,6 +67,16 @@ def fit(**options):
             flags[key] = str(options[key])
     layers.append(Layer("flag", flags))
     config, workdir = resolve(layers)
+    if config.train.init_from:
+        # A fine-tuned run takes the architecture of the run it starts from, unless a
+        # layer above sets it (commands.fit then names what differs).
+        base = source_architecture(config.train.init_from)
+        if any("model" in layer.values for layer in layers) and \
+                config.model != base.values.get("model"):
+            raise ValueError(f"--model {config.model}: the run in {config.train.init_from} is "
+                             f"a {base.values.get('model')}; fine-tuning keeps the architecture "
+                             "of the run it starts from (leave --model out)")
+        config, workdir = resolve([base, *layers])
     workdir = Path(workdir) if workdir else Path("checkpoints") / config.model
     if options["print_config"]:
         print(to_toml(config, workdir), end="")
@@ -71,11 +84,28 @@ def fit(**options):
     start_jax()
     from jaxtrain.training import commands
 
+    if options["list_params"]:
+        print(commands.list_params(config))
+        return
     extras = commands.Extras(options["stop_at_epoch"], options["devices"],
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
     commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras)
     _done(workdir)
+
+
+def source_architecture(init_from):
+    """The model and architecture of the run in `init_from`, as the lowest layer: from the
+    config.toml every run writes (the architecture never changes in a run's life)."""
+    from jaxtrain.training.config_file import Layer, read_file
+
+    path = Path(init_from) / "config.toml"
+    if not path.is_file():
+        raise ValueError(f"--init-from {init_from} holds no jaxtrain run ({path.name} is "
+                         "missing): pass the --workdir of a run made by `jaxtrain fit`")
+    values = read_file(path).values
+    return Layer(f"the run in {init_from}", {k: values[k] for k in ("model", "model_config")
+                                             if k in values})
 
 
 app.command(context_settings={"help_option_names": ["--help", "-h"]})(

@@ -28,6 +28,9 @@ class VAEConfig:
     num_classes: int = setting(10, cli=False)
     image_dim: int = setting(784, cli=False)
 
+    # Settings of the loss, not of the parameters: a fine-tuned run may change them.
+    NOT_ARCHITECTURE = ("likelihood", "kl_weight")
+
     def __post_init__(self):
         # JSON and TOML give lists back; keep the dataclass hashable and comparable.
         for name in ("encoder_widths", "decoder_widths"):
@@ -56,6 +59,9 @@ class TransformerConfig:
     output_size: int = setting(PATCH_SYMBOLS, cli=False)
     num_classes: int = setting(10, cli=False)
     decode: bool = setting(False, cli=False)
+
+    # Settings that leave the parameters alone: a fine-tuned run may change them.
+    NOT_ARCHITECTURE = ("dropout", "decode")
 
     def __post_init__(self):
         validate(self)

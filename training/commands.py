@@ -30,6 +30,7 @@ from jaxtrain.training.images import make_grid, save_grid
 from jaxtrain.training.loop import Callback, Loop, run_loop
 from jaxtrain.training.parallel import is_primary, sync_processes
 from jaxtrain.training.run import Run, evaluate, open_source, restore_target
+from jaxtrain.training.steps import param_path, param_shapes, trainable_mask
 from jaxtrain.training.text import build_vocab, decode, encode, read_text
 from jaxtrain.training.writers import Console, Curves, Jsonl, TensorBoard
 
@@ -118,29 +119,108 @@ def _check_profile(run: Run, start: int, extras: Extras):
                              f"command trains ({start}-{run.total_steps}), first < last")
 
 
-def with_vocab(config: RunConfig) -> RunConfig:
-    """A text config with its vocabulary (the data file's characters) filled in."""
+def with_vocab(config: RunConfig, vocab: str | None = None) -> RunConfig:
+    """A text config with its vocabulary filled in: the data file's characters, or the
+    given `vocab` (a fine-tuned run keeps its source's), which must cover them."""
     if not config.data.is_text or config.data.vocab is not None:
         return config
-    vocab = build_vocab(read_text(config.data.data_file))
+    chars = build_vocab(read_text(config.data.data_file))
+    if vocab is not None and set(chars) - set(vocab):
+        unknown = "".join(sorted(set(chars) - set(vocab)))
+        raise ValueError(f"{config.data.data_file} has {len(unknown)} characters the run in "
+                         f"{config.train.init_from} never saw ({unknown[:20]!r}): fine-tuning "
+                         "keeps its vocabulary; remove them from the text")
+    vocab = vocab or chars
     return dataclasses.replace(
         config, data=dataclasses.replace(config.data, vocab=vocab),
         model_config=config.model_config.replace(vocab_size=len(vocab), output_size=len(vocab)))
 
 
+def check_same_architecture(config: RunConfig, source: RunConfig, where) -> None:
+    """One line naming the first setting in which `config` builds other parameters than
+    the run `source` (in workdir `where`)."""
+    keep = "fine-tuning keeps the architecture of the run it starts from"
+    if config.model != source.model:
+        raise ValueError(f"--model {config.model}: the run in {where} is a {source.model}; "
+                         f"{keep} (leave --model out)")
+    if config.data.is_text != source.data.is_text:
+        task = "text" if source.data.is_text else "image"
+        raise ValueError(f"--dataset {config.data.dataset}: the run in {where} is a {task} "
+                         f"model ({keep})" + (": pass --dataset text --data-file FILE"
+                                              if source.data.is_text else ""))
+    new, old = config.model_config, source.model_config
+    for f in dataclasses.fields(new):
+        a, b = getattr(new, f.name), getattr(old, f.name)
+        if f.name in type(new).NOT_ARCHITECTURE or a == b:
+            continue
+        shown = ",".join(map(str, a)) if isinstance(a, tuple) else a
+        was = ",".join(map(str, b)) if isinstance(b, tuple) else b
+        if f.metadata.get("cli"):
+            raise ValueError(f"--{f.name.replace('_', '-')} {shown}: the run in {where} has "
+                             f"{was}; {keep} (leave --{f.name.replace('_', '-')} out)")
+        raise ValueError(f"the data makes {f.name} {shown}, but the run in {where} has {was}: "
+                         f"{keep}; train on data of the same shape")
+
+
+def fine_tune_start(config: RunConfig):
+    """For a config with --init-from: (the config with its source recorded, the
+    (params, ema_params) to start from). The source's checkpoint is `init_step` (a
+    step, "best", or the latest that restores)."""
+    train = config.train
+    source = Path(train.init_from).absolute()
+    step = train.init_step if train.init_step in (None, "best") else int(train.init_step)
+    try:
+        restored = checkpoint.restore(source, restore_target, step)
+    except ValueError as e:
+        raise ValueError(f"--init-from: {e}") from None
+    config = with_vocab(config, restored.config.data.vocab)
+    check_same_architecture(config, restored.config, source)
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        train, init_from=str(source), init_step=str(restored.step)))
+    return config, (restored.state.params, restored.state.ema_params)
+
+
+def list_params(config: RunConfig) -> str:
+    """A table of the parameter paths, shapes and sizes, frozen or trained (--list-params)."""
+    config = fine_tune_start(config)[0] if config.train.init_from else with_vocab(config)
+    shapes = param_shapes(config.family())
+    trainable = (trainable_mask(shapes, config.train.freeze) if config.train.freeze
+                 else jax.tree.map(lambda _: True, shapes))
+    rows = [(param_path(path), s.shape, int(np.prod(s.shape)), t) for (path, s), t in
+            zip(jax.tree_util.tree_flatten_with_path(shapes)[0], jax.tree.leaves(trainable))]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'parameter':<{width}}  {'shape':<14} {'size':>10}  state"]
+    lines += [f"{p:<{width}}  {str(tuple(s)):<14} {n:>10,}  {'trained' if t else 'frozen'}"
+              for p, s, n, t in rows]
+    total = sum(r[2] for r in rows)
+    frozen = sum(r[2] for r in rows if not r[3])
+    lines.append(f"{total:,} parameters: {total - frozen:,} trained, {frozen:,} frozen")
+    return "\n".join(lines)
+
+
 def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
-    """Starts a new run in `workdir`, data-parallel over `extras.devices` (all if None)."""
+    """Starts a new run in `workdir`, data-parallel over `extras.devices` (all if None);
+    with `config.train.init_from`, from another run's parameters (fine-tuning)."""
     workdir = Path(workdir)
     workdirs.check_not_file(workdir)
+    if config.train.init_from and Path(config.train.init_from).absolute() == workdir.absolute():
+        raise ValueError(f"--init-from {config.train.init_from} is the new run's own workdir: "
+                         "fine-tune into another --workdir")
     if workdirs.holds_run(workdir) and not overwrite:
         raise ValueError(f"{workdir} already holds a run: continue it with `jaxtrain "
                          f"resume --workdir {workdir}`, or pass --overwrite to start over")
     # Taken before anything is read or cleared: a run being written is refused at once.
     lock = workdirs.Lock(workdir) if workdir.is_dir() and is_primary() else None
     try:
+        start = None
+        if config.train.init_from:
+            config, start = fine_tune_start(config)
         config = with_vocab(config)
         source = open_source(config)
         run = Run(config, source.steps_per_epoch, extras.devices)
+        if start is not None:
+            say(f"fine-tuning from {config.train.init_from} at step {config.train.init_step}"
+                + (f", frozen: {','.join(config.train.freeze)}" if config.train.freeze else ""))
         _check_profile(run, 0, extras)
         stop_at_step = _stop_step(run, extras.stop_at_epoch)
         # Only now that data and config are good is the workdir made, or cleared.
@@ -151,7 +231,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
                 workdirs.clear_run(workdir)
             (workdir / "config.toml").write_text(to_toml(config, workdir))
         sync_processes("cleared the workdir")
-        train(run, workdir, run.init_state(), source, stop_at_step=stop_at_step, extras=extras)
+        train(run, workdir, run.init_state(start), source, stop_at_step=stop_at_step,
+              extras=extras)
         return run
     finally:
         if lock is not None:

@@ -90,12 +90,30 @@ class TrainConfig:
     log_every: int = setting(
         50, "Steps between host reads of the training metrics (progress, TensorBoard, the "
         "NaN check).", gt=0)
+    init_from: str | None = setting(
+        None, "Fine-tune: start from the parameters and EMA of the run in this workdir "
+        "(same architecture); the optimizer, step and schedule start fresh.")
+    init_step: str | None = setting(
+        None, "With --init-from: the checkpoint to start from, a step or best [default: "
+        "the latest]; the run records the step it used.")
+    freeze: tuple[str, ...] | None = setting(
+        None, "Keep the matching parameters fixed, comma-separated patterns matched on "
+        "parameter paths (encoder, decoder, embed, Block_0, Block_[0-1]; `fit "
+        "--list-params` shows them).")
 
     def __post_init__(self):
         if (self.epochs is None) == (self.steps is None):
             raise SettingError("epochs", "and --steps: give the run's length as exactly one "
                                          "of --epochs and --steps")
         validate(self)
+        if self.init_step is not None and not (self.init_step == "best"
+                                               or self.init_step.isdigit()):
+            raise SettingError("init_step", f"takes a step number or best, got "
+                                            f"{self.init_step!r}")
+        if self.init_step is not None and self.init_from is None:
+            raise SettingError("init_step", "goes with --init-from WORKDIR")
+        if isinstance(self.freeze, list):  # from JSON or TOML
+            object.__setattr__(self, "freeze", tuple(self.freeze))
         if self.batch_size % self.accumulate:
             raise SettingError("accumulate", f"{self.accumulate} must divide --batch-size "
                                f"{self.batch_size} (micro-batches are equal): pick a divisor "

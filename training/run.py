@@ -13,7 +13,9 @@ from jaxtrain.training.steps import (
     make_optimizer,
     make_schedule,
     make_train_step,
+    param_shapes,
     run_keys,
+    trainable_mask,
 )
 from jaxtrain.training.text import TextSource
 
@@ -31,14 +33,18 @@ class Run:
         self.eval_every = train.eval_every or steps_per_epoch or 250
         self.family = config.family()
         self.schedule = make_schedule(train, self.total_steps)
-        self.tx = make_optimizer(train, self.schedule)
+        # A pytree of bools like the params (False: frozen), or None when all train.
+        self.trainable = None if not train.freeze else trainable_mask(
+            param_shapes(self.family), train.freeze)
+        self.tx = make_optimizer(train, self.schedule, self.trainable)
         # Built once per run, so each compiles once.
         self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
-                                          self.parallel, train.accumulate)
+                                          self.parallel, train.accumulate, self.trainable)
         self.eval_step = make_eval_step(self.family, self.parallel)
 
-    def init_state(self):
-        state = create_state(self.family, self.config.train, self.tx)
+    def init_state(self, start=None):
+        """The state at step 0; `start` = (params, ema_params) to fine-tune from."""
+        state = create_state(self.family, self.config.train, self.tx, start)
         return jax.device_put(state, self.parallel.replicated)
 
     def abstract_state(self):

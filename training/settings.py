@@ -39,15 +39,26 @@ def setting(default=dataclasses.MISSING, help: str = "", *, factory=None, cli: b
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def base_type(annotation):
-    """int for `int | None`, tuple for `tuple[int, ...]`, and so on."""
+def _resolved(annotation):
+    """The annotation without its `| None`."""
     if isinstance(annotation, str):
         annotation = eval(annotation, {"tuple": tuple, "int": int, "float": float, "str": str,
                                        "bool": bool, "None": None})
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return base_type(args[0])
+        return _resolved(args[0])
+    return annotation
+
+
+def base_type(annotation):
+    """int for `int | None`, tuple for `tuple[int, ...]`, and so on."""
+    annotation = _resolved(annotation)
     return typing.get_origin(annotation) or annotation
+
+
+def item_type(annotation):
+    """int for `tuple[int, ...]`, str for `tuple[str, ...] | None`."""
+    return typing.get_args(_resolved(annotation))[0]
 
 
 def user_fields(cls) -> list:
@@ -77,6 +88,10 @@ def validate(obj) -> None:
                 raise SettingError(f.name, f"must be a finite number, got {value}")
         if kind is str and not isinstance(value, str):
             raise SettingError(f.name, f"takes a string, got {value!r}")
+        if kind is tuple and item_type(f.type) is str:
+            if not value or not all(isinstance(v, str) and v for v in value):
+                raise SettingError(f.name, f"takes names like a,b, got {value!r}")
+            continue
         if kind is tuple:
             if not value or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
                                 for v in value):

@@ -6,6 +6,7 @@ hyperparameters are bound by closure, so each step compiles once.
 """
 
 import functools
+import re
 from typing import Any
 
 import jax
@@ -33,9 +34,56 @@ def make_schedule(train: TrainConfig, total_steps: int):
         decay_steps=total_steps, end_value=train.lr / 100)
 
 
-def make_optimizer(train: TrainConfig, schedule):
-    return optax.chain(optax.clip_by_global_norm(train.grad_clip),
-                       optax.adamw(schedule, weight_decay=train.weight_decay))
+def make_optimizer(train: TrainConfig, schedule, trainable=None):
+    """Clipping then AdamW. With a `trainable` mask (a pytree of bools like the params),
+    frozen parameters get zero updates (no weight decay either) and stay out of the
+    clipping norm: optax.multi_transform over the labels "train" and "frozen"."""
+    tx = optax.chain(optax.clip_by_global_norm(train.grad_clip),
+                     optax.adamw(schedule, weight_decay=train.weight_decay))
+    if trainable is None:
+        return tx
+    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def param_shapes(family):
+    """The family's parameters as jax.ShapeDtypeStructs, without computing them."""
+    return jax.eval_shape(lambda: family.init(jax.random.PRNGKey(0), 1))
+
+
+def param_path(path) -> str:
+    """'encoder/Dense_0/kernel' from a jax tree path."""
+    return "/".join(str(getattr(k, "key", k)) for k in path)
+
+
+def _matches(pattern: str, path: str) -> bool:
+    """Whether `pattern`'s components match consecutive components of `path`: each a
+    regular expression matched whole, case-insensitively, a trailing _N optional (so
+    `embed` matches Embed_0 and `Block` every block)."""
+    wanted = [re.compile(rf"(?:{p})(?:_\d+)?", re.IGNORECASE) for p in pattern.split("/")]
+    parts = path.split("/")
+    return any(all(w.fullmatch(part) for w, part in zip(wanted, parts[i:i + len(wanted)]))
+               for i in range(len(parts) - len(wanted) + 1))
+
+
+def trainable_mask(params, patterns):
+    """A pytree of bools like `params`: False where a `patterns` entry matches the path.
+    A pattern that matches nothing, or one that freezes everything, is an error."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"--freeze {pattern!r} is not a valid pattern ({e})") from None
+    paths = jax.tree_util.tree_map_with_path(lambda path, _: param_path(path), params)
+    for pattern in patterns:
+        if not any(_matches(pattern, p) for p in jax.tree.leaves(paths)):
+            raise ValueError(f"--freeze {pattern!r} matches no parameter: see the paths with "
+                             "`jaxtrain fit ... --list-params`")
+    mask = jax.tree.map(lambda p: not any(_matches(q, p) for q in patterns), paths)
+    if not any(jax.tree.leaves(mask)):
+        raise ValueError(f"--freeze {','.join(patterns)} freezes every parameter: nothing "
+                         "would train; freeze less")
+    return mask
 
 
 def run_keys(seed: int) -> dict:
@@ -44,13 +92,16 @@ def run_keys(seed: int) -> dict:
     return {"init": init, "train": train, "eval": eval_, "sample": sample}
 
 
-def create_state(family, train: TrainConfig, tx) -> TrainState:
+def create_state(family, train: TrainConfig, tx, start=None) -> TrainState:
+    """A fresh TrainState at step 0: new parameters, or `start` = (params, ema_params)
+    taken from another run (fine-tuning) with a fresh optimizer state."""
     keys = run_keys(train.seed)
-    params = family.init(keys["init"], train.batch_size)
+    params, ema = start or (family.init(keys["init"], train.batch_size), None)
+    # A copy: the step donates the state, and two leaves sharing one buffer cannot both
+    # be donated.
+    ema = jax.tree.map(jnp.copy, params if ema is None else ema)
     state = TrainState.create(apply_fn=family.model.apply, params=params, tx=tx,
-                              # a copy: the step donates the state, and two leaves
-                              # sharing one buffer cannot both be donated
-                              ema_params=jax.tree.map(jnp.copy, params), rng=keys["train"])
+                              ema_params=ema, rng=keys["train"])
     # create() leaves step a Python int (weakly typed); the step returns an int32 array,
     # and that change of type would compile the step a second time.
     return state.replace(step=jnp.zeros((), jnp.int32))
@@ -62,17 +113,31 @@ def ema_decay_at(step, decay):
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def update_ema(ema_params, params, decay):
-    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+def update_ema(ema_params, params, decay, trainable=None):
+    """decay * ema + (1 - decay) * params; frozen leaves (trainable False) are kept as
+    they are, bitwise (the float update would move them when ema != params)."""
+    if trainable is None:
+        return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+    return jax.tree.map(lambda e, p, t: decay * e + (1.0 - decay) * p if t else e,
+                        ema_params, params, trainable)
 
 
-def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1):
+def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, trainable=None):
     """One jitted optimizer step; `state` is donated, so the caller must not reuse it.
     With `accumulate` K > 1, the batch is split into K micro-batches whose gradients are
-    averaged before the one update (see accumulated_grads). With a
-    `parallel.DataParallel`, the batch is split over its mesh and the state and metrics
-    are replicated."""
-    grad_fn = jax.value_and_grad(family.train_loss, has_aux=True)
+    averaged before the one update (see accumulated_grads). A `trainable` mask freezes
+    the False leaves. With a `parallel.DataParallel`, the batch is split over its mesh
+    and the state and metrics are replicated."""
+    loss_fn = family.train_loss
+    if trainable is not None:
+        # Frozen leaves get a zero gradient that XLA need not compute (their weight
+        # gradients drop out of the program); the optimizer zeroes their updates too.
+        def loss_fn(params, batch, rng):
+            params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p),
+                                  params, trainable)
+            return family.train_loss(params, batch, rng)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -88,7 +153,8 @@ def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1):
         new_state = state.apply_gradients(grads=grads)
         # A Polyak average of the parameters themselves. optax.ema inside the optimizer
         # chain would average the *updates* (gradient directions), which is not the same.
-        ema = update_ema(state.ema_params, new_state.params, ema_decay_at(state.step, ema_decay))
+        ema = update_ema(state.ema_params, new_state.params, ema_decay_at(state.step, ema_decay),
+                         trainable)
         metrics = {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
         return new_state.replace(ema_params=ema), metrics

@@ -1,0 +1,144 @@
+"""Fine-tuning: a run started from another run's parameters, with parts frozen."""
+
+import jax
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict
+from test_cli import assert_one_line_error
+
+from jaxtrain.training import checkpoint
+from jaxtrain.training.run import restore_target
+from jaxtrain.training.steps import _matches
+
+FROZEN = ("encoder", "mean", "logvar")
+
+
+def flat(tree):
+    return {k: np.asarray(v) for k, v in flatten_dict(jax.device_get(tree), sep="/").items()}
+
+
+def latest(workdir):
+    return checkpoint.restore(workdir, restore_target)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, data_dir):
+    """A tiny VAE trained for one epoch: the run to fine-tune."""
+    from jaxtrain.training.commands import fit
+    from jaxtrain.training.config_file import Layer, resolve
+
+    workdir = tmp_path_factory.mktemp("source")
+    config, _ = resolve([Layer("flag", {"data": {"data_dir": str(data_dir), "download": False},
+                                        "train": {"epochs": 1, "batch_size": 8,
+                                                  "warmup_steps": 2},
+                                        "model_config": {"encoder_widths": (32,),
+                                                         "decoder_widths": (32,),
+                                                         "latent_dim": 4}})])
+    fit(config, workdir)
+    return workdir
+
+
+def finetune_args(data_dir, source, workdir, *extra):
+    # No architecture flags: the run takes its source's. Other data: another seed's order.
+    return ["fit", "--init-from", source, "--workdir", workdir, "--data-dir", data_dir,
+            "--no-download", "--seed", 1, "--batch-size", 8, "--warmup-steps", 2,
+            "--epochs", 2, *extra]
+
+
+def test_frozen_parameters_stay_bitwise_and_the_rest_trains(tmp_path, data_dir, source,
+                                                            jaxtrain):
+    workdir = tmp_path / "tuned"
+    proc = jaxtrain(*finetune_args(data_dir, source, workdir, "--freeze", ",".join(FROZEN)),
+                    check=True)
+    assert f"fine-tuning from {source} at step 8, frozen: encoder,mean,logvar" in proc.stderr
+    before, after = latest(source), latest(workdir)
+    assert after.step == 16  # the step count starts afresh
+    assert after.config.train.init_from == str(source)
+    assert after.config.train.init_step == "8"
+    assert after.config.model_config == before.config.model_config
+    for tree in ("params", "ema_params"):
+        old, new = flat(getattr(before.state, tree)), flat(getattr(after.state, tree))
+        assert old.keys() == new.keys()
+        for path in old:
+            if path.split("/")[0] in FROZEN:  # no update, no weight decay, no EMA drift
+                np.testing.assert_array_equal(new[path], old[path], err_msg=path)
+            else:
+                assert not np.array_equal(new[path], old[path]), path
+    # A fresh optimizer: its step counts are the new run's 16, not the source's 8 + 16.
+    counts = [int(x) for x in jax.tree.leaves(after.state.opt_state)
+              if np.issubdtype(np.asarray(x).dtype, np.integer)]
+    assert counts and set(counts) == {16}
+    assert f'init_from = "{source}"' in (workdir / "config.toml").read_text()
+
+
+def test_resume_of_a_fine_tuned_run_is_exact(tmp_path, data_dir, source, jaxtrain):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    jaxtrain(*finetune_args(data_dir, source, straight, "--freeze", "decoder"), check=True)
+    jaxtrain(*finetune_args(data_dir, source, stopped, "--freeze", "decoder",
+                            "--stop-at-epoch", 1), check=True)
+    jaxtrain("resume", "--workdir", stopped, check=True)
+    a, b = latest(straight), latest(stopped)
+    assert a.step == b.step == 16
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_list_params_shows_paths_sizes_and_frozen(source, jaxtrain):
+    out = jaxtrain("fit", "--init-from", source, "--freeze", "encoder", "--list-params",
+                   check=True).stdout
+    assert "encoder/Dense_0/kernel  (794, 32)" in out and "frozen" in out
+    assert "decoder/Dense_0/kernel  (4, 32)" in out
+    assert out.strip().splitlines()[-1].endswith("25,440 frozen")  # 794 * 32 + 32
+
+
+def test_fine_tune_errors(tmp_path, data_dir, source, jaxtrain):
+    args = finetune_args(data_dir, source, tmp_path / "x")
+    assert_one_line_error(jaxtrain(*args, "--latent-dim", 8),
+                          "--latent-dim 8: the run in", "has 4", "leave --latent-dim out")
+    assert_one_line_error(jaxtrain(*args, "--model", "transformer"), "--model transformer",
+                          "is a vae")
+    assert_one_line_error(jaxtrain(*args, "--freeze", "encoder,nothing"),
+                          "--freeze 'nothing' matches no parameter", "--list-params")
+    assert_one_line_error(jaxtrain(*args, "--freeze", "encoder,decoder,mean,logvar,out,class_proj"),
+                          "freezes every parameter")
+    assert_one_line_error(jaxtrain(*args, "--init-step", 3), "no checkpoint for step 3")
+    assert_one_line_error(jaxtrain(*finetune_args(data_dir, tmp_path, tmp_path / "x")),
+                          "holds no jaxtrain run")
+    assert_one_line_error(jaxtrain(*finetune_args(data_dir, source, source)),
+                          "is the new run's own workdir")
+    assert not (tmp_path / "x").exists()
+
+
+def test_freeze_patterns_match_whole_path_components():
+    assert _matches("encoder", "encoder/Dense_0/kernel")
+    assert not _matches("encoder", "encoders/Dense_0/kernel")
+    assert _matches("embed", "Embed_0/embedding")  # case-insensitive, _N optional
+    assert _matches("Block_[0-1]", "Block_1/Dense_0/bias")
+    assert not _matches("Block_[0-1]", "Block_2/Dense_0/bias")
+    assert not _matches("Block_1", "Block_10/Dense_0/bias")
+    assert _matches("decoder/Dense_1", "decoder/Dense_1/kernel")
+    assert not _matches("decoder/Dense_1", "decoder/Dense_0/kernel")
+    assert _matches("Block", "Block_3/LayerNorm_0/scale")
+
+
+def test_text_fine_tune_keeps_the_vocabulary(tmp_path, jaxtrain):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("the quick brown fox jumps over the lazy dog.\n" * 30)
+    second.write_text("a lazy dog jumps over the brown fox.\n" * 30)
+    common = ["--model", "transformer", "--dataset", "text", "--context", 16,
+              "--batch-size", 4, "--steps", 6, "--warmup-steps", 2, "--eval-every", 3]
+    jaxtrain("fit", *common, "--data-file", first, "--layers", 2, "--d-model", 16,
+             "--heads", 2, "--workdir", tmp_path / "a", check=True)
+    jaxtrain("fit", *common, "--data-file", second, "--init-from", tmp_path / "a",
+             "--freeze", "embed,Block_0", "--workdir", tmp_path / "b", check=True)
+    a, b = latest(tmp_path / "a"), latest(tmp_path / "b")
+    assert b.config.data.vocab == a.config.data.vocab  # the first text's characters
+    old, new = flat(a.state.params), flat(b.state.params)
+    for path in old:
+        frozen = path.startswith(("Embed_0", "Block_0/"))
+        assert np.array_equal(new[path], old[path]) == frozen, path
+    third = tmp_path / "third.txt"
+    third.write_text("ZEBRAS QUIZ\n" * 60)
+    assert_one_line_error(
+        jaxtrain("fit", *common, "--data-file", third, "--init-from", tmp_path / "a",
+                 "--workdir", tmp_path / "c"), "characters the run in", "never saw")
