@@ -21,7 +21,8 @@ from jaxtrain.cli.app import (
 @app.command()
 def sample(
     label: Optional[str] = typer.Option(
-        None, "--class", help="Digits: class to generate, 0-9, or 'all' for one row per class."),
+        None, "--class", help="Image models: class to generate (0-9, a folder dataset's "
+                              "class name), or 'all' for one row per class."),
     prompt: Optional[str] = typer.Option(
         None, help="Text: the text to continue; the result is printed."),
     length: int = typer.Option(500, help="Text: characters to generate."),
@@ -46,18 +47,12 @@ def sample(
     step = parse_step(step)
     if prompt is not None:
         check_positive("--length", length)
-    elif label != "all":
-        try:
-            label = int(label)
-        except ValueError:
-            raise ValueError(f"--class takes a class number (0-9) or 'all', got {label!r}")
     check_positive("--num", num)
     start_jax(devices_env=False)
     from jaxtrain.training import commands
 
-    result = commands.sample(workdir, prompt if prompt is not None else label, num, out=out,
-                             seed=seed, step=step, length=length, temperature=temperature,
-                             top_k=top_k)
+    result = commands.sample(workdir, label, prompt, num, out=out, seed=seed, step=step,
+                             length=length, temperature=temperature, top_k=top_k)
     print(result if prompt is not None else f"wrote {result}")
 
 

@@ -208,7 +208,6 @@ def test_workdir_of_an_unknown_model(tmp_path, straight, jaxtrain):
     (["fit", "--epochs", "0"], ["--epochs", "0"]),
     (["fit", "--batch-size", "-1"], ["--batch-size", "-1"]),
     (["fit", "--lr", "0"], ["--lr"]),
-    (["sample", "--class", "x"], ["--class"]),
     (["resume", "--workdir", "{tmp}/missing"], ["does not exist", "--workdir"]),
     (["eval", "--workdir", "{tmp}"], ["no jaxtrain checkpoints"]),
     (["sample", "--class", "1", "--workdir", "{tmp}/missing"], ["does not exist"]),
@@ -225,6 +224,8 @@ def test_user_errors_are_one_line(tmp_path, args, fragments, jaxtrain):
 def test_class_out_of_range_names_the_valid_ones(straight, jaxtrain):
     proc = jaxtrain("sample", "--class", 12, "--workdir", straight)
     assert_one_line_error(proc, "--class 12", "0-9")
+    proc = jaxtrain("sample", "--class", "x", "--workdir", straight)
+    assert_one_line_error(proc, "--class 'x' is not a class of this run", "0-9 or all")
 
 
 def test_resume_of_a_finished_run_says_how_to_train_longer(straight, jaxtrain):
@@ -317,7 +318,7 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
                    "--temperature", 0).stdout
     assert out.startswith("to be") and len(out.rstrip("\n")) >= 45
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--class", 1),
-                          "--class applies to digit models")
+                          "--class applies to image models")
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--prompt", "to be ¿"),
                           "not in the model's vocabulary", "'¿'")
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--prompt", "to be " * 4),

@@ -1,10 +1,13 @@
 """Fine-tuning: a run started from another run's parameters, with parts frozen."""
 
+import subprocess
+
 import jax
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 from test_cli import assert_one_line_error
+from test_folder import write_folder
 
 from jaxtrain.training import checkpoint
 from jaxtrain.training.run import restore_target
@@ -106,6 +109,13 @@ def test_fine_tune_errors(tmp_path, data_dir, source, jaxtrain):
                           "holds no jaxtrain run")
     assert_one_line_error(jaxtrain(*finetune_args(data_dir, source, source)),
                           "is the new run's own workdir")
+    shapes = write_folder(tmp_path / "shapes", {"a": 4, "b": 4, "c": 4})
+    proc = jaxtrain(*args, "--dataset", "folder", "--data-dir", shapes)
+    # The folder is read (one line says so, and caches it) before its classes are known.
+    assert proc.returncode == 2 and proc.stderr.startswith("read 12 images of 3 classes")
+    assert_one_line_error(subprocess.CompletedProcess(
+        proc.args, proc.returncode, "", proc.stderr.split("\n", 1)[1]),
+        "the data makes num_classes 3, but the run in", "has 10")
     assert not (tmp_path / "x").exists()
 
 

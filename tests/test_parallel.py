@@ -80,18 +80,14 @@ def test_transformer_dropout_does_not_depend_on_the_split(tmp_path):
     args = ["--model", "transformer", "--dataset", "text", "--data-file", text, "--layers", 1,
             "--d-model", 32, "--heads", 2, "--context", 32, "--batch-size", 8, "--steps", 6,
             "--warmup-steps", 2, "--eval-every", 3]
-    # 1 device; 2 devices; 2 devices each accumulating 2 micro-batches of 2 rows
-    for name, extra in (("1", ["--devices", 1]), ("2", ["--devices", 2]),
-                        ("2x2", ["--devices", 2, "--accumulate", 2])):
+    # 1 device against 2 devices that each accumulate 2 micro-batches of 2 rows
+    for name, extra in (("1", ["--devices", 1]), ("2x2", ["--devices", 2, "--accumulate", 2])):
         cli("fit", *args, "--workdir", tmp_path / name, *extra, env=TWO_DEVICES)
-    a = records(tmp_path / "1")
-    assert len(a) == 2
-    for other in ("2", "2x2"):
-        b = records(tmp_path / other)
-        assert len(b) == 2
-        for x, y in zip(a, b):
-            np.testing.assert_allclose(x["train_loss"], y["train_loss"], rtol=1e-5)
-            np.testing.assert_allclose(x["test_loss"], y["test_loss"], rtol=1e-5)
+    a, b = records(tmp_path / "1"), records(tmp_path / "2x2")
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x["train_loss"], y["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(x["test_loss"], y["test_loss"], rtol=1e-5)
 
 
 def test_device_count_and_batch_errors(tmp_path, data_dir):

@@ -140,7 +140,9 @@ class Images(Callback):
         else:
             suffix = f"step{step:07d}"
         for name, (images, cols) in grids.items():
-            grid = make_grid(images, cols)
+            # The samples grid has one row per class (models/family.py).
+            grid = make_grid(images, cols, row_names=run.config.data.class_names
+                             if name == "samples" else None)
             save_grid(grid, loop.workdir / f"{name}_{suffix}.png")
             loop.artifacts.setdefault("images", {})[name] = grid
 

@@ -12,6 +12,7 @@ import absl.logging
 import jax
 import numpy as np
 
+from jaxtrain.models.configs import PATCH_SYMBOLS
 from jaxtrain.training import checkpoint
 from jaxtrain.training import workdir as workdirs
 from jaxtrain.training.callbacks import (
@@ -162,27 +163,48 @@ def check_same_architecture(config: RunConfig, source: RunConfig, where) -> None
                          f"{keep}; train on data of the same shape")
 
 
-def fine_tune_start(config: RunConfig):
-    """For a config with --init-from: (the config with its source recorded, the
-    (params, ema_params) to start from). The source's checkpoint is `init_step` (a
-    step, "best", or the latest that restores)."""
-    train = config.train
-    source = Path(train.init_from).absolute()
-    step = train.init_step if train.init_step in (None, "best") else int(train.init_step)
-    try:
-        restored = checkpoint.restore(source, restore_target, step)
-    except ValueError as e:
-        raise ValueError(f"--init-from: {e}") from None
-    config = with_vocab(config, restored.config.data.vocab)
-    check_same_architecture(config, restored.config, source)
+def with_classes(config: RunConfig, class_names) -> RunConfig:
+    """An image-folder config with its classes (the subfolder names) filled in: their
+    number sizes the model's class inputs. MNIST-family configs come back unchanged."""
+    if class_names is None:
+        return config
+    names, n = tuple(class_names), len(class_names)
+    model_config = dataclasses.replace(config.model_config, num_classes=n)
+    if config.model == "transformer":
+        model_config = model_config.replace(vocab_size=PATCH_SYMBOLS + n)
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, class_names=names),
+                               model_config=model_config)
+
+
+def prepare(config: RunConfig, open_data: bool = True):
+    """A new run's config completed from its data (a text's vocabulary, a folder's
+    classes) and, with --init-from, from the run it fine-tunes; returns (config, the
+    (params, ema_params) to start from or None, the data source). With open_data False,
+    the data is read only where it sizes the model (a folder's classes), and the source
+    returned may be None."""
+    restored = None
+    if config.train.init_from:
+        step = config.train.init_step
+        step = step if step in (None, "best") else int(step)
+        try:
+            restored = checkpoint.restore(config.train.init_from, restore_target, step)
+        except ValueError as e:
+            raise ValueError(f"--init-from: {e}") from None
+    config = with_vocab(config, restored and restored.config.data.vocab)
+    source = open_source(config) if open_data or config.data.dataset == "folder" else None
+    config = with_classes(config, getattr(source, "class_names", None))
+    if restored is None:
+        return config, None, source
+    where = Path(config.train.init_from).absolute()
+    check_same_architecture(config, restored.config, where)
     config = dataclasses.replace(config, train=dataclasses.replace(
-        train, init_from=str(source), init_step=str(restored.step)))
-    return config, (restored.state.params, restored.state.ema_params)
+        config.train, init_from=str(where), init_step=str(restored.step)))
+    return config, (restored.state.params, restored.state.ema_params), source
 
 
 def list_params(config: RunConfig) -> str:
     """A table of the parameter paths, shapes and sizes, frozen or trained (--list-params)."""
-    config = fine_tune_start(config)[0] if config.train.init_from else with_vocab(config)
+    config = prepare(config, open_data=False)[0]
     shapes = param_shapes(config.family())
     trainable = (trainable_mask(shapes, config.train.freeze) if config.train.freeze
                  else jax.tree.map(lambda _: True, shapes))
@@ -212,11 +234,7 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
     # Taken before anything is read or cleared: a run being written is refused at once.
     lock = workdirs.Lock(workdir) if workdir.is_dir() and is_primary() else None
     try:
-        start = None
-        if config.train.init_from:
-            config, start = fine_tune_start(config)
-        config = with_vocab(config)
-        source = open_source(config)
+        config, start, source = prepare(config)
         run = Run(config, source.steps_per_epoch, extras.devices)
         if start is not None:
             say(f"fine-tuning from {config.train.init_from} at step {config.train.init_step}"
@@ -277,6 +295,11 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
                              f"{run.where(step)}: pass a later epoch")
         _check_profile(run, step, extras)
         source = open_source(config)
+        names = getattr(source, "class_names", None)
+        if names is not None and tuple(names) != config.data.class_names:
+            raise ValueError(f"the classes in {config.data.data_dir} ({', '.join(names)}) are not "
+                             f"the ones the run was trained on "
+                             f"({', '.join(config.data.class_names or ())}): restore the folder")
         if source.steps_per_epoch != position["steps_per_epoch"]:
             raise ValueError(f"the data gives {source.steps_per_epoch} steps per epoch, but "
                              f"the run was trained with {position['steps_per_epoch']}: point "
@@ -317,13 +340,14 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None) -> dict:
             "model": config.model, "test_examples": source.eval_examples}
 
 
-def sample(workdir, request, num: int = 64, out=None, seed: int = 0, step=None,
-           length: int = 500, **options):
+def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int = 0,
+           step=None, length: int = 500, **options):
     """Generates from the EMA parameters of a checkpoint, the one entry for images and
-    text. `request` is a class (an int, or "all" for one row per class) for image
-    models, whose PNG grid is written (its path returned), or a prompt (str) for text
-    models, whose continuation is returned. `options` (temperature, top_k) go to
-    families that take them; a value given to one that does not is an error."""
+    text. `label` is a class for image models (its index, its name for a folder
+    dataset, or "all" for one row per class), whose PNG grid is written (its path
+    returned); `prompt` a text for text models, whose continuation is returned.
+    `options` (temperature, top_k) go to families that take them; a value given to one
+    that does not is an error."""
     restored = checkpoint.restore(workdir, restore_target, step)
     config, params = restored.config, restored.state.ema_params
     family = config.family()
@@ -333,25 +357,40 @@ def sample(workdir, request, num: int = 64, out=None, seed: int = 0, step=None,
                              f"{config.model} run")
     options = {k: v for k, v in options.items() if v is not None}
     rng = jax.random.PRNGKey(seed)
-    if isinstance(request, str) and request != "all":
+    if prompt is not None:
         if not config.data.is_text:
-            raise ValueError("--prompt applies to text models; this is a digits model: pass "
+            raise ValueError("--prompt applies to text models; this is an image model: pass "
                              "--class N")
-        tokens = family.sample(params, encode(request, config.data.vocab), rng, length, **options)
-        return request + decode(tokens, config.data.vocab)
+        tokens = family.sample(params, encode(prompt, config.data.vocab), rng, length, **options)
+        return prompt + decode(tokens, config.data.vocab)
     if config.data.is_text:
-        raise ValueError("--class applies to digit models; this is a text model: pass "
+        raise ValueError("--class applies to image models; this is a text model: pass "
                          "--prompt TEXT")
-    num_classes = config.model_config.num_classes
-    if request == "all":
+    num_classes, names = config.model_config.num_classes, config.data.class_names
+    row_names = None
+    if label == "all":
         cols = -(-num // num_classes)
         labels = np.repeat(np.arange(num_classes), cols)
+        row_names = names
     else:
-        if not 0 <= request < num_classes:
-            raise ValueError(f"--class {request} is out of range: use 0-{num_classes - 1} or "
-                             "all")
+        index = class_index(label, num_classes, names)
         cols = int(np.ceil(np.sqrt(num)))
-        labels = np.full(num, request)
+        labels = np.full(num, index)
     images = family.sample(params, labels, rng, **options)
-    out = Path(out) if out else Path(workdir) / f"sample_class_{request}.png"
-    return save_grid(make_grid(images, cols), out)
+    out = Path(out) if out else Path(workdir) / f"sample_class_{label}.png"
+    return save_grid(make_grid(images, cols, row_names=row_names), out)
+
+
+def class_index(label, num_classes: int, names=None) -> int:
+    """The index of class `label`: a number 0..n-1, or one of a folder's class names."""
+    if names and str(label) in names:
+        return names.index(str(label))
+    try:
+        index = int(label)
+    except ValueError:
+        known = f"one of {', '.join(names)}, " if names else ""
+        raise ValueError(f"--class {label!r} is not a class of this run: use {known}"
+                         f"0-{num_classes - 1} or all") from None
+    if not 0 <= index < num_classes:
+        raise ValueError(f"--class {label} is out of range: use 0-{num_classes - 1} or all")
+    return index

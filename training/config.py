@@ -20,7 +20,7 @@ from jaxtrain.training.settings import SettingError, setting, validate
 MODELS = {"vae": (VAEConfig, "vae:VAEFamily"),
           "transformer": (TransformerConfig, "digits:DigitsFamily")}
 TEXT_FAMILY = "charlm:TextFamily"
-DATASETS = ("mnist", "fashion-mnist", "text")
+DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 
 # Defaults that differ between families and tasks ({section: {field: value}}), applied
 # over the field defaults: everything not named here is the field's own default.
@@ -44,16 +44,23 @@ def default_data_dir() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str = setting("mnist", "Training data; text (a character model of --data-file) "
+    dataset: str = setting("mnist", "Training data; folder: your images in --data-dir, one "
+                           "subfolder per class; text (a character model of --data-file) "
                            "needs --model transformer.", choices=DATASETS)
-    data_dir: str = setting(help="Folder holding MNIST/raw/ or FashionMNIST/raw/ IDX files.",
-                            factory=default_data_dir)
+    data_dir: str = setting(help="Folder holding MNIST/raw/ or FashionMNIST/raw/ IDX files; "
+                            "folder: the images' folder.", factory=default_data_dir)
     download: bool = setting(True, "Download the data if it is missing.")
     data_file: str | None = setting(
         None, "text: a UTF-8 file; its first 90% trains, the last 10% validates.")
+    test_fraction: float = setting(
+        0.1, "folder: share of each class held out for testing (fixed, seeded), unless "
+        "the folder has train/ and test/ subfolders.", gt=0, lt=1)
     vocab: str | None = setting(None, cli=False)  # text: the file's characters, for decoding
+    class_names: tuple[str, ...] | None = setting(None, cli=False)  # folder: subfolder names
 
     def __post_init__(self):
+        if isinstance(self.class_names, list):  # from JSON
+            object.__setattr__(self, "class_names", tuple(self.class_names))
         validate(self)
         if (self.dataset == "text") != (self.data_file is not None):
             raise SettingError("data_file", "goes with --dataset text, and --dataset text "

@@ -96,8 +96,8 @@ class ArrayDataset(Dataset):
     `__getitems__` returns a whole batch with one fancy index, not one item at a time."""
 
     def __init__(self, images, labels):
-        self.images = images.reshape(len(images), -1).numpy()  # uint8 [N, 784]
-        self.labels = labels.numpy().astype(np.int32)  # [N]
+        self.images = np.asarray(images).reshape(len(images), -1)  # uint8 [N, 784]
+        self.labels = np.asarray(labels).astype(np.int32)  # [N]
 
     def __len__(self):
         return len(self.labels)
@@ -163,10 +163,25 @@ def load_datasets(dataset: str, data_dir, download: bool = True):
 
 
 class ImageSource:
-    """Training and test batches of an MNIST-family dataset, addressed by global step."""
+    """Training and test batches of an MNIST-family dataset or an image folder
+    (training/folder.py), addressed by global step. `class_names` is None for MNIST."""
 
-    def __init__(self, dataset: str, data_dir, download: bool, batch_size: int, seed: int):
-        self.train, self.test = load_datasets(dataset, data_dir, download)
+    def __init__(self, dataset: str, data_dir, download: bool, batch_size: int, seed: int,
+                 test_fraction: float = 0.1):
+        self.class_names = None
+        if dataset == "folder":
+            from jaxtrain.training.config import default_data_dir
+            from jaxtrain.training.folder import load_folder
+
+            torch.set_num_threads(1)  # as in load_datasets
+            train, test, self.class_names = load_folder(data_dir, test_fraction,
+                                                        default_data_dir())
+            self.train, self.test = ArrayDataset(*train), ArrayDataset(*test)
+            if not len(self.test):
+                raise ValueError(f"{data_dir} leaves no test images: give each class at least "
+                                 "two images, or a test/ folder beside train/")
+        else:
+            self.train, self.test = load_datasets(dataset, data_dir, download)
         self.batch_size, self.seed = batch_size, seed
         self.steps_per_epoch = steps_per_epoch(self.train, batch_size)
         if self.steps_per_epoch == 0:

@@ -84,7 +84,8 @@ def open_source(config: RunConfig):
     from jaxtrain.training import data
 
     return data.ImageSource(config.data.dataset, config.data.data_dir, config.data.download,
-                            config.train.batch_size, config.train.seed)
+                            config.train.batch_size, config.train.seed,
+                            config.data.test_fraction)
 
 
 def evaluate(run: Run, params, source) -> dict:
