@@ -130,6 +130,9 @@ def test_vae_on_a_folder_with_class_names(tmp_path, folder, jaxtrain):
     assert_one_line_error(jaxtrain("sample", "--class", "triangle", "--workdir", straight),
                           "--class 'triangle' is not a class of this run",
                           "circle, square, stripes")
+    other = write_folder(tmp_path / "other", {"circle": 10, "square": 10})
+    proc = jaxtrain("eval", "--workdir", straight, "--data-dir", other)
+    assert proc.returncode == 2 and "are not the ones the run was trained on" in proc.stderr
 
 
 def test_digits_transformer_on_a_folder(tmp_path, folder, jaxtrain):

@@ -295,11 +295,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
                              f"{run.where(step)}: pass a later epoch")
         _check_profile(run, step, extras)
         source = open_source(config)
-        names = getattr(source, "class_names", None)
-        if names is not None and tuple(names) != config.data.class_names:
-            raise ValueError(f"the classes in {config.data.data_dir} ({', '.join(names)}) are not "
-                             f"the ones the run was trained on "
-                             f"({', '.join(config.data.class_names or ())}): restore the folder")
+        check_classes(config, source)
         if source.steps_per_epoch != position["steps_per_epoch"]:
             raise ValueError(f"the data gives {source.steps_per_epoch} steps per epoch, but "
                              f"the run was trained with {position['steps_per_epoch']}: point "
@@ -318,6 +314,16 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
             lock.release()
 
 
+def check_classes(config: RunConfig, source) -> None:
+    """A folder run's data must still have the classes the run was trained on."""
+    names = getattr(source, "class_names", None)
+    if names is not None and tuple(names) != config.data.class_names:
+        raise ValueError(f"the classes in {config.data.data_dir} ({', '.join(names)}) are not "
+                         f"the ones the run was trained on "
+                         f"({', '.join(config.data.class_names or ())}): point --data-dir at "
+                         "that folder")
+
+
 def with_data(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfig:
     """The config with the data location and training overrides of a command."""
     data_changes = {k: str(v) for k, v in (("data_dir", data_dir), ("data_file", data_file))
@@ -333,6 +339,7 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None) -> dict:
     restored = checkpoint.restore(workdir, restore_target, step)
     config = with_data(restored.config, data_dir, data_file)
     source = open_source(config)
+    check_classes(config, source)
     run = Run(config, restored.position["steps_per_epoch"])
     metrics = evaluate(run, restored.state.ema_params, source)
     at = restored.position["step"]
