@@ -65,25 +65,37 @@ def eval_(
                                                        "folder saved with the run."),
     data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
                                                         "one saved with the run."),
+    iw_samples: Optional[int] = typer.Option(
+        None, help="VAE: also estimate -log p(x|c) with K importance samples per test image "
+                   "(a bound that tightens as K grows; 1000 is usual)."),
 ):
     """Print the test metrics of a checkpoint, computed with the EMA parameters."""
     import json
 
     step = parse_step(step)
+    check_positive("--iw-samples", iw_samples)
     start_jax(devices_env=False)
     from jaxtrain.training import commands
     from jaxtrain.training.run import describe
 
     m = commands.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
-                                 data_file=data_file and data_file.absolute())
+                                 data_file=data_file and data_file.absolute(),
+                                 iw_samples=iw_samples)
     if as_json:
         print(json.dumps(m))
     else:
+        iw = {k: m.pop(k) for k in ("iw_nll", "iw_bits_per_dim", "iw_samples", "iw_s")
+              if k in m}
         where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
         unit = "character" if m["dataset"] == "text" else "image"
         print(f"{m.pop('model')} on {m.pop('dataset')} ({m.pop('test_examples')} test "
               f"{'windows' if unit == 'character' else 'images'}), {where}: "
               f"{describe(m)}; losses in nats per {unit}")
+        if iw:
+            print(f"importance-weighted NLL ({iw['iw_samples']} samples per image): "
+                  f"{iw['iw_nll']:.2f} nats/image ({iw['iw_bits_per_dim']:.4f} bits/dim) in "
+                  f"{iw['iw_s']:.1f} s; a bound on -log p(x|c) that tightens with more "
+                  f"samples (1 sample is the -ELBO, {m['test_loss']:.2f})")
 
 
 @app.command()

@@ -83,6 +83,12 @@ def kl_divergence(mean, logvar):
     return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)  # [B]
 
 
+def log_normal(x, mean, logvar):
+    """log N(x; mean, exp(logvar)) summed over the last axis."""
+    return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + logvar + (x - mean) ** 2 / jnp.exp(logvar),
+                          axis=-1)
+
+
 def reconstruction_nll(config, out, x):
     return bernoulli_nll(out, x) if config.likelihood == "bernoulli" else gaussian_nll(out, x)
 
@@ -136,6 +142,44 @@ class VAEFamily:
 
     def finalize(self, metrics):
         return {k: metrics[k] for k in ("test_loss", "recon", "kl")}
+
+    def iw_sums(self, params, batch, rng, samples: int, chunk: int):
+        """Sums over the real examples of -log p(x | c) estimated with `samples` importance
+        samples z_k ~ q(z | x, c) (Burda et al.'s IWAE bound):
+            log p(x | c) ~ logsumexp_k [log p(x | z_k, c) + log p(z_k) - log q(z_k | x, c)]
+                           - log K,
+        a lower bound on log p(x | c) that tightens as K grows (K = 1 is the ELBO). The
+        samples are drawn `chunk` at a time in a lax.scan with a running logsumexp, so
+        memory holds B x chunk decoded images whatever K. Example i's samples come from
+        fold_in(rng, its test-set index), so the figure does not depend on the batch."""
+        if self.config.likelihood != "bernoulli":
+            raise ValueError("the importance-weighted likelihood needs --likelihood bernoulli "
+                             "(the gaussian recon term is not a density)")
+        x, label = batch["image"] / 255.0, batch["label"]  # [B, D], [B]
+        b, z_dim = x.shape[0], self.config.latent_dim
+        keys = example_keys(rng, batch["index"])  # [B, 2]
+        mean, logvar = self.model.apply({"params": params}, x, label, method=VAE.encode)
+        std = jnp.exp(0.5 * logvar)
+
+        def log_weights(i):  # the weights of samples i * chunk ... [B, chunk]
+            eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i),
+                                                       (chunk, z_dim)))(keys)  # [B, C, Z]
+            z = mean[:, None] + std[:, None] * eps  # [B, C, Z]
+            out = self.model.apply({"params": params}, z.reshape(b * chunk, z_dim),
+                                   jnp.repeat(label, chunk), method=VAE.decode)  # [B*C, D]
+            log_px = -bernoulli_nll(out, jnp.repeat(x, chunk, axis=0)).reshape(b, chunk)
+            log_w = (log_px + log_normal(z, 0.0, jnp.zeros_like(z))
+                     - log_normal(z, mean[:, None], logvar[:, None]))  # [B, C]
+            real = i * chunk + jnp.arange(chunk) < samples  # the last chunk may overhang K
+            return jnp.where(real, log_w, -jnp.inf)
+
+        def body(total, i):
+            return jnp.logaddexp(total, jax.nn.logsumexp(log_weights(i), axis=1)), None
+
+        chunks = -(-samples // chunk)
+        total, _ = jax.lax.scan(body, jnp.full((b,), -jnp.inf), jnp.arange(chunks))
+        log_p = total - jnp.log(samples)  # [B]
+        return {"iw_nll": jnp.sum(-log_p * batch["mask"]), "count": jnp.sum(batch["mask"])}
 
     def sample(self, params, labels, rng):
         """Images [N, 28, 28] in [0, 1] of classes `labels` [N], from z ~ N(0, I)."""

@@ -15,7 +15,7 @@ from jaxtrain.training.errors import Diverged
 from jaxtrain.training.images import make_grid, save_grid
 from jaxtrain.training.loop import Callback
 from jaxtrain.training.parallel import is_primary, local_copy
-from jaxtrain.training.run import evaluate
+from jaxtrain.training.run import evaluate, evaluate_iw
 from jaxtrain.training.steps import run_keys
 
 
@@ -71,6 +71,23 @@ class Evaluate(Callback):
         test = evaluate(loop.run, loop.state.ema_params, loop.source)
         record.update({k if k.startswith("test_") else f"test_{k}": v for k, v in test.items()})
         record["eval_s"] = time.perf_counter() - t
+
+
+class FinalEval(Callback):
+    """The measures of --final-eval (iw=K: the importance-weighted test NLL), added to the
+    record of the run's last evaluation as test_iw_nll, test_iw_bits_per_dim."""
+
+    def on_eval(self, loop, record):
+        samples = loop.run.config.train.final_eval_options().get("iw")
+        if not samples or loop.step != loop.run.total_steps:
+            return
+        t = time.perf_counter()
+        iw = evaluate_iw(loop.run, loop.state.ema_params, loop.source, samples)
+        record.update({"test_iw_nll": iw["iw_nll"], "test_iw_bits_per_dim":
+                       iw["iw_bits_per_dim"], "iw_samples": samples,
+                       "iw_s": time.perf_counter() - t})
+        say(f"importance-weighted test NLL ({samples} samples): {iw['iw_nll']:.2f} nats/image "
+            f"({iw['iw_bits_per_dim']:.4f} bits/dim; the -ELBO is {record['test_loss']:.2f})")
 
 
 class NonFinite(Callback):

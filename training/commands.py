@@ -6,6 +6,7 @@ training/writers.py) and hands them to the loop (training/loop.py).
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 import absl.logging
@@ -19,6 +20,7 @@ from jaxtrain.training.callbacks import (
     Checkpoint,
     EarlyStopping,
     Evaluate,
+    FinalEval,
     Images,
     NonFinite,
     Profile,
@@ -30,7 +32,7 @@ from jaxtrain.training.config_file import to_toml
 from jaxtrain.training.images import make_grid, save_grid
 from jaxtrain.training.loop import Callback, Loop, run_loop
 from jaxtrain.training.parallel import is_primary, sync_processes
-from jaxtrain.training.run import Run, evaluate, open_source, restore_target
+from jaxtrain.training.run import Run, evaluate, evaluate_iw, open_source, restore_target
 from jaxtrain.training.steps import param_path, param_shapes, trainable_mask
 from jaxtrain.training.text import build_vocab, decode, encode, read_text
 from jaxtrain.training.writers import Console, Curves, Jsonl, TensorBoard
@@ -75,7 +77,8 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
         peak, cached = peak_gflops()
         say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
             f"{'cached' if cached else 'measured once and cached'})")
-    callbacks = [Announce(start, end, workdir), Progress(), Evaluate(), NonFinite(manager),
+    callbacks = [Announce(start, end, workdir), Progress(), Evaluate(), FinalEval(),
+                 NonFinite(manager),
                  EarlyStopping(run.config.train.patience), Images(), Checkpoint(manager)]
     if is_primary():  # the writers
         callbacks += [Console(peak), Jsonl(), Curves()]
@@ -334,14 +337,20 @@ def with_data(config: RunConfig, data_dir=None, data_file=None, **train) -> RunC
                                train=dataclasses.replace(config.train, **train))
 
 
-def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None) -> dict:
-    """Test metrics of the EMA parameters of a checkpoint (latest by default; "best")."""
+def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
+                    iw_samples: int | None = None) -> dict:
+    """Test metrics of the EMA parameters of a checkpoint (latest by default; "best");
+    with `iw_samples` K, also the importance-weighted test NLL (VAE) and its time."""
     restored = checkpoint.restore(workdir, restore_target, step)
     config = with_data(restored.config, data_dir, data_file)
     source = open_source(config)
     check_classes(config, source)
     run = Run(config, restored.position["steps_per_epoch"])
     metrics = evaluate(run, restored.state.ema_params, source)
+    if iw_samples:
+        t = time.perf_counter()
+        metrics.update(evaluate_iw(run, restored.state.ema_params, source, iw_samples))
+        metrics["iw_s"] = time.perf_counter() - t
     at = restored.position["step"]
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
             "model": config.model, "test_examples": source.eval_examples}

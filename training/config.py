@@ -103,6 +103,9 @@ class TrainConfig:
     init_step: str | None = setting(
         None, "With --init-from: the checkpoint to start from, a step or best [default: "
         "the latest]; the run records the step it used.")
+    final_eval: tuple[str, ...] | None = setting(
+        None, "Measures added to the run's last evaluation: iw=K (VAE: the importance-"
+        "weighted test NLL with K samples, e.g. iw=1000).")
     freeze: tuple[str, ...] | None = setting(
         None, "Keep the matching parameters fixed, comma-separated patterns matched on "
         "parameter paths (encoder, decoder, embed, Block_0, Block_[0-1]; `fit "
@@ -119,12 +122,26 @@ class TrainConfig:
                                             f"{self.init_step!r}")
         if self.init_step is not None and self.init_from is None:
             raise SettingError("init_step", "goes with --init-from WORKDIR")
-        if isinstance(self.freeze, list):  # from JSON or TOML
-            object.__setattr__(self, "freeze", tuple(self.freeze))
+        for name in ("freeze", "final_eval"):
+            if isinstance(getattr(self, name), list):  # from JSON or TOML
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.final_eval_options()  # raises on a bad entry
         if self.batch_size % self.accumulate:
             raise SettingError("accumulate", f"{self.accumulate} must divide --batch-size "
                                f"{self.batch_size} (micro-batches are equal): pick a divisor "
                                "or another batch size")
+
+
+    def final_eval_options(self) -> dict:
+        """{"iw": K} from final_eval ("iw=K"); a bad entry is a SettingError."""
+        out = {}
+        for item in self.final_eval or ():
+            name, _, value = item.partition("=")
+            if name != "iw" or not value.isdigit() or int(value) < 1:
+                raise SettingError("final_eval", f"takes iw=K (K importance samples, a "
+                                                 f"positive integer), got {item!r}")
+            out[name] = int(value)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

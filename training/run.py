@@ -2,6 +2,9 @@
 optimizer, the jitted steps, and evaluation. The loop (training/loop.py) drives it.
 """
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -18,6 +21,8 @@ from jaxtrain.training.steps import (
     trainable_mask,
 )
 from jaxtrain.training.text import TextSource
+
+IMAGE_DIMS = 784  # pixels of a 28x28 image
 
 
 class Run:
@@ -100,6 +105,29 @@ def evaluate(run: Run, params, source) -> dict:
     sums = jax.device_get(sums)
     count = sums.pop("count")
     return run.family.finalize({k: float(v / count) for k, v in sums.items()})
+
+
+def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 16384) -> dict:
+    """The importance-weighted estimate of -log p(x | c) (models/vae.py:iw_sums) with
+    `samples` samples, averaged over every test image: {"iw_nll" (nats/image),
+    "iw_bits_per_dim", "iw_samples"}. About `chunk_images` decoded images are in memory
+    at a time."""
+    family = run.family
+    if not hasattr(family, "iw_sums"):
+        raise ValueError(f"the importance-weighted likelihood applies to VAE runs, not to a "
+                         f"{run.config.model} run (whose test loss is already an exact NLL)")
+    chunk = max(1, min(samples, chunk_images // run.config.train.batch_size))
+    step = jax.jit(functools.partial(family.iw_sums, samples=samples, chunk=chunk))
+    # A key of its own: the IW samples are not the ELBO's z.
+    key = jax.random.fold_in(run_keys(run.config.train.seed)["eval"], 1)
+    sums = None
+    for batch in source.eval_batches():
+        s = step(params, run.parallel.put_batch(batch), key)
+        sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
+    sums = jax.device_get(sums)
+    nll = float(sums["iw_nll"] / sums["count"])
+    return {"iw_nll": nll, "iw_bits_per_dim": nll / (IMAGE_DIMS * math.log(2)),
+            "iw_samples": samples}
 
 
 def describe(metrics: dict) -> str:
