@@ -61,3 +61,6 @@ class Family(Protocol):
 
     def epoch_text(self, params: Params, rng: jax.Array) -> str | None:
         """A short generated text logged at each evaluation (text families), else None."""
+
+    # Optional, VAE only: iw_sums(params, batch, rng, samples, chunk) -> {"iw_nll", "count"},
+    # the importance-weighted test NLL (training/run.py:evaluate_iw checks for it).
