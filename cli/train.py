@@ -85,7 +85,9 @@ def fit(**options):
     from jaxtrain.training import commands
 
     if options["list_params"]:
-        print(commands.list_params(config))
+        from jaxtrain.training.prepare import list_params
+
+        print(list_params(config))
         return
     extras = commands.Extras(options["stop_at_epoch"], options["devices"],
                              parse_profile_steps(options["profile_steps"]),

@@ -13,7 +13,6 @@ import absl.logging
 import jax
 import numpy as np
 
-from jaxtrain.models.configs import PATCH_SYMBOLS
 from jaxtrain.training import checkpoint
 from jaxtrain.training import workdir as workdirs
 from jaxtrain.training.callbacks import (
@@ -32,9 +31,9 @@ from jaxtrain.training.config_file import to_toml
 from jaxtrain.training.images import make_grid, save_grid
 from jaxtrain.training.loop import Callback, Loop, run_loop
 from jaxtrain.training.parallel import is_primary, sync_processes
+from jaxtrain.training.prepare import check_classes, prepare
 from jaxtrain.training.run import Run, evaluate, evaluate_iw, open_source, restore_target
-from jaxtrain.training.steps import param_path, param_shapes, trainable_mask
-from jaxtrain.training.text import build_vocab, decode, encode, read_text
+from jaxtrain.training.text import decode, encode
 from jaxtrain.training.writers import Console, Curves, Jsonl, TensorBoard
 
 # Orbax logs routine warnings (e.g. a save without metrics) through absl.
@@ -121,106 +120,6 @@ def _check_profile(run: Run, start: int, extras: Extras):
         if not start <= first < last <= run.total_steps:
             raise ValueError(f"--profile-steps {first}:{last} must lie within the steps this "
                              f"command trains ({start}-{run.total_steps}), first < last")
-
-
-def with_vocab(config: RunConfig, vocab: str | None = None) -> RunConfig:
-    """A text config with its vocabulary filled in: the data file's characters, or the
-    given `vocab` (a fine-tuned run keeps its source's), which must cover them."""
-    if not config.data.is_text or config.data.vocab is not None:
-        return config
-    chars = build_vocab(read_text(config.data.data_file))
-    if vocab is not None and set(chars) - set(vocab):
-        unknown = "".join(sorted(set(chars) - set(vocab)))
-        raise ValueError(f"{config.data.data_file} has {len(unknown)} characters the run in "
-                         f"{config.train.init_from} never saw ({unknown[:20]!r}): fine-tuning "
-                         "keeps its vocabulary; remove them from the text")
-    vocab = vocab or chars
-    return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, vocab=vocab),
-        model_config=config.model_config.replace(vocab_size=len(vocab), output_size=len(vocab)))
-
-
-def check_same_architecture(config: RunConfig, source: RunConfig, where) -> None:
-    """One line naming the first setting in which `config` builds other parameters than
-    the run `source` (in workdir `where`)."""
-    keep = "fine-tuning keeps the architecture of the run it starts from"
-    if config.model != source.model:
-        raise ValueError(f"--model {config.model}: the run in {where} is a {source.model}; "
-                         f"{keep} (leave --model out)")
-    if config.data.is_text != source.data.is_text:
-        task = "text" if source.data.is_text else "image"
-        raise ValueError(f"--dataset {config.data.dataset}: the run in {where} is a {task} "
-                         f"model ({keep})" + (": pass --dataset text --data-file FILE"
-                                              if source.data.is_text else ""))
-    new, old = config.model_config, source.model_config
-    for f in dataclasses.fields(new):
-        a, b = getattr(new, f.name), getattr(old, f.name)
-        if f.name in type(new).NOT_ARCHITECTURE or a == b:
-            continue
-        shown = ",".join(map(str, a)) if isinstance(a, tuple) else a
-        was = ",".join(map(str, b)) if isinstance(b, tuple) else b
-        if f.metadata.get("cli"):
-            raise ValueError(f"--{f.name.replace('_', '-')} {shown}: the run in {where} has "
-                             f"{was}; {keep} (leave --{f.name.replace('_', '-')} out)")
-        raise ValueError(f"the data makes {f.name} {shown}, but the run in {where} has {was}: "
-                         f"{keep}; train on data of the same shape")
-
-
-def with_classes(config: RunConfig, class_names) -> RunConfig:
-    """An image-folder config with its classes (the subfolder names) filled in: their
-    number sizes the model's class inputs. MNIST-family configs come back unchanged."""
-    if class_names is None:
-        return config
-    names, n = tuple(class_names), len(class_names)
-    model_config = dataclasses.replace(config.model_config, num_classes=n)
-    if config.model == "transformer":
-        model_config = model_config.replace(vocab_size=PATCH_SYMBOLS + n)
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, class_names=names),
-                               model_config=model_config)
-
-
-def prepare(config: RunConfig, open_data: bool = True):
-    """A new run's config completed from its data (a text's vocabulary, a folder's
-    classes) and, with --init-from, from the run it fine-tunes; returns (config, the
-    (params, ema_params) to start from or None, the data source). With open_data False,
-    the data is read only where it sizes the model (a folder's classes), and the source
-    returned may be None."""
-    restored = None
-    if config.train.init_from:
-        step = config.train.init_step
-        step = step if step in (None, "best") else int(step)
-        try:
-            restored = checkpoint.restore(config.train.init_from, restore_target, step)
-        except ValueError as e:
-            raise ValueError(f"--init-from: {e}") from None
-    config = with_vocab(config, restored and restored.config.data.vocab)
-    source = open_source(config) if open_data or config.data.dataset == "folder" else None
-    config = with_classes(config, getattr(source, "class_names", None))
-    if restored is None:
-        return config, None, source
-    where = Path(config.train.init_from).absolute()
-    check_same_architecture(config, restored.config, where)
-    config = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, init_from=str(where), init_step=str(restored.step)))
-    return config, (restored.state.params, restored.state.ema_params), source
-
-
-def list_params(config: RunConfig) -> str:
-    """A table of the parameter paths, shapes and sizes, frozen or trained (--list-params)."""
-    config = prepare(config, open_data=False)[0]
-    shapes = param_shapes(config.family())
-    trainable = (trainable_mask(shapes, config.train.freeze) if config.train.freeze
-                 else jax.tree.map(lambda _: True, shapes))
-    rows = [(param_path(path), s.shape, int(np.prod(s.shape)), t) for (path, s), t in
-            zip(jax.tree_util.tree_flatten_with_path(shapes)[0], jax.tree.leaves(trainable))]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'parameter':<{width}}  {'shape':<14} {'size':>10}  state"]
-    lines += [f"{p:<{width}}  {str(tuple(s)):<14} {n:>10,}  {'trained' if t else 'frozen'}"
-              for p, s, n, t in rows]
-    total = sum(r[2] for r in rows)
-    frozen = sum(r[2] for r in rows if not r[3])
-    lines.append(f"{total:,} parameters: {total - frozen:,} trained, {frozen:,} frozen")
-    return "\n".join(lines)
 
 
 def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
@@ -315,16 +214,6 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     finally:
         if lock is not None:
             lock.release()
-
-
-def check_classes(config: RunConfig, source) -> None:
-    """A folder run's data must still have the classes the run was trained on."""
-    names = getattr(source, "class_names", None)
-    if names is not None and tuple(names) != config.data.class_names:
-        raise ValueError(f"the classes in {config.data.data_dir} ({', '.join(names)}) are not "
-                         f"the ones the run was trained on "
-                         f"({', '.join(config.data.class_names or ())}): point --data-dir at "
-                         "that folder")
 
 
 def with_data(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfig:
