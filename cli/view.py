@@ -88,8 +88,10 @@ def eval_(
               if k in m}
         where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
         unit = "character" if m["dataset"] == "text" else "image"
+        targets = {"binary": ", binarized pixels", "grey": ", grey-level pixels"}.get(
+            m.pop("targets", None), "")
         print(f"{m.pop('model')} on {m.pop('dataset')} ({m.pop('test_examples')} test "
-              f"{'windows' if unit == 'character' else 'images'}), {where}: "
+              f"{'windows' if unit == 'character' else 'images'}{targets}), {where}: "
               f"{describe(m)}; losses in nats per {unit}")
         if iw:
             print(f"importance-weighted NLL ({iw['iw_samples']} samples per image): "

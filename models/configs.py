@@ -25,11 +25,15 @@ class VAEConfig:
     kl_weight: float = setting(
         1.0, "vae: weight of the KL term in the training loss (the reported test loss is "
         "always the true -ELBO).", ge=0)
+    binarize: bool = setting(
+        False, "vae: train on binarized images (a fresh draw each time an image is seen) "
+        "and test on the digits Transformer's fixed binarization, so likelihoods compare "
+        "with it and with binarized-MNIST papers.")
     num_classes: int = setting(10, cli=False)
     image_dim: int = setting(784, cli=False)
 
     # Settings of the loss, not of the parameters: a fine-tuned run may change them.
-    NOT_ARCHITECTURE = ("likelihood", "kl_weight")
+    NOT_ARCHITECTURE = ("likelihood", "kl_weight", "binarize")
 
     def __post_init__(self):
         # JSON and TOML give lists back; keep the dataclass hashable and comparable.

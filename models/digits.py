@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.decoding import decode_fixed_length
 from jaxtrain.models.family import example_keys
 from jaxtrain.models.transformer import (
@@ -57,6 +58,7 @@ class DigitsFamily:
     # The objective is per token; "nll" is the same per image, comparable with test_loss.
     units = {"train_loss": "nats/token", "train_nll": "nats/image", "test_loss": "nats/image"}
     tokens_per_example = NUM_PATCHES
+    target_pixels = "binary"  # the fixed test binarization (models/binarize.py)
 
     def __init__(self, config: TransformerConfig):
         if config.context != NUM_PATCHES:
@@ -85,8 +87,7 @@ class DigitsFamily:
         """Mean nats per token on a fresh binarization of the batch (dynamic binarization,
         one key per example)."""
         binarize_rng, dropout_rng = jax.random.split(rng)
-        keys = example_keys(binarize_rng, batch["row"])  # [B, 2]
-        bits = jax.vmap(jax.random.bernoulli)(keys, batch["image"] / 255.0)  # [B, 784]
+        bits = dynamic_bits(example_keys(binarize_rng, batch["row"]), batch["image"])  # [B, 784]
         nll = self._nll(params, bits, batch["label"], {"dropout": dropout_rng},
                         batch["row"])
         return nll.mean() / NUM_PATCHES, {"nll": nll.mean(),
@@ -96,8 +97,7 @@ class DigitsFamily:
         """Sums over real examples of the NLL of one fixed binarization of the test set:
         example i is binarized with key fold_in(PRNGKey(0), i), the same in every run
         and for every batch size. `rng` is unused: the test metric has no noise."""
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["index"])
-        bits = jax.vmap(jax.random.bernoulli)(keys, batch["image"] / 255.0)  # [B, 784]
+        bits = test_bits(batch["image"], batch["index"])  # [B, 784]
         nll = self._nll(params, bits, batch["label"])
         return {"test_loss": jnp.sum(nll * batch["mask"]), "count": jnp.sum(batch["mask"])}
 

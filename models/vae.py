@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
 from jaxtrain.models.family import example_keys
 
@@ -112,6 +113,8 @@ class VAEFamily:
     def __init__(self, config: VAEConfig):
         self.config = config
         self.model = VAE(config)
+        # What the test loss scores: eval and the README say which.
+        self.target_pixels = "binary" if config.binarize else "grey"
         self.flops_per_example = train_flops_per_example(config)
 
     def init(self, rng, batch_size):
@@ -120,14 +123,25 @@ class VAEFamily:
         keys = example_keys(rng, jnp.arange(batch_size))
         return self.model.init(rng, x, label, keys)["params"]
 
-    def _terms(self, params, batch, keys):
-        x = batch["image"] / 255.0  # uint8 pixels -> [0, 1]  [B, D]
-        out, mean, logvar = self.model.apply({"params": params}, x, batch["label"], keys)
+    def targets(self, batch, rng=None):
+        """The pixels the model is scored on [B, D]: grey levels in [0, 1] (used as
+        Bernoulli probabilities), or with `binarize` a fresh binarization of a training
+        batch (rng given) or the fixed one of a test batch (models/binarize.py)."""
+        if not self.config.binarize:
+            return batch["image"] / 255.0  # uint8 pixels -> [0, 1]
+        if rng is None:
+            return test_bits(batch["image"], batch["index"])
+        return dynamic_bits(example_keys(jax.random.fold_in(rng, 1), batch["row"]),
+                            batch["image"])
+
+    def _terms(self, params, x, label, keys):
+        out, mean, logvar = self.model.apply({"params": params}, x, label, keys)
         return reconstruction_nll(self.config, out, x), kl_divergence(mean, logvar)
 
     def train_loss(self, params, batch, rng):
         """Mean over the batch of recon + kl_weight * KL; returns (loss, metrics)."""
-        recon, kl = self._terms(params, batch, example_keys(rng, batch["row"]))
+        recon, kl = self._terms(params, self.targets(batch, rng), batch["label"],
+                                example_keys(rng, batch["row"]))
         loss = jnp.mean(recon + self.config.kl_weight * kl)
         return loss, {"recon": recon.mean(), "kl": kl.mean()}
 
@@ -135,7 +149,8 @@ class VAEFamily:
         """Sums over the real (mask == 1) examples; test_loss is the negative ELBO. Each
         example's z is drawn from fold_in(rng, its index in the test set), so the figure
         does not depend on the batch size."""
-        recon, kl = self._terms(params, batch, example_keys(rng, batch["index"]))
+        recon, kl = self._terms(params, self.targets(batch), batch["label"],
+                                example_keys(rng, batch["index"]))
         mask = batch["mask"]
         return {"test_loss": jnp.sum((recon + kl) * mask), "recon": jnp.sum(recon * mask),
                 "kl": jnp.sum(kl * mask), "count": jnp.sum(mask)}
@@ -155,7 +170,7 @@ class VAEFamily:
         if self.config.likelihood != "bernoulli":
             raise ValueError("the importance-weighted likelihood needs --likelihood bernoulli "
                              "(the gaussian recon term is not a density)")
-        x, label = batch["image"] / 255.0, batch["label"]  # [B, D], [B]
+        x, label = self.targets(batch), batch["label"]  # [B, D], [B]
         b, z_dim = x.shape[0], self.config.latent_dim
         keys = example_keys(rng, batch["index"])  # [B, 2]
         mean, logvar = self.model.apply({"params": params}, x, label, method=VAE.encode)

@@ -80,6 +80,7 @@ def test_final_eval_and_eval_report_the_same_iw_nll(tmp_path, data_dir, jaxtrain
     m = json.loads(jaxtrain("eval", "--workdir", workdir, "--iw-samples", 50, "--json",
                             check=True).stdout)
     assert m["iw_nll"] == last["test_iw_nll"] and m["iw_s"] > 0
+    assert m["targets"] == "grey"  # without --binarize
     # The bound tightens as K grows (the mean over the test set, from the fixed key).
     by_k = [json.loads(jaxtrain("eval", "--workdir", workdir, "--iw-samples", k, "--json",
                                 check=True).stdout)["iw_nll"] for k in (1, 5, 500)]

@@ -82,3 +82,32 @@ def test_eval_sums_ignore_padding():
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         VAEConfig(**kwargs)
+
+
+def test_binarized_vae_scores_the_digits_transformers_test_bits():
+    """--binarize: the VAE's test targets are the fixed binarization the digits
+    Transformer scores (one test set for both families); training draws fresh bits."""
+    from jaxtrain.models.digits import DigitsFamily
+    from jaxtrain.models.transformer import TransformerConfig
+
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (4, 784), dtype=np.uint8),
+             "label": np.array([1, 2, 3, 4]), "index": np.array([7, 0, 3, 9]),
+             "row": np.arange(4), "mask": np.ones(4, np.float32)}
+    vae = VAEFamily(VAEConfig(encoder_widths=(16,), decoder_widths=(16,), latent_dim=4,
+                              binarize=True))
+    bits = vae.targets(batch)
+    assert set(np.unique(bits)) <= {0.0, 1.0} and vae.target_pixels == "binary"
+    digits = DigitsFamily(TransformerConfig(layers=1, d_model=16, heads=2))
+    params = digits.init(jax.random.PRNGKey(0), 4)
+    on_vae_bits = digits._nll(params, bits, batch["label"]).sum()
+    np.testing.assert_allclose(digits.eval_sums(params, batch, None)["test_loss"], on_vae_bits,
+                               rtol=1e-6)
+    # Training bits: fresh for each step's key, kept apart from the latents' keys.
+    a, b = vae.targets(batch, jax.random.PRNGKey(1)), vae.targets(batch, jax.random.PRNGKey(2))
+    assert set(np.unique(a)) <= {0.0, 1.0} and not np.array_equal(a, b)
+    grey = VAEFamily(TINY)
+    np.testing.assert_allclose(grey.targets(batch), batch["image"] / 255.0)
+    vae_params = vae.init(jax.random.PRNGKey(0), 4)
+    assert np.isfinite(float(vae.iw_sums(vae_params, batch, jax.random.PRNGKey(0), 20, 10)
+                             ["iw_nll"]))

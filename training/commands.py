@@ -241,8 +241,10 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
         metrics.update(evaluate_iw(run, restored.state.ema_params, source, iw_samples))
         metrics["iw_s"] = time.perf_counter() - t
     at = restored.position["step"]
+    targets = getattr(run.family, "target_pixels", None)  # image families: binary or grey
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
-            "model": config.model, "test_examples": source.eval_examples}
+            "model": config.model, "test_examples": source.eval_examples,
+            **({"targets": targets} if targets else {})}
 
 
 def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int = 0,
