@@ -31,7 +31,7 @@ from jaxtrain.training.config_file import to_toml
 from jaxtrain.training.images import make_grid, save_grid
 from jaxtrain.training.loop import Callback, Loop, run_loop
 from jaxtrain.training.parallel import is_primary, sync_processes
-from jaxtrain.training.prepare import check_classes, prepare
+from jaxtrain.training.prepare import check_classes, prepare, with_data
 from jaxtrain.training.run import Run, evaluate, evaluate_iw, open_source, restore_target
 from jaxtrain.training.text import decode, encode
 from jaxtrain.training.writers import Console, Curves, Jsonl, TensorBoard
@@ -214,16 +214,6 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     finally:
         if lock is not None:
             lock.release()
-
-
-def with_data(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfig:
-    """The config with the data location and training overrides of a command."""
-    data_changes = {k: str(v) for k, v in (("data_dir", data_dir), ("data_file", data_file))
-                    if v is not None}
-    if data_file is not None and not config.data.is_text:
-        raise ValueError("--data-file applies to text runs only")
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, **data_changes),
-                               train=dataclasses.replace(config.train, **train))
 
 
 def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,

@@ -1,6 +1,7 @@
 """A new run's config completed before it trains: from its data (a text's vocabulary, an
 image folder's classes) and, for fine-tuning (--init-from), from the run it starts
-from, whose architecture it must share. `fit --list-params` is answered from here.
+from, whose architecture it must share. `fit --list-params` is answered from here,
+and a command's data location and overrides (`with_data`) are applied here.
 """
 
 import dataclasses
@@ -127,3 +128,13 @@ def check_classes(config: RunConfig, source) -> None:
                          f"the ones the run was trained on "
                          f"({', '.join(config.data.class_names or ())}): point --data-dir at "
                          "that folder")
+
+
+def with_data(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfig:
+    """The config with the data location and training overrides of a command."""
+    data_changes = {k: str(v) for k, v in (("data_dir", data_dir), ("data_file", data_file))
+                    if v is not None}
+    if data_file is not None and not config.data.is_text:
+        raise ValueError("--data-file applies to text runs only")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **data_changes),
+                               train=dataclasses.replace(config.train, **train))
