@@ -9,8 +9,11 @@ from torch import nn
 
 
 class TorchVAE(nn.Module):
-    """models/vae.py's class-conditional VAE: 794-512-256 encoder, latent 32, the class
-    projection added to z, 32-256-512-784 decoder, Bernoulli likelihood."""
+    """models/vae.py's default class-conditional VAE: 794-512-256 encoder, latent 32, a
+    decoder whose every layer also sees the one-hot class (42-256, 266-512, 522-784), a
+    learned Gaussian prior p(z | c) per class, Bernoulli likelihood."""
+
+    PRIOR_SCALE = 10.0  # as models/vae.py stores the prior
 
     def __init__(self, encoder=(512, 256), decoder=(256, 512), latent=32, classes=10):
         super().__init__()
@@ -18,16 +21,25 @@ class TorchVAE(nn.Module):
         self.encoder = mlp([784 + classes, *encoder])
         self.mean = nn.Linear(encoder[-1], latent)
         self.logvar = nn.Linear(encoder[-1], latent)
-        self.class_proj = nn.Linear(classes, latent)
-        self.decoder = mlp([latent, *decoder])
-        self.out = nn.Linear(decoder[-1], 784)
+        widths = [latent, *decoder, 784]
+        self.decoder = nn.ModuleList(nn.Linear(a + classes, b)
+                                     for a, b in zip(widths[:-1], widths[1:]))
+        self.prior_mean = nn.Embedding(classes, latent)
+        self.prior_logvar = nn.Embedding(classes, latent)
+        nn.init.zeros_(self.prior_mean.weight)
+        nn.init.zeros_(self.prior_logvar.weight)
 
     def forward(self, x, label):
         onehot = F.one_hot(label, self.classes).float()
         h = self.encoder(torch.cat([x, onehot], -1))
         mean, logvar = self.mean(h), self.logvar(h)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        return self.out(self.decoder(z + self.class_proj(onehot))), mean, logvar
+        h = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        for i, layer in enumerate(self.decoder):
+            h = layer(torch.cat([h, onehot], -1))
+            h = F.relu(h) if i < len(self.decoder) - 1 else h
+        prior = (self.PRIOR_SCALE * self.prior_mean(label),
+                 self.PRIOR_SCALE * self.prior_logvar(label))
+        return h, (mean, logvar), prior
 
 
 def mlp(widths):
@@ -39,9 +51,10 @@ def mlp(widths):
 
 def vae_loss(model, x, label):
     """Mean negative ELBO in nats per image."""
-    logits, mean, logvar = model(x, label)
+    logits, (mean, logvar), (prior_mean, prior_logvar) = model(x, label)
     nll = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-    kl = 0.5 * torch.sum(logvar.exp() + mean**2 - 1.0 - logvar)
+    kl = 0.5 * torch.sum(prior_logvar - logvar - 1.0
+                         + (logvar.exp() + (mean - prior_mean) ** 2) / prior_logvar.exp())
     return (nll + kl) / len(x)
 
 

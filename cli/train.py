@@ -105,9 +105,15 @@ def source_architecture(init_from):
     if not path.is_file():
         raise ValueError(f"--init-from {init_from} holds no jaxtrain run ({path.name} is "
                          "missing): pass the --workdir of a run made by `jaxtrain fit`")
+    from jaxtrain.models.configs import saved_fields
+    from jaxtrain.training.config import MODELS
+
     values = read_file(path).values
-    return Layer(f"the run in {init_from}", {k: values[k] for k in ("model", "model_config")
-                                             if k in values})
+    layer = {k: values[k] for k in ("model", "model_config") if k in values}
+    if layer.get("model") in MODELS:
+        layer["model_config"] = saved_fields(MODELS[layer["model"]][0],
+                                             layer.get("model_config", {}))
+    return Layer(f"the run in {init_from}", layer)
 
 
 app.command(context_settings={"help_option_names": ["--help", "-h"]})(

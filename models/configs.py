@@ -8,6 +8,8 @@ import dataclasses
 from jaxtrain.training.settings import SettingError, setting, validate
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+CONDITIONS = ("every-layer", "latent")
+PRIORS = ("class", "standard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +27,15 @@ class VAEConfig:
     kl_weight: float = setting(
         1.0, "vae: weight of the KL term in the training loss (the reported test loss is "
         "always the true -ELBO).", ge=0)
+    condition: str = setting(
+        "every-layer", "vae: how the decoder sees the class: every-layer (the one-hot label "
+        "concatenated to the input of every decoder layer, as in Sohn et al.'s CVAE) or "
+        "latent (a learned projection of it added to z, as runs before 2026-11-27 did).",
+        choices=CONDITIONS)
+    prior: str = setting(
+        "class", "vae: p(z | c), what sampling draws z from: class (a learned diagonal "
+        "Gaussian per class, starting at N(0, I)) or standard (N(0, I) for every class, as "
+        "runs before 2026-11-27 did).", choices=PRIORS)
     binarize: bool = setting(
         False, "vae: train on binarized images (a fresh draw each time an image is seen) "
         "and test on the digits Transformer's fixed binarization, so likelihoods compare "
@@ -34,6 +45,9 @@ class VAEConfig:
 
     # Settings of the loss, not of the parameters: a fine-tuned run may change them.
     NOT_ARCHITECTURE = ("likelihood", "kl_weight", "binarize")
+    # The values of settings added since a run may have been saved that its parameters
+    # were made with (a saved config lacking the field gets this, not the default).
+    LEGACY = {"condition": "latent", "prior": "standard"}
 
     def __post_init__(self):
         # JSON and TOML give lists back; keep the dataclass hashable and comparable.
@@ -66,6 +80,7 @@ class TransformerConfig:
 
     # Settings that leave the parameters alone: a fine-tuned run may change them.
     NOT_ARCHITECTURE = ("dropout", "decode")
+    LEGACY = {}
 
     def __post_init__(self):
         validate(self)
@@ -75,3 +90,8 @@ class TransformerConfig:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+def saved_fields(cls, values: dict) -> dict:
+    """A saved model config's fields, with LEGACY values for fields it predates."""
+    return {**{k: v for k, v in cls.LEGACY.items() if k not in values}, **values}

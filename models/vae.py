@@ -2,9 +2,12 @@
 
 Shapes: B batch, D = 784 pixels, C = 10 classes, Z latent size, H hidden width.
 Both the encoder and the decoder see the class: the encoder as a one-hot vector
-concatenated to the pixels, the decoder as a learned projection of the one-hot
-vector added to z (as in the Flax/JAX VAE tutorials). Conditioning the encoder too
-means z need not spend capacity on the class, which lowers the ELBO.
+concatenated to the pixels; the decoder (condition="every-layer", the default) as the
+one-hot vector concatenated to the input of each of its layers (Sohn et al.'s CVAE), or
+(condition="latent") as a learned projection of it added to z, as in the Flax/JAX VAE
+tutorials. Conditioning the encoder too means z need not carry the class; feeding the
+label to every decoder layer makes the decoder use it, so `sample --class c` draws c's
+(README: "How good are the samples?" has the measurements).
 """
 
 from typing import Sequence
@@ -19,6 +22,13 @@ from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
 from jaxtrain.models.family import example_keys
 
+# The class prior's parameters are stored divided by this: AdamW moves a parameter by
+# about lr a step whatever its gradient, and the posterior's class clusters sit 3-5
+# units from the origin, which the prior's means would take thousands of steps to reach
+# at lr 2e-3. Measured on Fashion-MNIST, one epoch: class accuracy of samples 65% with
+# scale 1, 94% with 10.
+PRIOR_SCALE = 10.0
+
 
 class FeedForward(nn.Module):
     """A stack of Dense layers, each followed by a ReLU."""
@@ -32,6 +42,18 @@ class FeedForward(nn.Module):
         return x
 
 
+class ConditionedFeedForward(nn.Module):
+    """FeedForward whose every Dense layer also sees `condition` [B, C] (concatenated)."""
+
+    widths: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x, condition):
+        for width in self.widths:
+            x = nn.relu(nn.Dense(width)(jnp.concatenate([x, condition], axis=-1)))
+        return x
+
+
 class VAE(nn.Module):
     """Encoder q(z | x, c), decoder p(x | z, c); the decoder returns pixel logits."""
 
@@ -42,9 +64,24 @@ class VAE(nn.Module):
         self.encoder = FeedForward(c.encoder_widths)
         self.mean = nn.Dense(c.latent_dim)
         self.logvar = nn.Dense(c.latent_dim)
-        self.class_proj = nn.Dense(c.latent_dim)
-        self.decoder = FeedForward(c.decoder_widths)
+        if c.condition == "latent":
+            self.class_proj = nn.Dense(c.latent_dim)
+            self.decoder = FeedForward(c.decoder_widths)
+        else:
+            self.decoder = ConditionedFeedForward(c.decoder_widths)
         self.out = nn.Dense(c.image_dim)
+        if c.prior == "class":  # starts as N(0, I) for every class
+            self.prior_mean = nn.Embed(c.num_classes, c.latent_dim,
+                                       embedding_init=nn.initializers.zeros)
+            self.prior_logvar = nn.Embed(c.num_classes, c.latent_dim,
+                                         embedding_init=nn.initializers.zeros)
+
+    def prior(self, label):
+        """p(z | c) as (mean, logvar) [B, Z]: N(0, I), or a learned Gaussian per class."""
+        if self.config.prior == "standard":
+            zeros = jnp.zeros((*label.shape, self.config.latent_dim))
+            return zeros, zeros
+        return PRIOR_SCALE * self.prior_mean(label), PRIOR_SCALE * self.prior_logvar(label)
 
     def encode(self, x, label):
         onehot = jax.nn.one_hot(label, self.config.num_classes)  # [B, C]
@@ -58,12 +95,16 @@ class VAE(nn.Module):
 
     def decode(self, z, label):
         onehot = jax.nn.one_hot(label, self.config.num_classes)  # [B, C]
-        return self.out(self.decoder(z + self.class_proj(onehot)))  # [B, D]
+        if self.config.condition == "latent":
+            return self.out(self.decoder(z + self.class_proj(onehot)))  # [B, D]
+        h = self.decoder(z, onehot)  # [B, H]
+        return self.out(jnp.concatenate([h, onehot], axis=-1))  # [B, D]
 
     def __call__(self, x, label, keys):
+        """(pixel logits [B, D], q(z | x, c) and p(z | c), each as (mean, logvar))."""
         mean, logvar = self.encode(x, label)
         z = self.reparam(mean, logvar, keys)
-        return self.decode(z, label), mean, logvar
+        return self.decode(z, label), (mean, logvar), self.prior(label)
 
 
 # --- Losses: per-example, in nats, free functions. ---
@@ -79,9 +120,12 @@ def gaussian_nll(out, x):
     return optax.l2_loss(out, x).sum(axis=-1)  # [B]
 
 
-def kl_divergence(mean, logvar):
-    """KL(N(mean, exp(logvar)) || N(0, I)) per example."""
-    return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)  # [B]
+def kl_divergence(mean, logvar, prior_mean=0.0, prior_logvar=0.0):
+    """KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar))) per example; the
+    prior defaults to N(0, I)."""
+    return 0.5 * jnp.sum(prior_logvar - logvar - 1.0
+                         + (jnp.exp(logvar) + (mean - prior_mean) ** 2) / jnp.exp(prior_logvar),
+                         axis=-1)  # [B]
 
 
 def log_normal(x, mean, logvar):
@@ -109,6 +153,7 @@ class VAEFamily:
     sample_options = ()  # sample() takes no options beyond labels and key
     units = {"train_loss": "nats/image", "test_loss": "nats/image"}
     tokens_per_example = None
+    sample_pixels = "grey"  # sample() returns Bernoulli means (training/quality.py)
 
     def __init__(self, config: VAEConfig):
         self.config = config
@@ -135,8 +180,8 @@ class VAEFamily:
                             batch["image"])
 
     def _terms(self, params, x, label, keys):
-        out, mean, logvar = self.model.apply({"params": params}, x, label, keys)
-        return reconstruction_nll(self.config, out, x), kl_divergence(mean, logvar)
+        out, posterior, prior = self.model.apply({"params": params}, x, label, keys)
+        return reconstruction_nll(self.config, out, x), kl_divergence(*posterior, *prior)
 
     def train_loss(self, params, batch, rng):
         """Mean over the batch of recon + kl_weight * KL; returns (loss, metrics)."""
@@ -161,7 +206,7 @@ class VAEFamily:
     def iw_sums(self, params, batch, rng, samples: int, chunk: int):
         """Sums over the real examples of -log p(x | c) estimated with `samples` importance
         samples z_k ~ q(z | x, c) (Burda et al.'s IWAE bound):
-            log p(x | c) ~ logsumexp_k [log p(x | z_k, c) + log p(z_k) - log q(z_k | x, c)]
+            log p(x | c) ~ logsumexp_k [log p(x | z_k, c) + log p(z_k | c) - log q(z_k | x, c)]
                            - log K,
         a lower bound on log p(x | c) that tightens as K grows (K = 1 is the ELBO). The
         samples are drawn `chunk` at a time in a lax.scan with a running logsumexp, so
@@ -174,6 +219,8 @@ class VAEFamily:
         b, z_dim = x.shape[0], self.config.latent_dim
         keys = example_keys(rng, batch["index"])  # [B, 2]
         mean, logvar = self.model.apply({"params": params}, x, label, method=VAE.encode)
+        prior_mean, prior_logvar = self.model.apply({"params": params}, label,
+                                                    method=VAE.prior)  # [B, Z] each
         std = jnp.exp(0.5 * logvar)
 
         def log_weights(i):  # the weights of samples i * chunk ... [B, chunk]
@@ -183,7 +230,7 @@ class VAEFamily:
             out = self.model.apply({"params": params}, z.reshape(b * chunk, z_dim),
                                    jnp.repeat(label, chunk), method=VAE.decode)  # [B*C, D]
             log_px = -bernoulli_nll(out, jnp.repeat(x, chunk, axis=0)).reshape(b, chunk)
-            log_w = (log_px + log_normal(z, 0.0, jnp.zeros_like(z))
+            log_w = (log_px + log_normal(z, prior_mean[:, None], prior_logvar[:, None])
                      - log_normal(z, mean[:, None], logvar[:, None]))  # [B, C]
             real = i * chunk + jnp.arange(chunk) < samples  # the last chunk may overhang K
             return jnp.where(real, log_w, -jnp.inf)
@@ -197,16 +244,17 @@ class VAEFamily:
         return {"iw_nll": jnp.sum(-log_p * batch["mask"]), "count": jnp.sum(batch["mask"])}
 
     def sample(self, params, labels, rng):
-        """Images [N, 28, 28] in [0, 1] of classes `labels` [N], from z ~ N(0, I)."""
-        return self.generate(params, labels, self.latents(rng, len(labels)))
+        """Images [N, 28, 28] in [0, 1] of classes `labels` [N], from z ~ p(z | c)."""
+        return self.generate(params, labels, self.latents(params, rng, labels))
 
     def epoch_images(self, params, rng, preview):
         """PNG grids written after each epoch, as {name: (images, columns)}: samples, one
-        row per class, all rows from the same latents (so epochs compare); the given test
+        row per class, all rows from the same noise (so epochs compare); the given test
         images above their reconstructions."""
         n = self.config.num_classes
-        z = jnp.tile(self.latents(rng, n), (n, 1))  # [n * n, Z]
-        samples = self.generate(params, np.repeat(np.arange(n), n), z)
+        labels = np.repeat(np.arange(n), n)
+        eps = jnp.tile(jax.random.normal(rng, (n, self.config.latent_dim)), (n, 1))
+        samples = self.generate(params, labels, self.latents(params, rng, labels, eps))
         images, labels = preview
         recon = self.reconstruct(params, images, labels)
         return {"samples": (samples, n),
@@ -227,8 +275,14 @@ class VAEFamily:
         out = self.model.apply({"params": params}, images, labels, method=fn)
         return np.asarray(decoded_image(self.config, out)).reshape(-1, 28, 28)
 
-    def latents(self, rng, n):
-        return jax.random.normal(rng, (n, self.config.latent_dim))  # [N, Z]
+    def latents(self, params, rng, labels, eps=None):
+        """z [N, Z] drawn from p(z | c) for classes `labels` [N]: mean + sigma * eps,
+        eps [N, Z] standard normal (drawn from rng unless given)."""
+        labels = jnp.asarray(labels)
+        if eps is None:
+            eps = jax.random.normal(rng, (len(labels), self.config.latent_dim))
+        mean, logvar = self.model.apply({"params": params}, labels, method=VAE.prior)
+        return mean + jnp.exp(0.5 * logvar) * eps
 
     def epoch_text(self, params, rng):
         return None
@@ -240,7 +294,11 @@ def train_flops_per_example(config: VAEConfig) -> float:
     c = config
     widths = [c.image_dim + c.num_classes, *c.encoder_widths]
     weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    weights += 2 * c.encoder_widths[-1] * c.latent_dim + c.num_classes * c.latent_dim
+    weights += 2 * c.encoder_widths[-1] * c.latent_dim  # (the prior's lookups: no FLOPs)
     widths = [c.latent_dim, *c.decoder_widths, c.image_dim]
-    weights += sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    if c.condition == "latent":
+        weights += c.num_classes * c.latent_dim + sum(
+            a * b for a, b in zip(widths[:-1], widths[1:]))
+    else:
+        weights += sum((a + c.num_classes) * b for a, b in zip(widths[:-1], widths[1:]))
     return 6 * weights

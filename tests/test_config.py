@@ -45,7 +45,7 @@ def test_precedence_defaults_then_file_then_flags(tmp_path):
     path.write_text('model = "vae"\n[train]\nlr = 0.01\nseed = 3\n[model_config]\n'
                     "latent_dim = 8\n")
     config, workdir = resolve([read_file(path), Layer("flag", {"train": {"seed": 5}})])
-    assert config.train.lr == 0.01  # the file over the default 2e-3
+    assert config.train.lr == 0.01  # the file over the default 4e-3
     assert config.train.seed == 5  # the flag over the file
     assert config.model_config.latent_dim == 8
     assert config.train.batch_size == 128 and workdir is None  # defaults fill the rest

@@ -90,7 +90,7 @@ def test_list_params_shows_paths_sizes_and_frozen(source, jaxtrain):
     out = jaxtrain("fit", "--init-from", source, "--freeze", "encoder", "--list-params",
                    check=True).stdout
     assert "encoder/Dense_0/kernel  (794, 32)" in out and "frozen" in out
-    assert "decoder/Dense_0/kernel  (4, 32)" in out
+    assert "decoder/Dense_0/kernel  (14, 32)" in out  # z and the one-hot class
     assert out.strip().splitlines()[-1].endswith("25,440 frozen")  # 794 * 32 + 32
 
 
@@ -102,7 +102,7 @@ def test_fine_tune_errors(tmp_path, data_dir, source, jaxtrain):
                           "is a vae")
     assert_one_line_error(jaxtrain(*args, "--freeze", "encoder,nothing"),
                           "--freeze 'nothing' matches no parameter", "--list-params")
-    assert_one_line_error(jaxtrain(*args, "--freeze", "encoder,decoder,mean,logvar,out,class_proj"),
+    assert_one_line_error(jaxtrain(*args, "--freeze", "encoder,decoder,mean,logvar,out,prior_.*"),
                           "freezes every parameter")
     assert_one_line_error(jaxtrain(*args, "--init-step", 3), "no checkpoint for step 3")
     assert_one_line_error(jaxtrain(*finetune_args(data_dir, tmp_path, tmp_path / "x")),

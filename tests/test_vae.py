@@ -22,12 +22,26 @@ def test_shapes_and_parameter_count():
     x = jnp.zeros((3, 784))
     label = jnp.array([0, 7, 9])
     keys = example_keys(jax.random.PRNGKey(1), jnp.arange(3))  # one per example
-    out, mean, logvar = VAE(TINY).apply({"params": params}, x, label, keys)
+    out, (mean, logvar), _ = VAE(TINY).apply({"params": params}, x, label, keys)
     assert out.shape == (3, 784) and mean.shape == logvar.shape == (3, 4)
     count = sum(p.size for p in jax.tree.leaves(params))
-    # encoder (784 + 10 one-hot) * 16 + 16; mean and logvar 16 * 4 + 4 each;
+    # encoder (784 + 10 one-hot) * 16 + 16; mean and logvar 16 * 4 + 4 each; decoder
+    # (4 + 10) * 16 + 16; output (16 + 10) * 784 + 784; prior mean and logvar 10 * 4 each.
+    assert count == 12720 + 68 + 68 + 240 + 21168 + 80
+
+
+def test_legacy_architecture_keeps_its_parameters():
+    """Runs saved before `condition` and `prior` existed rebuild their old network."""
+    from jaxtrain.training.config import RunConfig
+
+    saved = RunConfig.from_dict({"model": "vae", "model_config": {
+        "encoder_widths": [16], "decoder_widths": [16], "latent_dim": 4},
+        "data": {}, "train": {}}).model_config
+    assert (saved.condition, saved.prior) == ("latent", "standard")
+    params = VAEFamily(saved).init(jax.random.PRNGKey(0), batch_size=3)
     # class projection 10 * 4 + 4; decoder 4 * 16 + 16; output 16 * 784 + 784.
-    assert count == 12720 + 68 + 68 + 44 + 80 + 13328
+    assert "class_proj" in params and "prior_mean" not in params
+    assert sum(p.size for p in jax.tree.leaves(params)) == 12720 + 68 + 68 + 44 + 80 + 13328
 
 
 def test_decoder_depends_on_the_class():
@@ -57,6 +71,10 @@ def test_kl_hand_computed():
     zeros = jnp.zeros((1, 3))
     np.testing.assert_allclose(kl_divergence(zeros, zeros), [0.0])  # N(0, I) vs N(0, I)
     np.testing.assert_allclose(kl_divergence(jnp.array([[1.0, 2.0]]), jnp.zeros((1, 2))), [2.5])
+    # Against N(0, 4): 0.5 * (log 4 - 1 + (1 + 1) / 4) for mean 1, variance 1.
+    np.testing.assert_allclose(kl_divergence(jnp.ones((1, 1)), jnp.zeros((1, 1)), 0.0,
+                                             jnp.log(jnp.full((1, 1), 4.0))),
+                               [0.5 * (np.log(4) - 0.5)], rtol=1e-6)
     # variance 2: 0.5 * (2 - 1 - log 2) per dimension
     np.testing.assert_allclose(kl_divergence(jnp.zeros((1, 1)), jnp.log(jnp.full((1, 1), 2.0))),
                                [0.5 * (1 - np.log(2))], rtol=1e-6)
