@@ -1,15 +1,15 @@
 """The `jaxtrain` command line: options in, a validated config out, a command called.
 
-The commands live in cli/train.py (fit, resume) and cli/view.py (sample, eval, plot,
-runs, presets). Every user error ends as one line on stderr and a non-zero exit code,
-without a traceback.
+The commands live in cli/train.py (fit, resume), cli/view.py (sample, eval, plot, runs,
+presets) and cli/judge.py (judge). Every user error ends as one line on stderr and a
+non-zero exit code, without a traceback.
 """
 
 import sys
 
 import typer
 
-from jaxtrain.cli import train, view  # noqa: F401 (registers the commands, in this order)
+from jaxtrain.cli import judge, train, view  # noqa: F401 (registers the commands)
 from jaxtrain.cli.app import app
 
 

@@ -17,6 +17,11 @@ from jaxtrain.cli.app import (
     start_jax,
 )
 
+# The keys of eval's result that training/quality.py:sample_quality adds.
+QUALITY_KEYS = ("test_class_accuracy", "test_frechet", "test_frechet_floor", "judge_accuracy",
+                "class_accuracy_per_class", "samples_per_class", "sample_pixels", "quality_s",
+                "class_names")
+
 
 @app.command()
 def sample(
@@ -68,24 +73,30 @@ def eval_(
     iw_samples: Optional[int] = typer.Option(
         None, help="VAE: also estimate -log p(x|c) with K importance samples per test image "
                    "(a bound that tightens as K grows; 1000 is usual)."),
+    samples: Optional[int] = typer.Option(
+        None, help="Image models: draw N samples per class and report the judge's class "
+                   "accuracy and Frechet distance (`jaxtrain judge` trains the judge, or "
+                   "this does once, about a minute and a half)."),
 ):
     """Print the test metrics of a checkpoint, computed with the EMA parameters."""
     import json
 
     step = parse_step(step)
     check_positive("--iw-samples", iw_samples)
+    check_positive("--samples", samples)
     start_jax(devices_env=False)
     from jaxtrain.training import commands
     from jaxtrain.training.run import describe
 
     m = commands.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
                                  data_file=data_file and data_file.absolute(),
-                                 iw_samples=iw_samples)
+                                 iw_samples=iw_samples, samples=samples)
     if as_json:
         print(json.dumps(m))
     else:
         iw = {k: m.pop(k) for k in ("iw_nll", "iw_bits_per_dim", "iw_samples", "iw_s")
               if k in m}
+        quality = {k: m.pop(k) for k in QUALITY_KEYS if k in m}
         where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
         unit = "character" if m["dataset"] == "text" else "image"
         targets = {"binary": ", binarized pixels", "grey": ", grey-level pixels"}.get(
@@ -98,6 +109,10 @@ def eval_(
                   f"{iw['iw_nll']:.2f} nats/image ({iw['iw_bits_per_dim']:.4f} bits/dim) in "
                   f"{iw['iw_s']:.1f} s; a bound on -log p(x|c) that tightens with more "
                   f"samples (1 sample is the -ELBO, {m['test_loss']:.2f})")
+        if quality:
+            from jaxtrain.training.quality import describe_quality
+
+            print(describe_quality(quality))
 
 
 @app.command()

@@ -62,5 +62,7 @@ class Family(Protocol):
     def epoch_text(self, params: Params, rng: jax.Array) -> str | None:
         """A short generated text logged at each evaluation (text families), else None."""
 
+    # Image families: sample_pixels, "grey" or "binary", what `sample` returns, so the
+    # judge compares samples with test images of the same kind (training/quality.py).
     # Optional, VAE only: iw_sums(params, batch, rng, samples, chunk) -> {"iw_nll", "count"},
     # the importance-weighted test NLL (training/run.py:evaluate_iw checks for it).

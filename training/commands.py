@@ -217,11 +217,15 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
 
 
 def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
-                    iw_samples: int | None = None) -> dict:
+                    iw_samples: int | None = None, samples: int | None = None) -> dict:
     """Test metrics of the EMA parameters of a checkpoint (latest by default; "best");
-    with `iw_samples` K, also the importance-weighted test NLL (VAE) and its time."""
+    with `iw_samples` K, also the importance-weighted test NLL (VAE) and its time; with
+    `samples` N, the judge's scores of N samples per class (training/quality.py)."""
     restored = checkpoint.restore(workdir, restore_target, step)
     config = with_data(restored.config, data_dir, data_file)
+    if samples and config.data.is_text:
+        raise ValueError("--samples scores image samples with the dataset's judge; this is a "
+                         "text run")
     source = open_source(config)
     check_classes(config, source)
     run = Run(config, restored.position["steps_per_epoch"])
@@ -230,6 +234,12 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
         t = time.perf_counter()
         metrics.update(evaluate_iw(run, restored.state.ema_params, source, iw_samples))
         metrics["iw_s"] = time.perf_counter() - t
+    if samples:
+        from jaxtrain.training.judge import judge_of
+        from jaxtrain.training.quality import sample_quality
+
+        metrics.update(sample_quality(run, restored.state.ema_params, source,
+                                      judge_of(config.data, source), samples))
     at = restored.position["step"]
     targets = getattr(run.family, "target_pixels", None)  # image families: binary or grey
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,

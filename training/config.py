@@ -21,6 +21,7 @@ MODELS = {"vae": (VAEConfig, "vae:VAEFamily"),
           "transformer": (TransformerConfig, "digits:DigitsFamily")}
 TEXT_FAMILY = "charlm:TextFamily"
 DATASETS = ("mnist", "fashion-mnist", "folder", "text")
+FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
 
 # Defaults that differ between families and tasks ({section: {field: value}}), applied
 # over the field defaults: everything not named here is the field's own default.
@@ -105,8 +106,10 @@ class TrainConfig:
         None, "With --init-from: the checkpoint to start from, a step or best [default: "
         "the latest]; the run records the step it used.")
     final_eval: tuple[str, ...] | None = setting(
-        None, "Measures added to the run's last evaluation: iw=K (VAE: the importance-"
-        "weighted test NLL with K samples, e.g. iw=1000).")
+        None, "Measures added to the run's last evaluation, comma-separated: iw=K (VAE: the "
+        "importance-weighted test NLL with K samples, e.g. iw=1000), samples=N (image "
+        "models: class accuracy and Frechet distance of N samples per class, scored by "
+        "the dataset's judge, e.g. samples=100).")
     freeze: tuple[str, ...] | None = setting(
         None, "Keep the matching parameters fixed, comma-separated patterns matched on "
         "parameter paths (encoder, decoder, embed, Block_0, Block_[0-1]; `fit "
@@ -134,13 +137,15 @@ class TrainConfig:
 
 
     def final_eval_options(self) -> dict:
-        """{"iw": K} from final_eval ("iw=K"); a bad entry is a SettingError."""
+        """{"iw": K, "samples": N} from final_eval ("iw=K", "samples=N"); a bad entry
+        is a SettingError."""
         out = {}
         for item in self.final_eval or ():
             name, _, value = item.partition("=")
-            if name != "iw" or not value.isdigit() or int(value) < 1:
-                raise SettingError("final_eval", f"takes iw=K (K importance samples, a "
-                                                 f"positive integer), got {item!r}")
+            if name not in FINAL_EVALS or not value.isdigit() or int(value) < 1:
+                raise SettingError("final_eval", f"takes iw=K (K importance samples) or "
+                                   f"samples=N (N samples per class for the judge), K and N "
+                                   f"positive integers, got {item!r}")
             out[name] = int(value)
         return out
 
@@ -161,6 +166,13 @@ class RunConfig:
         if self.data.is_text and self.train.epochs is not None:
             raise SettingError("epochs", "does not apply: text runs are measured in steps: "
                                          "pass --steps N")
+        final = self.train.final_eval_options()
+        if "iw" in final and (self.model != "vae" or self.model_config.likelihood != "bernoulli"):
+            raise SettingError("final_eval", "iw=K applies to VAE runs with --likelihood "
+                               "bernoulli (a Transformer's test loss is already an exact NLL)")
+        if "samples" in final and self.data.is_text:
+            raise SettingError("final_eval", "samples=N scores image samples; this is a text "
+                               "run")
 
     def family(self):
         """The model family object (models/family.py) of this run."""

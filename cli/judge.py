@@ -1,0 +1,45 @@
+"""`jaxtrain judge`: the dataset's classifier that scores samples (training/judge.py)."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from jaxtrain.cli.app import app, start_jax
+
+
+@app.command()
+def judge(
+    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist or folder (your images "
+                                              "in --data-dir, one subfolder per class)."),
+    data_dir: Optional[Path] = typer.Option(
+        None, help="Folder holding MNIST/raw/ or FashionMNIST/raw/; folder: the images' "
+                   "folder [default: the jaxtrain cache folder]."),
+    test_fraction: float = typer.Option(
+        0.1, help="folder: share of each class held out for testing, as in `fit`."),
+    download: bool = typer.Option(True, help="Download the data if it is missing."),
+    retrain: bool = typer.Option(False, help="Train a new judge even if one of this data "
+                                             "is kept."),
+):
+    """Train (once) the small CNN that scores samples for `eval --samples`, and print its
+    test accuracy. It is kept beside the data and reused until the data changes."""
+    from jaxtrain.training.config import DataConfig
+
+    if dataset not in ("mnist", "fashion-mnist", "folder"):
+        raise ValueError(f"--dataset {dataset!r} has no judge: pass mnist, fashion-mnist or "
+                         "folder")
+    if dataset == "folder" and data_dir is None:
+        raise ValueError("--dataset folder needs --data-dir PATH (a folder with one "
+                         "subfolder of images per class)")
+    extra = {"data_dir": str(data_dir.expanduser().absolute())} if data_dir else {}
+    data = DataConfig(dataset=dataset, download=download, test_fraction=test_fraction, **extra)
+    start_jax(devices_env=False)
+    from jaxtrain.training.judge import open_judge
+
+    judged, source = open_judge(data, retrain)
+    how = (f"trained in {judged.trained_s:.0f} s" if judged.trained_s is not None
+           else "trained earlier, on this same data")
+    print(f"judge of {dataset} ({len(source.train)} training images, "
+          f"{judged.model.num_classes} classes), {how}: test accuracy "
+          f"{100 * judged.accuracy:.2f}% on the {len(source.test)} test images "
+          f"({100 * judged.accuracy_binary:.2f}% on their binarization); kept in {judged.path}")

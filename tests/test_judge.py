@@ -1,0 +1,145 @@
+"""The judge (a small CNN trained on the dataset) and the scores it gives samples: class
+accuracy and the Frechet distance in its features."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import TINY
+from test_cli import assert_one_line_error
+
+from jaxtrain.models.judge import class_accuracy, frechet_distance
+from jaxtrain.training.data import ImageSource
+from jaxtrain.training.judge import load_or_train
+
+
+def test_frechet_distance_hand_computed():
+    a = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])  # mean (1, 1), cov 4/3 I
+    assert abs(frechet_distance(a, a)) < 1e-9
+    b = 2 * a + np.array([3.0, 0.0])  # mean (5, 2), cov 16/3 I
+    # |(1,1) - (5,2)|^2 + Tr(4/3 I + 16/3 I - 2 (64/9 I)^(1/2)) = 17 + 2 * (20/3 - 16/3)
+    np.testing.assert_allclose(frechet_distance(a, b), 17 + 8 / 3, rtol=1e-9)
+    np.testing.assert_allclose(frechet_distance(b, a), 17 + 8 / 3, rtol=1e-9)
+
+
+def test_frechet_distance_survives_dead_features():
+    """Features that are 0 for every image (dead ReLUs) make the covariances singular."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 4)), rng.normal(1.0, 1.0, size=(60, 4))
+    a[:, 3] = b[:, 3] = 0.0
+    d = frechet_distance(a, b)
+    assert np.isfinite(d) and d > 1.0
+
+
+def test_class_accuracy_hand_computed():
+    asked = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 0, 0])
+    np.testing.assert_allclose(class_accuracy(predicted, asked, 3), [0.5, 1.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def source(data_dir):
+    return ImageSource("mnist", data_dir, False, 8, 0)
+
+
+@pytest.fixture(scope="module")
+def judge(source, tmp_path_factory):
+    return load_or_train(source, tmp_path_factory.mktemp("judge") / "judge.msgpack", 10,
+                         epochs=1, min_steps=150)
+
+
+def test_judge_trains_on_tiny_data_and_is_kept(judge, source, capsys):
+    # The fixture's classes are bars at 10 heights, in noise: easy to tell apart.
+    assert judge.accuracy >= 0.9 and judge.accuracy_binary >= 0.9
+    again = load_or_train(source, judge.path, 10, epochs=1, min_steps=150)
+    assert again.trained_s is None and again.accuracy == judge.accuracy  # read, not trained
+    images = source.test.images.reshape(-1, 28, 28) / 255.0
+    labels, features = again.classify(images)
+    np.testing.assert_array_equal(labels, judge.classify(images)[0])
+    assert features.shape == (len(images), 256)
+    # Identical sets are at distance 0 in its features (to rounding: 30 images in 256
+    # features leave 226 zero eigenvalues, whose float64 noise a square root magnifies).
+    scale = np.trace(np.cov(features, rowvar=False))
+    assert abs(frechet_distance(features, features)) < 1e-6 * scale
+
+
+def test_judge_is_trained_again_when_the_data_changes(judge, source, data_dir, tmp_path,
+                                                     capsys):
+    path = tmp_path / "judge.msgpack"
+    path.write_bytes(judge.path.read_bytes())
+    changed = ImageSource("mnist", data_dir, False, 8, 0)
+    changed.train.images = changed.train.images.copy()
+    changed.train.images[0, 0] ^= 1  # one pixel of one training image
+    assert load_or_train(changed, path, 10, epochs=1, min_steps=10).trained_s is not None
+    assert "the data changed" in capsys.readouterr().err
+    path.write_bytes(b"not a judge")
+    assert load_or_train(source, path, 10, epochs=1, min_steps=10).trained_s is not None
+    assert "does not read" in capsys.readouterr().err
+
+
+def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
+        tmp_path, data_dir, jaxtrain, source, judge):
+    """A trained class-conditional VAE draws the classes asked for; the same VAE with its
+    class inputs cut (the one-hot rows of its decoder's kernels zeroed, one N(0, I) prior
+    for all classes) scores about 1/10."""
+    from jaxtrain.training import checkpoint
+    from jaxtrain.training.quality import sample_quality
+    from jaxtrain.training.run import Run, restore_target
+
+    workdir = tmp_path / "run"
+    jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 30, *TINY,
+             "--lr", "1e-2", "--no-tensorboard", check=True)
+    restored = checkpoint.restore(workdir, restore_target)
+    run = Run(restored.config, restored.position["steps_per_epoch"])
+    params = restored.state.ema_params
+    uses = sample_quality(run, params, source, judge, 50)
+
+    def blind(path, x):  # the last 10 input rows of a decoder kernel read the one-hot
+        names = [getattr(k, "key", "") for k in path]
+        if names[0] in ("decoder", "out") and names[-1] == "kernel":
+            return x.at[-10:].set(0.0)
+        return jax.numpy.zeros_like(x) if names[0].startswith("prior") else x
+
+    ignores = sample_quality(run, jax.tree_util.tree_map_with_path(blind, params), source,
+                             judge, 50)
+    assert uses["test_class_accuracy"] >= 0.8, uses
+    assert abs(ignores["test_class_accuracy"] - 0.1) < 0.1, ignores
+    assert uses["test_frechet"] < ignores["test_frechet"]
+    assert ignores["test_frechet_floor"] == uses["test_frechet_floor"]
+
+
+def test_judge_command_eval_samples_and_final_eval(tmp_path, data_dir, jaxtrain):
+    """The CLI end to end: `judge` trains and keeps it; `fit --final-eval samples=N`
+    and `eval --samples N` report the same scores."""
+    proc = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
+                    check=True)
+    assert "judge of mnist (64 training images, 10 classes), trained in" in proc.stdout
+    assert (data_dir / "MNIST" / "jaxtrain-judge.msgpack").exists()
+    again = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
+                     check=True)
+    assert "trained earlier, on this same data" in again.stdout
+    workdir = tmp_path / "run"
+    proc = jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 2, *TINY,
+                    "--final-eval", "samples=5", check=True)
+    assert "samples (5 per class, grey pixels): class accuracy" in proc.stderr
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= last["test_class_accuracy"] <= 1 and len(last["class_accuracy_per_class"]) == 10
+    m = json.loads(jaxtrain("eval", "--workdir", workdir, "--samples", 5, "--json",
+                            check=True).stdout)
+    for key in ("test_class_accuracy", "test_frechet", "test_frechet_floor", "judge_accuracy"):
+        assert m[key] == last[key], key
+    text = jaxtrain("eval", "--workdir", workdir, "--samples", 5, check=True).stdout
+    assert "the judge's own test accuracy" in text and "Frechet distance" in text
+
+
+def test_judge_errors(tmp_path, jaxtrain):
+    assert_one_line_error(jaxtrain("judge", "--dataset", "text"), "--dataset 'text' has no judge")
+    assert_one_line_error(jaxtrain("judge", "--dataset", "folder"), "needs --data-dir")
+    assert_one_line_error(jaxtrain("fit", "--final-eval", "samples=x", "--print-config"),
+                          "--final-eval takes iw=K")
+    assert_one_line_error(jaxtrain("fit", "--dataset", "text", "--data-file", __file__,
+                                   "--model", "transformer", "--final-eval", "samples=4",
+                                   "--print-config"), "samples=N scores image samples")
+    assert_one_line_error(jaxtrain("fit", "--model", "transformer", "--final-eval", "iw=4",
+                                   "--print-config"), "iw=K applies to VAE runs")
