@@ -1,13 +1,12 @@
 """Class-conditional variational autoencoder for 28x28 images, in Flax linen.
 
 Shapes: B batch, D = 784 pixels, C = 10 classes, Z latent size, H hidden width.
-Both the encoder and the decoder see the class: the encoder as a one-hot vector
-concatenated to the pixels; the decoder (condition="every-layer", the default) as the
-one-hot vector concatenated to the input of each of its layers (Sohn et al.'s CVAE), or
-(condition="latent") as a learned projection of it added to z, as in the Flax/JAX VAE
-tutorials. Conditioning the encoder too means z need not carry the class; feeding the
-label to every decoder layer makes the decoder use it, so `sample --class c` draws c's
-(README: "How good are the samples?" has the measurements).
+The encoder sees the class as a one-hot vector concatenated to the pixels; the decoder
+as the one-hot vector concatenated to each layer's input (condition="every-layer",
+Sohn et al.'s CVAE) or a projection of it added to z (condition="latent", the Flax/JAX
+tutorials'). The encoder still puts each class in a region of z, so the prior is
+learned per class (prior="class"), sending `sample --class c` to c's region (README:
+"How good are the samples?").
 """
 
 from typing import Sequence
@@ -23,10 +22,8 @@ from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exp
 from jaxtrain.models.family import example_keys
 
 # The class prior's parameters are stored divided by this: AdamW moves a parameter by
-# about lr a step whatever its gradient, and the posterior's class clusters sit 3-5
-# units from the origin, which the prior's means would take thousands of steps to reach
-# at lr 2e-3. Measured on Fashion-MNIST, one epoch: class accuracy of samples 65% with
-# scale 1, 94% with 10.
+# about lr a step, and the class regions of z sit 3-5 units from the origin (Fashion-
+# MNIST, one epoch: class accuracy of samples 65% with scale 1, 94% with 10).
 PRIOR_SCALE = 10.0
 
 
@@ -296,9 +293,6 @@ def train_flops_per_example(config: VAEConfig) -> float:
     weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     weights += 2 * c.encoder_widths[-1] * c.latent_dim  # (the prior's lookups: no FLOPs)
     widths = [c.latent_dim, *c.decoder_widths, c.image_dim]
-    if c.condition == "latent":
-        weights += c.num_classes * c.latent_dim + sum(
-            a * b for a, b in zip(widths[:-1], widths[1:]))
-    else:
-        weights += sum((a + c.num_classes) * b for a, b in zip(widths[:-1], widths[1:]))
-    return 6 * weights
+    onehot = c.num_classes if c.condition == "every-layer" else 0  # each layer's extra input
+    weights += sum((a + onehot) * b for a, b in zip(widths[:-1], widths[1:]))
+    return 6 * (weights + (c.num_classes * c.latent_dim if c.condition == "latent" else 0))

@@ -218,14 +218,12 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
 
 def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
                     iw_samples: int | None = None, samples: int | None = None) -> dict:
-    """Test metrics of the EMA parameters of a checkpoint (latest by default; "best");
-    with `iw_samples` K, also the importance-weighted test NLL (VAE) and its time; with
-    `samples` N, the judge's scores of N samples per class (training/quality.py)."""
+    """Test metrics of the EMA parameters of a checkpoint (latest by default; "best"); also
+    the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class."""
     restored = checkpoint.restore(workdir, restore_target, step)
     config = with_data(restored.config, data_dir, data_file)
     if samples and config.data.is_text:
-        raise ValueError("--samples scores image samples with the dataset's judge; this is a "
-                         "text run")
+        raise ValueError("--samples scores image samples; this is a text run")
     source = open_source(config)
     check_classes(config, source)
     run = Run(config, restored.position["steps_per_epoch"])
@@ -235,11 +233,10 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
         metrics.update(evaluate_iw(run, restored.state.ema_params, source, iw_samples))
         metrics["iw_s"] = time.perf_counter() - t
     if samples:
-        from jaxtrain.training.judge import judge_of
-        from jaxtrain.training.quality import sample_quality
+        from jaxtrain.training import judge, quality
 
-        metrics.update(sample_quality(run, restored.state.ema_params, source,
-                                      judge_of(config.data, source), samples))
+        metrics.update(quality.sample_quality(run, restored.state.ema_params, source,
+                                              judge.judge_of(config.data, source), samples))
     at = restored.position["step"]
     targets = getattr(run.family, "target_pixels", None)  # image families: binary or grey
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
