@@ -88,7 +88,7 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
     from jaxtrain.training.run import Run, restore_target
 
     workdir = tmp_path / "run"
-    jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 30, *TINY,
+    jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 20, *TINY,
              "--lr", "1e-2", "--no-tensorboard", check=True)
     restored = checkpoint.restore(workdir, restore_target)
     run = Run(restored.config, restored.position["steps_per_epoch"])
