@@ -268,6 +268,11 @@ def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain)
                     "--temperature", 0.8, "--top-k", 4).returncode == 0
     assert Image.open(out).size == (2 * 30 + 2, 2 * 30 + 2)
     assert Image.open(straight / "samples_epoch002.png").size == (302, 302)
+    # The judge scores the Transformer's binary samples against the binarized test set.
+    scored = json.loads(jaxtrain("eval", "--workdir", straight, "--samples", 2, "--json",
+                                 check=True).stdout)
+    assert scored["sample_pixels"] == "binary" and 0 <= scored["test_class_accuracy"] <= 1
+    assert scored["test_frechet"] > 0 and len(scored["class_accuracy_per_class"]) == 10
 
 
 def test_options_of_the_other_model_are_refused(jaxtrain, straight):
@@ -319,6 +324,8 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
     assert out.startswith("to be") and len(out.rstrip("\n")) >= 45
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--class", 1),
                           "--class applies to image models")
+    assert_one_line_error(jaxtrain("eval", "--workdir", straight, "--samples", 2),
+                          "--samples scores image samples")
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--prompt", "to be ¿"),
                           "not in the model's vocabulary", "'¿'")
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--prompt", "to be " * 4),

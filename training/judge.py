@@ -133,7 +133,7 @@ def load_or_train(source, path: Path, num_classes: int, retrain: bool = False,
     meta = {"stamp": stamp, "num_classes": num_classes, "accuracy": judged.accuracy,
             "accuracy_binary": judged.accuracy_binary, "version": VERSION}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # two writers: last one wins
     tmp.write_bytes(flax.serialization.msgpack_serialize(
         {"params": jax.device_get(params), "meta": meta}))
     tmp.replace(path)  # a reader never sees half a file
