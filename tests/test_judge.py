@@ -6,7 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, write_dataset
 from test_cli import assert_one_line_error
 
 from jaxtrain.models.judge import class_accuracy, frechet_distance
@@ -109,9 +109,11 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
     assert ignores["test_frechet_floor"] == uses["test_frechet_floor"]
 
 
-def test_judge_command_eval_samples_and_final_eval(tmp_path, data_dir, jaxtrain):
+def test_judge_command_eval_samples_and_final_eval(tmp_path, jaxtrain):
     """The CLI end to end: `judge` trains and keeps it; `fit --final-eval samples=N`
     and `eval --samples N` report the same scores."""
+    data_dir = tmp_path / "data"  # its own: other tests may have left a judge in theirs
+    write_dataset(data_dir)
     proc = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
                     check=True)
     assert "judge of mnist (64 training images, 10 classes), trained in" in proc.stdout
