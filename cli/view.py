@@ -17,11 +17,6 @@ from jaxtrain.cli.app import (
     start_jax,
 )
 
-# The keys of eval's result that training/quality.py:sample_quality adds.
-QUALITY_KEYS = ("test_class_accuracy", "test_frechet", "test_frechet_floor", "judge_accuracy",
-                "class_accuracy_per_class", "samples_per_class", "sample_pixels", "quality_s",
-                "class_names")
-
 
 @app.command()
 def sample(
@@ -96,7 +91,9 @@ def eval_(
     else:
         iw = {k: m.pop(k) for k in ("iw_nll", "iw_bits_per_dim", "iw_samples", "iw_s")
               if k in m}
-        quality = {k: m.pop(k) for k in QUALITY_KEYS if k in m}
+        from jaxtrain.training import quality as scores
+
+        quality = {k: m.pop(k) for k in scores.KEYS if k in m}
         where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
         unit = "character" if m["dataset"] == "text" else "image"
         targets = {"binary": ", binarized pixels", "grey": ", grey-level pixels"}.get(
@@ -110,9 +107,7 @@ def eval_(
                   f"{iw['iw_s']:.1f} s; a bound on -log p(x|c) that tightens with more "
                   f"samples (1 sample is the -ELBO, {m['test_loss']:.2f})")
         if quality:
-            from jaxtrain.training.quality import describe_quality
-
-            print(describe_quality(quality))
+            print(scores.describe_quality(quality))
 
 
 @app.command()

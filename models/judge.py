@@ -8,6 +8,8 @@ the Frechet distance is measured in) and the class logits.
 Shapes: B batch, C classes, F = 256 features.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -32,25 +34,20 @@ class Judge(nn.Module):
 def apply_in_batches(model: Judge, params, images: np.ndarray, batch: int = 500):
     """(predicted classes int [N], features float64 [N, F]) of images [N, 28, 28] in [0, 1],
     `batch` at a time (one compiled shape: the last batch is padded)."""
-    fn = _jitted_apply(model)
     labels, features = [], []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
         n = len(chunk)
         padded = np.pad(chunk, [(0, batch - n), (0, 0), (0, 0)]).astype(np.float32)
-        logits, f = fn(params, padded)
+        logits, f = _apply(model, params, padded)
         labels.append(np.asarray(jnp.argmax(logits, -1))[:n])
         features.append(np.asarray(f, np.float64)[:n])
     return np.concatenate(labels), np.concatenate(features)
 
 
-_APPLIED = {}
-
-
-def _jitted_apply(model: Judge):
-    if model not in _APPLIED:  # flax modules are hashable dataclasses
-        _APPLIED[model] = jax.jit(lambda p, x: model.apply({"params": p}, x))
-    return _APPLIED[model]
+@functools.partial(jax.jit, static_argnums=0)  # compiled once per network (modules hash)
+def _apply(model: Judge, params, images):
+    return model.apply({"params": params}, images)
 
 
 # --- The scores: numpy in float64, so they are exact enough to compare runs. ---

@@ -16,6 +16,10 @@ from jaxtrain.models.judge import class_accuracy, frechet_distance
 from jaxtrain.training.steps import run_keys
 
 SAMPLE_BATCH = 500  # samples drawn per call (a Transformer's KV cache grows with it)
+# The keys sample_quality adds to a result (eval's JSON, a run's last record).
+KEYS = ("test_class_accuracy", "test_frechet", "test_frechet_floor", "judge_accuracy",
+        "class_accuracy_per_class", "samples_per_class", "sample_pixels", "quality_s",
+        "class_names")
 
 
 def draw(family, params, num_classes: int, per_class: int, key) -> tuple[np.ndarray, np.ndarray]:
