@@ -11,7 +11,13 @@ import numpy as np
 import optax
 
 from jaxtrain.models.decoding import continue_text
-from jaxtrain.models.transformer import Transformer, TransformerConfig, train_flops_per_token
+from jaxtrain.models.transformer import (
+    PRECISIONS,
+    Transformer,
+    TransformerConfig,
+    attention_for,
+    train_flops_per_token,
+)
 
 PREVIEW_CHARS = 200  # characters generated for TensorBoard at each evaluation
 
@@ -23,13 +29,15 @@ class TextFamily:
     sample_options = ("temperature", "top_k")
     units = {"train_loss": "nats/char", "test_loss": "nats/char"}
 
-    def __init__(self, config: TransformerConfig, vocab: str):
+    def __init__(self, config: TransformerConfig, vocab: str, precision: str = "float32"):
         if not vocab or config.vocab_size != len(vocab) or config.output_size != len(vocab):
             raise ValueError(f"a text model needs vocab_size = output_size = {len(vocab or '')} "
                              f"(its vocabulary), got {config.vocab_size}/{config.output_size}")
         self.config, self.vocab = config, vocab
-        self.model = Transformer(config)
-        self.decoder = Transformer(config.replace(decode=True, dropout=0.0))
+        self.attention = attention_for(precision, config)
+        dtype = PRECISIONS[precision]
+        self.model = Transformer(config, self.attention, dtype)
+        self.decoder = Transformer(config.replace(decode=True, dropout=0.0), dtype=dtype)
         self.tokens_per_example = config.context
         self.flops_per_example = config.context * train_flops_per_token(config)
 

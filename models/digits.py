@@ -21,8 +21,10 @@ from jaxtrain.models.family import example_keys
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
     PATCH_SYMBOLS,
+    PRECISIONS,
     Transformer,
     TransformerConfig,
+    attention_for,
     train_flops_per_token,
 )
 
@@ -61,13 +63,15 @@ class DigitsFamily:
     sample_pixels = "binary"  # what sample() returns (training/quality.py compares alike)
     target_pixels = "binary"  # the fixed test binarization (models/binarize.py)
 
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config: TransformerConfig, precision: str = "float32"):
         if config.context != NUM_PATCHES:
             raise ValueError(f"--context must be {NUM_PATCHES} for digits (a class token and "
                              f"195 of the 196 2x2 patches), got {config.context}")
         self.config = config
-        self.model = Transformer(config)
-        self.decoder = Transformer(config.replace(decode=True, dropout=0.0))
+        self.attention = attention_for(precision, config)
+        dtype = PRECISIONS[precision]
+        self.model = Transformer(config, self.attention, dtype)
+        self.decoder = Transformer(config.replace(decode=True, dropout=0.0), dtype=dtype)
         self.flops_per_example = NUM_PATCHES * train_flops_per_token(config)
 
     def init(self, rng, batch_size):

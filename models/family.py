@@ -10,11 +10,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 Params = Any  # a pytree of arrays
 # name -> array; see training/data.py (images) and training/text.py (text). A training
 # batch also carries "row" int32 [B]: each example's row in the step's whole batch.
 Batch = dict
+# --precision -> the dtype of the models' matmuls (parameters and losses stay float32).
+PRECISIONS = {"float32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def example_keys(rng: jax.Array, ids: jax.Array) -> jax.Array:

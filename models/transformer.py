@@ -1,7 +1,7 @@
 """A decoder-only Transformer in Flax linen: the network alone.
 
-Shapes: B batch, T sequence length, D model width, H heads, V input vocabulary,
-K output vocabulary.
+Shapes: B batch, T sequence length, D model width, H heads, Dh = D / H head width,
+V input vocabulary, K output vocabulary.
 
 The model follows Flax's lm1b example: token and learned positional embeddings
 (truncated normal, stddev 0.02), pre-LayerNorm blocks of causal self-attention and a
@@ -10,9 +10,15 @@ an untied output projection. `config.replace(decode=True)` gives the sampling va
 which keeps keys and values in Flax's `cache` collection, so one new token costs one
 position, not the whole prefix (models/decoding.py runs it).
 
+Precision: `dtype` bfloat16 runs the matmuls and attention in bf16; parameters, the
+residual stream, LayerNorm statistics, the logits and so every loss stay float32.
+
 The tasks built on it: models/digits.py (class-conditional binarized images) and
 models/charlm.py (a character-level language model).
 """
+
+import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -23,33 +29,98 @@ from jaxtrain.models.configs import (  # noqa: F401 (re-exported)
     PATCH_SYMBOLS,
     TransformerConfig,
 )
-from jaxtrain.models.family import example_keys
+from jaxtrain.models.family import PRECISIONS, example_keys  # noqa: F401 (re-exported)
 
 embed_init = nn.initializers.truncated_normal(stddev=0.02)
+ATTENTIONS = ("blocked", "cudnn")
+
+
+def attention_for(precision: str, config: TransformerConfig, backend: str | None = None) -> str:
+    """The attention a training run uses, chosen once: cuDNN's fused (flash) attention on
+    a GPU where it applies (bf16, no attention dropout, a head width that is a multiple
+    of 8 up to 128), else the blocked attention."""
+    head = config.d_model // config.heads
+    fits = precision == "bf16" and config.dropout == 0 and head % 8 == 0 and head <= 128
+    return "cudnn" if fits and (backend or jax.default_backend()) == "gpu" else "blocked"
 
 
 def causal_attention(query, key, value, dropout_rng=None, dropout_rate=0.0,
-                     broadcast_dropout=True, deterministic=True, block=64):
-    """Exact causal softmax attention computed one block of `block` queries at a time:
-    a block's scores stop at its last query, so about half of the T x T scores (and the
-    softmax work on them) are never computed. A drop-in `attention_fn` for
-    nn.MultiHeadDotProductAttention ([B, T, H, Dh] in and out), with the same attention
-    dropout (one mask broadcast over batch and heads when `broadcast_dropout`)."""
-    t, depth = query.shape[1], query.shape[-1]
+                     deterministic=True, block=64):
+    """Exact causal softmax attention, heads first ([B, H, T, Dh] in and out), computed
+    one block of `block` queries at a time: a block's scores stop at its last query, so
+    about half of the T x T scores (and the softmax work on them) are never computed.
+    The softmax is float32 whatever the inputs' dtype. Attention dropout draws one mask
+    per block, broadcast over batch and heads (the same however a batch is split)."""
+    t, depth = query.shape[2], query.shape[-1]
     query = query / jnp.sqrt(depth).astype(query.dtype)
     outputs = []
     for i, start in enumerate(range(0, t, block)):
         end = min(t, start + block)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query[:, start:end], key[:, :end])  # [B, H, b, e]
+        scores = jnp.einsum("bhqd,bhkd->bhqk", query[:, :, start:end], key[:, :, :end],
+                            preferred_element_type=jnp.float32)  # [B, H, b, e]
         causal = jnp.arange(end) <= jnp.arange(start, end)[:, None]  # [b, e]
         weights = jax.nn.softmax(jnp.where(causal, scores, jnp.finfo(scores.dtype).min))
         if not deterministic and dropout_rate > 0.0:
-            shape = (1, 1, *weights.shape[2:]) if broadcast_dropout else weights.shape
-            keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, i),
-                                        1.0 - dropout_rate, shape)
+            keep = jax.random.bernoulli(jax.random.fold_in(dropout_rng, i), 1.0 - dropout_rate,
+                                        weights.shape[2:])
             weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-        outputs.append(jnp.einsum("bhqk,bkhd->bqhd", weights, value[:, :end]))  # [B, b, H, Dh]
-    return jnp.concatenate(outputs, axis=1)  # [B, T, H, Dh]
+        outputs.append(jnp.einsum("bhqk,bhkd->bhqd", weights.astype(value.dtype),
+                                  value[:, :, :end]))  # [B, H, b, Dh]
+    return jnp.concatenate(outputs, axis=2)  # [B, H, T, Dh]
+
+
+class Projection(nn.Module):
+    """The kernel and bias of one of nn.MultiHeadDotProductAttention's DenseGeneral
+    layers, under its names, shapes and initialisers (LeCun normal on the flat kernel),
+    so the sampling variant (which keeps Flax's attention for its cache) and checkpoints
+    saved before this module read the same parameters. Returns them flat: the 2-D matmul
+    XLA:CPU runs without copying a transpose."""
+
+    kernel_shape: tuple[int, ...]
+    inputs: int  # the kernel's leading axes that are inputs
+
+    @nn.compact
+    def __call__(self):
+        fan_in = math.prod(self.kernel_shape[:self.inputs])
+        fan_out = math.prod(self.kernel_shape[self.inputs:])
+        kernel = self.param("kernel", lambda rng: nn.initializers.lecun_normal()(
+            rng, (fan_in, fan_out)).reshape(self.kernel_shape))
+        bias = self.param("bias", nn.initializers.zeros_init(), self.kernel_shape[self.inputs:])
+        return kernel.reshape(fan_in, fan_out), bias.reshape(fan_out)
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal multi-head self-attention for training and evaluation, with the parameters
+    of nn.MultiHeadDotProductAttention: the three projections fused into one [D, 3D]
+    matmul on [B*T, D] rows, heads moved first once per layer, then the blocked
+    attention, or cuDNN's flash attention (`attention="cudnn"`, bf16 on a GPU)."""
+
+    heads: int
+    dropout_rate: float
+    attention: str = "blocked"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        b, t, d = x.shape
+        h, dh = self.heads, d // self.heads
+        projections = [Projection((d, h, dh), 1, name=n)() for n in ("query", "key", "value")]
+        kernel = jnp.concatenate([k for k, _ in projections], axis=1)  # [D, 3D]
+        bias = jnp.concatenate([b_ for _, b_ in projections])  # [3D]
+        qkv = x.reshape(b * t, d).astype(self.dtype) @ kernel.astype(self.dtype)
+        qkv = (qkv + bias.astype(self.dtype)).reshape(b, t, 3, h, dh)
+        if self.attention == "cudnn":
+            q, k, v = qkv.transpose(2, 0, 1, 3, 4)  # each [B, T, H, Dh], contiguous
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                               implementation="cudnn")  # [B, T, H, Dh]
+        else:
+            q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # each [B, H, T, Dh]
+            rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
+            out = causal_attention(q, k, v, rng, self.dropout_rate, deterministic)
+            out = out.transpose(0, 2, 1, 3)  # [B, T, H, Dh]
+        out_kernel, out_bias = Projection((h, dh, d), 2, name="out")()
+        out = out.reshape(b * t, d) @ out_kernel.astype(self.dtype) + out_bias.astype(self.dtype)
+        return out.reshape(b, t, d)  # [B, T, D]
 
 
 class ExampleDropout(nn.Module):
@@ -69,34 +140,47 @@ class ExampleDropout(nn.Module):
         return jnp.where(keep, x / (1.0 - self.rate), 0.0)
 
 
+def dense_rows(layer: nn.Dense, x):
+    """`layer` on [B, T, D] activations as one [B*T, D] matmul: XLA:CPU then needs no
+    copy of a transposed gradient for the weight gradient."""
+    return layer(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], layer.features)
+
+
 class Block(nn.Module):
     """Pre-LayerNorm residual block: causal self-attention, then a GELU MLP."""
 
     config: TransformerConfig
+    attention: str = "blocked"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, deterministic: bool, ids=None):
         c = self.config
         # The attention dropout mask is one for the whole batch (broadcast over batch and
         # heads), so it too is the same however the batch is split.
-        # In decode mode the attention's cache index masks the future, one query at a time.
-        h = nn.MultiHeadDotProductAttention(
-            num_heads=c.heads, dropout_rate=c.dropout, deterministic=deterministic,
-            decode=c.decode,
-            attention_fn=nn.dot_product_attention if c.decode else causal_attention,
-        )(nn.LayerNorm()(x))
+        # In decode mode Flax's attention keeps the cache; its index masks the future.
+        name = "MultiHeadDotProductAttention_0"
+        if c.decode:
+            h = nn.MultiHeadDotProductAttention(
+                num_heads=c.heads, dropout_rate=c.dropout, deterministic=deterministic,
+                decode=True, dtype=self.dtype, name=name)(nn.LayerNorm()(x))
+        else:
+            h = CausalSelfAttention(c.heads, c.dropout, self.attention, self.dtype,
+                                    name=name)(nn.LayerNorm()(x), deterministic)
         x = x + ExampleDropout(c.dropout)(h, deterministic, ids)  # [B, T, D]
-        h = nn.Dense(4 * c.d_model)(nn.LayerNorm()(x))  # [B, T, 4D]
-        h = nn.Dense(c.d_model)(nn.gelu(h))  # [B, T, D]
+        h = dense_rows(nn.Dense(4 * c.d_model, dtype=self.dtype), nn.LayerNorm()(x))  # [B, T, 4D]
+        h = dense_rows(nn.Dense(c.d_model, dtype=self.dtype), nn.gelu(h))  # [B, T, D]
         return x + ExampleDropout(c.dropout)(h, deterministic, ids)
 
 
 class Transformer(nn.Module):
-    """Tokens [B, T] -> logits [B, T, K]. In decode mode T is 1 and positions advance
-    with each call. `ids` [B]: the examples' rows in the step's whole batch, which key
-    their dropout masks (see ExampleDropout)."""
+    """Tokens [B, T] -> logits [B, T, K] (float32). In decode mode T is 1 and positions
+    advance with each call. `ids` [B]: the examples' rows in the step's whole batch,
+    which key their dropout masks (see ExampleDropout)."""
 
     config: TransformerConfig
+    attention: str = "blocked"  # see attention_for
+    dtype: Any = jnp.float32  # of the matmuls; see the module docstring
 
     @nn.compact
     def __call__(self, tokens, deterministic: bool = True, ids=None):
@@ -116,8 +200,8 @@ class Transformer(nn.Module):
             x = x + pos[None, : tokens.shape[1]]
         x = ExampleDropout(c.dropout)(x, deterministic, ids)
         for _ in range(c.layers):
-            x = Block(c)(x, deterministic, ids)
-        return nn.Dense(c.output_size)(nn.LayerNorm()(x))  # [B, T, K]
+            x = Block(c, self.attention, self.dtype)(x, deterministic, ids)
+        return dense_rows(nn.Dense(c.output_size), nn.LayerNorm()(x))  # [B, T, K]
 
 
 def train_flops_per_token(config: TransformerConfig) -> float:

@@ -9,7 +9,7 @@ learned per class (prior="class"), sending `sample --class c` to c's region (REA
 "How good are the samples?").
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,7 +19,7 @@ import optax
 
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
-from jaxtrain.models.family import example_keys
+from jaxtrain.models.family import PRECISIONS, example_keys
 
 # The class prior's parameters are stored divided by this: AdamW moves a parameter by
 # about lr a step, and the class regions of z sit 3-5 units from the origin (Fashion-
@@ -28,14 +28,15 @@ PRIOR_SCALE = 10.0
 
 
 class FeedForward(nn.Module):
-    """A stack of Dense layers, each followed by a ReLU."""
+    """A stack of Dense layers, each followed by a ReLU; `dtype` of their matmuls."""
 
     widths: Sequence[int]
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         for width in self.widths:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
         return x
 
 
@@ -43,29 +44,33 @@ class ConditionedFeedForward(nn.Module):
     """FeedForward whose every Dense layer also sees `condition` [B, C] (concatenated)."""
 
     widths: Sequence[int]
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, condition):
         for width in self.widths:
-            x = nn.relu(nn.Dense(width)(jnp.concatenate([x, condition], axis=-1)))
+            x = nn.relu(nn.Dense(width, dtype=self.dtype)(jnp.concatenate([x, condition], -1)))
         return x
 
 
 class VAE(nn.Module):
-    """Encoder q(z | x, c), decoder p(x | z, c); the decoder returns pixel logits."""
+    """Encoder q(z | x, c), decoder p(x | z, c); the decoder returns pixel logits. With
+    `dtype` bfloat16 the hidden layers' matmuls run in bf16; the latent's mean and
+    log-variance and the pixel logits are float32, so the losses keep their meaning."""
 
     config: VAEConfig
+    dtype: Any = jnp.float32
 
     def setup(self):
         c = self.config
-        self.encoder = FeedForward(c.encoder_widths)
+        self.encoder = FeedForward(c.encoder_widths, self.dtype)
         self.mean = nn.Dense(c.latent_dim)
         self.logvar = nn.Dense(c.latent_dim)
         if c.condition == "latent":
             self.class_proj = nn.Dense(c.latent_dim)
-            self.decoder = FeedForward(c.decoder_widths)
+            self.decoder = FeedForward(c.decoder_widths, self.dtype)
         else:
-            self.decoder = ConditionedFeedForward(c.decoder_widths)
+            self.decoder = ConditionedFeedForward(c.decoder_widths, self.dtype)
         self.out = nn.Dense(c.image_dim)
         if c.prior == "class":  # starts as N(0, I) for every class
             self.prior_mean = nn.Embed(c.num_classes, c.latent_dim,
@@ -152,9 +157,9 @@ class VAEFamily:
     tokens_per_example = None
     sample_pixels = "grey"  # sample() returns Bernoulli means (training/quality.py)
 
-    def __init__(self, config: VAEConfig):
+    def __init__(self, config: VAEConfig, precision: str = "float32"):
         self.config = config
-        self.model = VAE(config)
+        self.model = VAE(config, PRECISIONS[precision])
         # What the test loss scores: eval and the README say which.
         self.target_pixels = "binary" if config.binarize else "grey"
         self.flops_per_example = train_flops_per_example(config)

@@ -59,14 +59,16 @@ def test_shapes_and_parameter_count():
 def test_blocked_causal_attention_equals_masked_attention(length):
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, length, 3, 8)) for i in range(3))
     mask = nn.make_causal_mask(jnp.zeros((2, length)))
-    expected = nn.dot_product_attention(q, k, v, mask=mask)
-    np.testing.assert_allclose(causal_attention(q, k, v), expected, atol=1e-5)
-    np.testing.assert_allclose(causal_attention(q, k, v, block=16), expected, atol=1e-5)
+    expected = nn.dot_product_attention(q, k, v, mask=mask)  # [B, T, H, Dh]
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # heads first
+    for block in (64, 16):
+        out = causal_attention(q, k, v, block=block).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_attention_dropout_zeroes_weights_and_keeps_the_mean():
-    q = k = jnp.zeros((1, 128, 1, 4))  # uniform weights over the visible prefix
-    v = jnp.ones((1, 128, 1, 4))
+    q = k = jnp.zeros((1, 1, 128, 4))  # uniform weights over the visible prefix
+    v = jnp.ones((1, 1, 128, 4))
     out = causal_attention(q, k, v, jax.random.PRNGKey(0), 0.5, deterministic=False)
     # Each output is the mean of the kept, rescaled weights times 1: near 1 on average,
     # and not everywhere 1 (some weights were dropped).

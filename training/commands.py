@@ -103,7 +103,9 @@ class Announce(Callback):
         say(f"training {run.config.model} on {run.config.data.dataset}: from "
             f"{run.where(self.start)} to step {self.end}, batch {run.config.train.batch_size}, "
             f"evaluating every {run.eval_every} steps, workdir {self.workdir}"
-            + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else ""))
+            + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")
+            + f", {jax.default_backend()} {run.config.train.precision}"
+            + (f", {run.family.attention} attention" if hasattr(run.family, "attention") else ""))
 
 
 def _stop_step(run: Run, stop_at_epoch):

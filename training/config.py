@@ -22,6 +22,7 @@ MODELS = {"vae": (VAEConfig, "vae:VAEFamily"),
 TEXT_FAMILY = "charlm:TextFamily"
 DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
+PRECISION_NAMES = ("float32", "bf16")  # models/family.py:PRECISIONS gives their dtypes
 
 # Defaults that differ between families and tasks ({section: {field: value}}), applied
 # over the field defaults: everything not named here is the field's own default.
@@ -92,6 +93,11 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "Clip gradients to this global norm.", gt=0)
     ema_decay: float = setting(0.998, "Decay of the parameter EMA used for eval and sampling.",
                                ge=0, lt=1)
+    precision: str = setting(
+        "float32", "Precision of the models' matmuls: float32, or bf16 (bfloat16 matmuls and "
+        "activations, for GPUs; parameters, optimizer state, LayerNorm statistics, logits and "
+        "losses stay float32, so every NLL keeps its meaning). On a CPU without AVX-512 BF16 "
+        "bf16 is emulated, hence slower.", choices=PRECISION_NAMES)
     seed: int = setting(0, "Seed of initialisation, data order and sampling.")
     keep: int = setting(3, "Latest checkpoints to keep (the best one is kept too).", gt=0)
     patience: int = setting(
@@ -181,9 +187,10 @@ class RunConfig:
         where = TEXT_FAMILY if self.data.is_text else MODELS[self.model][1]
         module, name = where.split(":")
         cls = getattr(importlib.import_module(f"jaxtrain.models.{module}"), name)
+        precision = self.train.precision
         if self.data.is_text:
-            return cls(self.model_config, self.data.vocab)
-        return cls(self.model_config)
+            return cls(self.model_config, self.data.vocab, precision=precision)
+        return cls(self.model_config, precision=precision)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

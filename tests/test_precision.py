@@ -1,0 +1,87 @@
+"""--precision bf16 and the attention the Transformer trains with: bf16 runs train like
+float32 ones, keep float32 parameters, logits and losses, and reach the same loss
+within a stated tolerance; the fused attention module reads Flax's parameters."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtrain.models.transformer import CausalSelfAttention, attention_for
+from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.run import Run
+
+STEPS = 30
+
+
+def tiny_run(model, precision):
+    if model == "vae":
+        from jaxtrain.models.vae import VAEConfig
+
+        model_config = VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4)
+    else:
+        from jaxtrain.models.transformer import TransformerConfig
+
+        model_config = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.0)
+    config = RunConfig(model, model_config, DataConfig(),
+                       TrainConfig(epochs=None, steps=STEPS, batch_size=8, warmup_steps=2,
+                                   lr=3e-3, precision=precision))
+    return Run(config, None)
+
+
+def train_losses(run):
+    rng = np.random.default_rng(0)
+    images = (rng.random((8, 784)) < np.linspace(0.05, 0.6, 784)).astype(np.uint8) * 255
+    batch = {"image": images, "label": np.arange(8, dtype=np.int32) % 10}
+    state, losses = run.init_state(), []
+    for _ in range(STEPS):
+        state, metrics = run.train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    return state, losses
+
+
+@pytest.mark.parametrize("model", ["vae", "transformer"])
+def test_bf16_trains_like_float32(model):
+    f32_state, f32 = train_losses(tiny_run(model, "float32"))
+    bf16_state, bf16 = train_losses(tiny_run(model, "bf16"))
+    assert bf16[0] == pytest.approx(f32[0], rel=0.02)  # same parameters at step 0
+    assert bf16[-1] < 0.9 * bf16[0]  # it learns
+    # Tolerance stated in the README: after 30 steps, within 3% of float32's loss.
+    assert bf16[-1] == pytest.approx(f32[-1], rel=0.03)
+    for leaf in jax.tree.leaves((bf16_state.params, bf16_state.opt_state, bf16_state.ema_params)):
+        assert leaf.dtype != jnp.bfloat16  # parameters and optimizer state stay float32
+
+
+def test_bf16_logits_are_float32_and_the_run_says_its_precision():
+    run = tiny_run("transformer", "bf16")
+    params = run.family.init(jax.random.PRNGKey(0), 2)
+    logits = run.family.model.apply({"params": params}, jnp.zeros((2, 196), jnp.int32))
+    assert logits.dtype == jnp.float32
+    assert run.family.attention == "blocked"  # a CPU never takes the cuDNN kernel
+
+
+def test_cudnn_attention_only_where_it_applies():
+    from jaxtrain.models.transformer import TransformerConfig
+
+    plain = TransformerConfig(dropout=0.0)  # heads of width 32
+    assert attention_for("bf16", plain, "gpu") == "cudnn"
+    assert attention_for("float32", plain, "gpu") == "blocked"  # cuDNN's kernel is 16-bit
+    assert attention_for("bf16", plain.replace(dropout=0.1), "gpu") == "blocked"  # no dropout
+    assert attention_for("bf16", plain.replace(d_model=20, heads=2), "gpu") == "blocked"
+    assert attention_for("bf16", plain, "cpu") == "blocked"
+
+
+def test_fused_attention_reads_flax_attention_parameters():
+    """The same initial parameters as nn.MultiHeadDotProductAttention (names, shapes,
+    values), and the same outputs under a causal mask: checkpoints saved before the
+    fused module load, and the sampling variant (Flax's attention, for its cache)
+    agrees with training."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 70, 32))
+    flax_attention = nn.MultiHeadDotProductAttention(num_heads=4)
+    ours = CausalSelfAttention(heads=4, dropout_rate=0.0)
+    params = flax_attention.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params,
+                                     ours.init(jax.random.PRNGKey(0), x, True)))
+    expected = flax_attention.apply(params, x, mask=nn.make_causal_mask(x[..., 0]))
+    np.testing.assert_allclose(ours.apply(params, x, True), expected, atol=1e-5)
