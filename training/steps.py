@@ -122,6 +122,18 @@ def update_ema(ema_params, params, decay, trainable=None):
                         ema_params, params, trainable)
 
 
+def gpu_determinism(family) -> dict:
+    """XLA options that make a compiled GPU program repeatable, so resume is exact there
+    as on a CPU: deterministic kernels only (no atomics in scatter-adds and reductions)
+    and no timing-based autotuning. {} on a CPU (deterministic already) and for cuDNN's
+    attention, which fails to compile with them (jax 0.11.2, H200, measured): such a run
+    relies on the persistent compilation cache handing every later process the program
+    the first one compiled (README: "On a GPU")."""
+    if jax.default_backend() != "gpu" or getattr(family, "attention", None) == "cudnn":
+        return {}
+    return {"xla_gpu_deterministic_ops": True}
+
+
 def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, trainable=None):
     """One jitted optimizer step; `state` is donated, so the caller must not reuse it.
     With `accumulate` K > 1, the batch is split into K micro-batches whose gradients are
@@ -162,7 +174,8 @@ def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, tr
     shardings = {} if parallel is None else {
         "in_shardings": (parallel.replicated, parallel.batch),
         "out_shardings": (parallel.replicated, parallel.replicated)}
-    return jax.jit(train_step, donate_argnums=0, **shardings)
+    return jax.jit(train_step, donate_argnums=0, compiler_options=gpu_determinism(family),
+                   **shardings)
 
 
 def accumulated_grads(grad_fn, params, batch, rng, k):
@@ -195,4 +208,4 @@ def make_eval_step(family, parallel=None):
     shardings = {} if parallel is None else {
         "in_shardings": (parallel.replicated, parallel.batch, parallel.replicated),
         "out_shardings": parallel.replicated}
-    return jax.jit(family.eval_sums, **shardings)
+    return jax.jit(family.eval_sums, compiler_options=gpu_determinism(family), **shardings)
