@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR := checkpoints/demo
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install demo test lint data bench clean
+.PHONY: install install-gpu demo test lint data bench gpu-carry clean
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+# JAX's CUDA 13 build on top (the [cuda] extra), for a machine with an NVIDIA GPU.
+install-gpu: install
+	$(BIN)/python -m pip install --quiet -e '.[test,cuda]'
 
 # Fashion-MNIST from Debian's package: real data that needs no download at run time.
 data:
@@ -40,6 +44,13 @@ lint: install
 # jaxtrain against PyTorch eager, side by side (about 10 minutes): benchmarks/results/.
 bench: install data
 	$(BIN)/python benchmarks/bench.py --dataset fashion-mnist
+
+# What benchmarks/gpu_check.sh takes to a GPU machine that cannot download (README: "On
+# a GPU"): two small wheels its Python may lack, and Fashion-MNIST.
+gpu-carry: install data
+	mkdir -p .gpu-carry/wheels .gpu-carry/fashion-mnist
+	$(BIN)/python -m pip download --quiet --no-deps -d .gpu-carry/wheels tensorboardX tomli-w
+	cp /usr/share/datasets/fashion-mnist/*.gz .gpu-carry/fashion-mnist/
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

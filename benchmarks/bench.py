@@ -189,9 +189,10 @@ def kv_cache_sampling(config, n, repeats):
 class ClassicTorchEpoch:
     """The classic PyTorch VAE script's epoch (pytorch/examples vae/main.py): a torchvision
     dataset with ToTensor per image through a shuffling DataLoader, a train pass, a test
-    pass, then torch.save of model and optimizer. The model is jaxtrain's (TorchVAE)."""
+    pass, then torch.save of model and optimizer. The model is jaxtrain's (TorchVAE), on
+    `device` (the script's `.to(device)` idiom for a GPU)."""
 
-    def __init__(self, dataset, data_dir, batch_size):
+    def __init__(self, dataset, data_dir, batch_size, device="cpu"):
         from torchvision import datasets, transforms
 
         cls = datasets.FashionMNIST if dataset == "fashion-mnist" else datasets.MNIST
@@ -201,22 +202,24 @@ class ClassicTorchEpoch:
             cls(root, train=True, transform=to_tensor), batch_size=batch_size, shuffle=True)
         self.test = torch.utils.data.DataLoader(
             cls(root, train=False, transform=to_tensor), batch_size=batch_size)
-        self.model = ref.TorchVAE()
+        self.device = device
+        self.model = ref.TorchVAE().to(device)
         self.step = ref.make_step(self.model, ref.vae_loss, lr=2e-3)
         self.path = Path(tempfile.mkdtemp()) / "vae.pt"
 
     def __call__(self):
         self.model.train()
         for images, labels in self.train:
-            self.step(images.view(-1, 784), labels)
+            self.step(images.view(-1, 784).to(self.device), labels.to(self.device))
         self.model.eval()
         with torch.no_grad():
             for images, labels in self.test:
-                ref.vae_loss(self.model, images.view(-1, 784), labels)
+                ref.vae_loss(self.model, images.view(-1, 784).to(self.device),
+                             labels.to(self.device))
         torch.save({"model": self.model.state_dict()}, self.path)
 
 
-def whole_epoch(dataset, data_dir, batch_size, repeats):
+def whole_epoch(dataset, data_dir, batch_size, repeats, device="cpu"):
     """One epoch of `jaxtrain fit` (data, steps, eval, images, checkpoint) against the
     classic PyTorch script's epoch, alternating, after one warm-up epoch each."""
     source = data.ImageSource(dataset, data_dir, False, batch_size, seed=0)
@@ -234,7 +237,7 @@ def whole_epoch(dataset, data_dir, batch_size, repeats):
         e = next(epoch)
         state = train(run, workdir, state, source, e * spe, (e + 1) * spe)
 
-    classic = ClassicTorchEpoch(dataset, data_dir, batch_size)
+    classic = ClassicTorchEpoch(dataset, data_dir, batch_size, device)
 
     def theirs():
         torch.set_num_threads(os.cpu_count())  # PyTorch's default
