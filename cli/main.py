@@ -5,7 +5,10 @@ presets) and cli/judge.py (judge). Every user error ends as one line on stderr a
 non-zero exit code, without a traceback.
 """
 
+import atexit
+import os
 import sys
+import threading
 
 import typer
 
@@ -42,5 +45,26 @@ def main():
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def run():
+    """The console script: main(), then an exit that skips the interpreter's teardown,
+    which frees JAX's and torch's objects one by one (1.6 s of a 10.7 s `fit` here,
+    measured). Nothing is lost: the loop has closed its writers and checkpoint manager,
+    and here the other threads finish, the streams flush and atexit handlers run."""
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()
