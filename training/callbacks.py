@@ -4,8 +4,10 @@ the record (JSONL, TensorBoard, curves, console) are in training/writers.py.
 """
 
 import math
+import os
 import sys
 import time
+from pathlib import Path
 
 import jax
 from tqdm import tqdm
@@ -198,6 +200,36 @@ class Checkpoint(Callback):
 
     def on_end(self, loop):
         self.manager.wait_until_finished()
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux's /proc, 10 ms resolution), else None."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class FirstStep(Callback):
+    """How long the command took to its first finished step (interpreter, imports, data,
+    compilation: what a user waits for), said once and kept in the first record as
+    first_step_s."""
+
+    def __init__(self):
+        self.seconds = None
+
+    def on_step(self, loop):
+        if loop.step == loop.start + 1:
+            jax.block_until_ready(loop.state.step)
+            self.seconds = process_seconds()
+            if self.seconds is not None:
+                say(f"first step done {self.seconds:.1f} s after the command started")
+
+    def on_record(self, loop, record):
+        if self.seconds is not None:
+            record["first_step_s"], self.seconds = self.seconds, None
 
 
 class Profile(Callback):

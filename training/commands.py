@@ -20,6 +20,7 @@ from jaxtrain.training.callbacks import (
     EarlyStopping,
     Evaluate,
     FinalEval,
+    FirstStep,
     Images,
     NonFinite,
     Profile,
@@ -76,8 +77,8 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
         peak, cached = peak_gflops()
         say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
             f"{'cached' if cached else 'measured once and cached'})")
-    callbacks = [Announce(start, end, workdir), Progress(), Evaluate(), FinalEval(),
-                 NonFinite(manager),
+    callbacks = [Announce(start, end, workdir), FirstStep(), Progress(), Evaluate(),
+                 FinalEval(), NonFinite(manager),
                  EarlyStopping(run.config.train.patience), Images(), Checkpoint(manager)]
     if is_primary():  # the writers
         callbacks += [Console(peak), Jsonl(), Curves()]
