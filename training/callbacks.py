@@ -215,13 +215,17 @@ def process_seconds() -> float | None:
 class FirstStep(Callback):
     """How long the command took to its first finished step (interpreter, imports, data,
     compilation: what a user waits for), said once and kept in the first record as
-    first_step_s."""
+    first_step_s. Only the first loop of a process reports (a benchmark or test calling
+    the trainer again would report the process's age)."""
+
+    reported = False  # by a loop of this process
 
     def __init__(self):
         self.seconds = None
 
     def on_step(self, loop):
-        if loop.step == loop.start + 1:
+        if loop.step == loop.start + 1 and not FirstStep.reported:
+            FirstStep.reported = True
             jax.block_until_ready(loop.state.step)
             self.seconds = process_seconds()
             if self.seconds is not None:
