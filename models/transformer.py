@@ -104,9 +104,9 @@ class CausalSelfAttention(nn.Module):
     def __call__(self, x, deterministic: bool):
         b, t, d = x.shape
         h, dh = self.heads, d // self.heads
-        projections = [Projection((d, h, dh), 1, name=n)() for n in ("query", "key", "value")]
-        kernel = jnp.concatenate([k for k, _ in projections], axis=1)  # [D, 3D]
-        bias = jnp.concatenate([b_ for _, b_ in projections])  # [3D]
+        kernels, biases = zip(*(Projection((d, h, dh), 1, name=n)()
+                                for n in ("query", "key", "value")))
+        kernel, bias = jnp.concatenate(kernels, axis=1), jnp.concatenate(biases)  # [D, 3D], [3D]
         qkv = x.reshape(b * t, d).astype(self.dtype) @ kernel.astype(self.dtype)
         qkv = (qkv + bias.astype(self.dtype)).reshape(b, t, 3, h, dh)
         if self.attention == "cudnn":

@@ -269,13 +269,8 @@ class VAEFamily:
 
     def reconstruct(self, params, images, labels):
         """Reconstructions [N, 28, 28] from the posterior mean (no sampling noise)."""
-
-        def fn(module, x, label):
-            mean, _ = module.encode(x, label)
-            return module.decode(mean, label)
-
-        out = self.model.apply({"params": params}, images, labels, method=fn)
-        return np.asarray(decoded_image(self.config, out)).reshape(-1, 28, 28)
+        mean, _ = self.model.apply({"params": params}, images, labels, method=VAE.encode)
+        return self.generate(params, labels, mean)
 
     def latents(self, params, rng, labels, eps=None):
         """z [N, Z] drawn from p(z | c) for classes `labels` [N]: mean + sigma * eps,

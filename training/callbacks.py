@@ -27,6 +27,23 @@ def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+class Announce(Callback):
+    """The "training ..." line, once the loop's signal handlers are in place (so a
+    SIGTERM after it always saves)."""
+
+    def __init__(self, start, end, workdir):
+        self.start, self.end, self.workdir = start, end, workdir
+
+    def on_start(self, loop):
+        run = loop.run
+        say(f"training {run.config.model} on {run.config.data.dataset}: from "
+            f"{run.where(self.start)} to step {self.end}, batch {run.config.train.batch_size}, "
+            f"evaluating every {run.eval_every} steps, workdir {self.workdir}"
+            + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")
+            + f", {jax.default_backend()} {run.config.train.precision}"
+            + (f", {run.family.attention} attention" if hasattr(run.family, "attention") else ""))
+
+
 class Progress(Callback):
     """A tqdm bar per evaluation period, counting tokens (sequence models) or examples,
     so its rate reads tokens/s; the loss appears at each log (no extra host read)."""

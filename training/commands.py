@@ -16,6 +16,7 @@ import numpy as np
 from jaxtrain.training import checkpoint
 from jaxtrain.training import workdir as workdirs
 from jaxtrain.training.callbacks import (
+    Announce,
     Checkpoint,
     EarlyStopping,
     Evaluate,
@@ -30,7 +31,7 @@ from jaxtrain.training.callbacks import (
 from jaxtrain.training.config import RunConfig, default_data_dir
 from jaxtrain.training.config_file import to_toml
 from jaxtrain.training.images import make_grid, save_grid
-from jaxtrain.training.loop import Callback, Loop, run_loop
+from jaxtrain.training.loop import Loop, run_loop
 from jaxtrain.training.parallel import is_primary, sync_processes
 from jaxtrain.training.prepare import check_classes, prepare, with_data
 from jaxtrain.training.run import Run, evaluate, evaluate_iw, open_source, restore_target
@@ -90,23 +91,6 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
         return run_loop(loop, callbacks)
     finally:
         manager.close()
-
-
-class Announce(Callback):
-    """The "training ..." line, once the loop's signal handlers are in place (so a
-    SIGTERM after it always saves)."""
-
-    def __init__(self, start, end, workdir):
-        self.start, self.end, self.workdir = start, end, workdir
-
-    def on_start(self, loop):
-        run = loop.run
-        say(f"training {run.config.model} on {run.config.data.dataset}: from "
-            f"{run.where(self.start)} to step {self.end}, batch {run.config.train.batch_size}, "
-            f"evaluating every {run.eval_every} steps, workdir {self.workdir}"
-            + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")
-            + f", {jax.default_backend()} {run.config.train.precision}"
-            + (f", {run.family.attention} attention" if hasattr(run.family, "attention") else ""))
 
 
 def _stop_step(run: Run, stop_at_epoch):
