@@ -97,6 +97,9 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight, jax
     assert final(workdir)[0].step == 8
     jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
+    # The straight run was a process of its own: its start to its first finished step.
+    first = json.loads((straight / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 < first["first_step_s"] < 300
 
 
 def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straight, jaxtrain):
