@@ -272,6 +272,54 @@ def command_seconds(args, repeats):
                     for _ in range(repeats)])
 
 
+def whole_commands(dataset, data_dir, epochs):
+    """`jaxtrain fit --epochs N` (the VAE's defaults) against the classic PyTorch script's N
+    epochs (benchmarks/torch_vae_script.py), each a whole command: interpreter, imports,
+    data, training, evaluation, saving and exit."""
+    common = ["--dataset", dataset, "--data-dir", str(data_dir), "--epochs", str(epochs)]
+    commands = {"jax": [sys.executable, "-m", "jaxtrain.cli.main", "fit", *common,
+                        "--no-download", "--workdir", tempfile.mkdtemp()],
+                "torch": [sys.executable, str(ROOT / "benchmarks" / "torch_vae_script.py"),
+                          *common]}
+    out = {side: seconds(lambda c=c: subprocess.run(c, check=True, capture_output=True))
+           for side, c in commands.items()}
+    return {**out, "ratio": out["torch"] / out["jax"], "epochs": epochs}
+
+
+def vim_manual() -> Path | None:
+    """The Vim user manual as one text file (a Debian machine's offline text), or None."""
+    parts = sorted(Path("/usr/share/vim").glob("vim*/doc/usr_*.txt"))
+    if not parts:
+        return None
+    path = Path(tempfile.mkdtemp()) / "vim-manual.txt"
+    path.write_text("".join(p.read_text(encoding="utf-8", errors="replace") for p in parts),
+                    encoding="utf-8")
+    return path
+
+
+def baby_gpt(data_file, steps):
+    """nanoGPT's CPU "baby GPT" (4 layers of 128, 4 heads, context 64, batch 12, dropout 0)
+    for `steps` steps, evaluated every 250, as whole commands: `jaxtrain fit` against the
+    PyTorch eager script of the same model and loop (benchmarks/torch_char_script.py)."""
+    workdir = Path(tempfile.mkdtemp())
+    commands = {
+        "jax": [sys.executable, "-m", "jaxtrain.cli.main", "fit", "--model", "transformer",
+                "--dataset", "text", "--data-file", str(data_file), "--context", "64",
+                "--batch-size", "12", "--steps", str(steps), "--dropout", "0",
+                "--eval-every", "250", "--workdir", str(workdir)],
+        "torch": [sys.executable, str(ROOT / "benchmarks" / "torch_char_script.py"),
+                  "--data-file", str(data_file), "--steps", str(steps)]}
+    out, printed = {"steps": steps, "text": str(data_file)}, {}
+    for side, command in commands.items():
+        t0 = time.perf_counter()
+        printed[side] = subprocess.run(command, check=True, capture_output=True, text=True)
+        out[side] = time.perf_counter() - t0
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    out["val_loss"] = {"jax": last["test_loss"],
+                       "torch": float(printed["torch"].stdout.split()[-1])}
+    return {**out, "ratio": out["torch"] / out["jax"]}
+
+
 def first_step(dataset, data_dir, repeats):
     """A 20-step VAE `jaxtrain fit` as a whole command: seconds from its start to its first
     finished step (the first_step_s it records) and to its exit, with a warm compilation
@@ -337,6 +385,15 @@ def markdown(results):
                  f"its first finished step | {fmt(c['first_step']['first_step_s'], 2)} s |",
                  f"| the same, whole command (steps, eval, PNGs, save, exit) | "
                  f"{fmt(c['first_step']['command_s'], 2)} s |"] if "first_step" in c else []),
+              *([f"| {c['whole']['epochs']} VAE epochs as whole commands: `jaxtrain fit` / the "
+                 f"classic PyTorch script | {c['whole']['jax']:.1f} s / {c['whole']['torch']:.1f}"
+                 f" s: {c['whole']['ratio']:.2f}x |"] if "whole" in c else []),
+              *([f"| nanoGPT's baby GPT (context 64, batch 12, dropout 0), "
+                 f"{c['baby_gpt']['steps']} steps on the Vim manual as whole commands: "
+                 f"`jaxtrain fit` / PyTorch eager script (validation loss) | "
+                 f"{c['baby_gpt']['jax']:.0f} s ({c['baby_gpt']['val_loss']['jax']:.3f}) / "
+                 f"{c['baby_gpt']['torch']:.0f} s ({c['baby_gpt']['val_loss']['torch']:.3f}): "
+                 f"{c['baby_gpt']['ratio']:.2f}x |"] if "baby_gpt" in c else []),
               f"| `jaxtrain sample --class 7` (VAE, end to end) | {fmt(c['sample_s'], 2)} s |"]
     return "\n".join(lines) + "\n"
 
@@ -398,9 +455,15 @@ def main():
         "help_s": command_seconds(["--help"], repeats),
         "sample_s": command_seconds(["sample", "--workdir", epoch["workdir"], "--class", "7",
                                      "--out", str(Path(epoch["workdir"]) / "s.png")], repeats)}
-    if not quick:  # two whole fit commands; the tests skip them
+    if not quick:  # whole training commands; the tests skip them
         results["commands"]["first_step"] = case("time to first step", first_step,
                                                  args.dataset, args.data_dir, repeats)
+        results["commands"]["whole"] = case("3 epochs as whole commands", whole_commands,
+                                            args.dataset, args.data_dir, 3)
+        text = vim_manual()
+        if text:
+            results["commands"]["baby_gpt"] = case("baby GPT as whole commands", baby_gpt,
+                                                   text, 2000)
     machine["load_after"] = loadavg()
 
     args.out.mkdir(parents=True, exist_ok=True)

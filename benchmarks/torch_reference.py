@@ -118,4 +118,5 @@ def make_step(model, loss_fn, lr=1e-3, weight_decay=1e-4, clip=1.0):
         opt.step()
         return loss
 
+    step.optimizer = opt  # for a schedule (benchmarks/torch_char_script.py)
     return step
