@@ -41,7 +41,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-# jaxtrain against PyTorch eager, side by side (about 10 minutes): benchmarks/results/.
+# jaxtrain against PyTorch eager, side by side (about 15 minutes): benchmarks/results/.
 bench: install data
 	$(BIN)/python benchmarks/bench.py --dataset fashion-mnist
 
