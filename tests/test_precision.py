@@ -13,6 +13,7 @@ from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
 from jaxtrain.training.run import Run
 
 STEPS = 30
+VOCAB = "abcdefghij"
 
 
 def tiny_run(model, precision):
@@ -20,11 +21,15 @@ def tiny_run(model, precision):
         from jaxtrain.models.vae import VAEConfig
 
         model_config = VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4)
-    else:
+        data = DataConfig()
+    else:  # a character model: the Transformer at its smallest context
         from jaxtrain.models.transformer import TransformerConfig
 
-        model_config = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.0)
-    config = RunConfig(model, model_config, DataConfig(),
+        model_config = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.0,
+                                         context=16, vocab_size=len(VOCAB),
+                                         output_size=len(VOCAB))
+        data = DataConfig(dataset="text", data_file="unused.txt", vocab=VOCAB)
+    config = RunConfig(model, model_config, data,
                        TrainConfig(epochs=None, steps=STEPS, batch_size=8, warmup_steps=2,
                                    lr=3e-3, precision=precision))
     return Run(config, None)
@@ -32,8 +37,11 @@ def tiny_run(model, precision):
 
 def train_losses(run):
     rng = np.random.default_rng(0)
-    images = (rng.random((8, 784)) < np.linspace(0.05, 0.6, 784)).astype(np.uint8) * 255
-    batch = {"image": images, "label": np.arange(8, dtype=np.int32) % 10}
+    if run.config.data.is_text:
+        batch = {"tokens": rng.integers(0, len(VOCAB), (8, 17)).astype(np.int32)}
+    else:
+        images = (rng.random((8, 784)) < np.linspace(0.05, 0.6, 784)).astype(np.uint8) * 255
+        batch = {"image": images, "label": np.arange(8, dtype=np.int32) % 10}
     state, losses = run.init_state(), []
     for _ in range(STEPS):
         state, metrics = run.train_step(state, batch)
@@ -56,7 +64,7 @@ def test_bf16_trains_like_float32(model):
 def test_bf16_logits_are_float32_and_the_run_says_its_precision():
     run = tiny_run("transformer", "bf16")
     params = run.family.init(jax.random.PRNGKey(0), 2)
-    logits = run.family.model.apply({"params": params}, jnp.zeros((2, 196), jnp.int32))
+    logits = run.family.model.apply({"params": params}, jnp.zeros((2, 16), jnp.int32))
     assert logits.dtype == jnp.float32
     assert run.family.attention == "blocked"  # a CPU never takes the cuDNN kernel
 
