@@ -12,10 +12,8 @@ import optax
 
 from jaxtrain.models.decoding import continue_text
 from jaxtrain.models.transformer import (
-    PRECISIONS,
-    Transformer,
     TransformerConfig,
-    attention_for,
+    networks,
     train_flops_per_token,
 )
 
@@ -34,10 +32,7 @@ class TextFamily:
             raise ValueError(f"a text model needs vocab_size = output_size = {len(vocab or '')} "
                              f"(its vocabulary), got {config.vocab_size}/{config.output_size}")
         self.config, self.vocab = config, vocab
-        self.attention = attention_for(precision, config)
-        dtype = PRECISIONS[precision]
-        self.model = Transformer(config, self.attention, dtype)
-        self.decoder = Transformer(config.replace(decode=True, dropout=0.0), dtype=dtype)
+        self.attention, self.model, self.decoder = networks(config, precision)
         self.tokens_per_example = config.context
         self.flops_per_example = config.context * train_flops_per_token(config)
 

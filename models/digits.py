@@ -21,10 +21,8 @@ from jaxtrain.models.family import example_keys
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
     PATCH_SYMBOLS,
-    PRECISIONS,
-    Transformer,
     TransformerConfig,
-    attention_for,
+    networks,
     train_flops_per_token,
 )
 
@@ -68,10 +66,7 @@ class DigitsFamily:
             raise ValueError(f"--context must be {NUM_PATCHES} for digits (a class token and "
                              f"195 of the 196 2x2 patches), got {config.context}")
         self.config = config
-        self.attention = attention_for(precision, config)
-        dtype = PRECISIONS[precision]
-        self.model = Transformer(config, self.attention, dtype)
-        self.decoder = Transformer(config.replace(decode=True, dropout=0.0), dtype=dtype)
+        self.attention, self.model, self.decoder = networks(config, precision)
         self.flops_per_example = NUM_PATCHES * train_flops_per_token(config)
 
     def init(self, rng, batch_size):

@@ -29,10 +29,9 @@ from jaxtrain.models.configs import (  # noqa: F401 (re-exported)
     PATCH_SYMBOLS,
     TransformerConfig,
 )
-from jaxtrain.models.family import PRECISIONS, example_keys  # noqa: F401 (re-exported)
+from jaxtrain.models.family import PRECISIONS, example_keys
 
 embed_init = nn.initializers.truncated_normal(stddev=0.02)
-ATTENTIONS = ("blocked", "cudnn")
 
 
 def attention_for(precision: str, config: TransformerConfig, backend: str | None = None) -> str:
@@ -42,6 +41,14 @@ def attention_for(precision: str, config: TransformerConfig, backend: str | None
     head = config.d_model // config.heads
     fits = precision == "bf16" and config.dropout == 0 and head % 8 == 0 and head <= 128
     return "cudnn" if fits and (backend or jax.default_backend()) == "gpu" else "blocked"
+
+
+def networks(config: TransformerConfig, precision: str):
+    """(attention, training network, sampling network) of a task's Transformer: the
+    attention chosen once (attention_for), the matmuls in `precision`'s dtype."""
+    attention, dtype = attention_for(precision, config), PRECISIONS[precision]
+    return (attention, Transformer(config, attention, dtype),
+            Transformer(config.replace(decode=True, dropout=0.0), dtype=dtype))
 
 
 def causal_attention(query, key, value, dropout_rng=None, dropout_rate=0.0,
