@@ -85,17 +85,23 @@ def matmul_peak(n, repeats):
     return out
 
 
-def jax_steps(family, batch, steps, batch_size):
-    """A closure running `steps` of jaxtrain's jitted train step on one fixed batch."""
+PER_CALL = 10  # steps per call in the --steps-per-call case
+
+
+def jax_steps(family, batch, steps, batch_size, per_call=1):
+    """A closure running `steps` of jaxtrain's jitted train step on one fixed batch, in
+    calls of `per_call` steps (--steps-per-call) each."""
     train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
     schedule = make_schedule(train_config, 100_000)
     state = create_state(family, train_config, make_optimizer(train_config, schedule))
-    step = make_train_step(family, schedule, train_config.ema_decay)
+    step = make_train_step(family, schedule, train_config.ema_decay, steps_per_call=per_call)
+    if per_call > 1:
+        batch = jax.tree.map(lambda x: np.stack([x] * per_call), batch)
     batch = jax.device_put(batch)
 
     def run():
         nonlocal state
-        for _ in range(steps):
+        for _ in range(steps // per_call):
             state, _ = step(state, batch)
         jax.block_until_ready(state)
 
@@ -110,12 +116,12 @@ def torch_steps(step, batch, steps):
     return run
 
 
-def vae_step(batch_size, steps, repeats, peak):
+def vae_step(batch_size, steps, repeats, peak, per_call=1):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
     labels = rng.integers(0, 10, batch_size)
     ours = jax_steps(VAEFamily(VAEConfig()), {"image": images, "label": labels.astype(np.int32)},
-                     steps, batch_size)
+                     steps, batch_size, per_call)
     theirs = torch_steps(ref.make_step(ref.TorchVAE(), ref.vae_loss, lr=2e-3),
                          (torch.from_numpy(images / np.float32(255)), torch.from_numpy(labels)),
                          steps)
@@ -431,6 +437,11 @@ def main():
     for b in (8,) if quick else (64, 128, 512):
         results["cases"][f"VAE train step, batch {b}"] = case(
             f"VAE step {b}", vae_step, b, 2 if quick else max(10, 6400 // b), repeats, peak)
+    # The same steps, PER_CALL to a call of the compiled program (--steps-per-call).
+    b = 8 if quick else 128
+    results["cases"][f"VAE train step, batch {b}, {PER_CALL} steps per call"] = case(
+        f"VAE step {b} x{PER_CALL}", vae_step, b, 2 * PER_CALL if quick else 6400 // b,
+        repeats, peak, PER_CALL)
     tiny = dict(layers=1, d_model=32, heads=2) if quick else {}
     digits = TransformerConfig(**tiny)
     text_ctx = 16 if quick else 256

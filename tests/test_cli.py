@@ -102,6 +102,22 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight, jax
     assert 0 < first["first_step_s"] < 300
 
 
+def test_steps_per_call_stopped_and_resumed_equals_the_straight_run(tmp_path, data_dir,
+                                                                    straight, jaxtrain):
+    """3 steps a call (8-step epochs: 3 + 3 + 1 + 1) trains what 1 step a call does, on a
+    CPU bitwise, through a stop and a resume; the setting is saved with the run."""
+    workdir = tmp_path / "run"
+    jaxtrain(*fit_args(data_dir, workdir, "--steps-per-call", 3, "--stop-at-epoch", 1,
+                       "--log-every", 2), check=True)
+    jaxtrain("resume", "--workdir", workdir, check=True)
+    assert_same_run(straight, workdir)
+    assert "steps_per_call = 3" in (workdir / "config.toml").read_text()
+    lines = [(workdir / "metrics.jsonl"), (straight / "metrics.jsonl")]
+    a, b = ([json.loads(line) for line in f.read_text().splitlines()] for f in lines)
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["train_steps"] for r in a] == [8] * EPOCHS
+
+
 def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
     proc = popen(*fit_args(data_dir, workdir))

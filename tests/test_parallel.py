@@ -49,20 +49,22 @@ def one_device(tmp_path_factory, data_dir):
 @pytest.mark.parametrize("saved_on, resumed_on", [(2, 1), (1, 2)])
 def test_two_devices_train_like_one_and_checkpoints_move(tmp_path, data_dir, one_device,
                                                          saved_on, resumed_on):
-    """Epoch 1 on one device count, epoch 2 on the other: both epochs match one device."""
-    fit(data_dir, tmp_path, saved_on, "--stop-at-epoch", 1)
+    """Epoch 1 on one device count, epoch 2 on the other: both epochs match one device
+    (3 steps a call here, split over the devices in both cases)."""
+    fit(data_dir, tmp_path, saved_on, "--stop-at-epoch", 1, "--steps-per-call", 3)
     cli("resume", "--workdir", tmp_path, "--devices", resumed_on, env=TWO_DEVICES)
     assert_close_runs(one_device, tmp_path)
 
 
 def test_two_processes_train_like_one_device(tmp_path, data_dir, one_device):
     """Two processes of one CPU device each, joined by jax.distributed (as two hosts would
-    be), train one run; one process then resumes it alone."""
+    be), train one run; one process then resumes it alone. 3 steps a call: each
+    process puts its rows of the stacked batches."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     args = ["fit", "--data-dir", data_dir, "--workdir", tmp_path, "--epochs", 2, *TINY,
-            "--stop-at-epoch", 1]
+            "--stop-at-epoch", 1, "--steps-per-call", 3]
     procs = [popen(*args, env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
                                "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
              for i in (0, 1)]

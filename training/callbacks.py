@@ -55,13 +55,14 @@ class Progress(Callback):
         if self.bar is None:
             family = loop.run.family
             self.per_step = loop.run.config.train.batch_size * (family.tokens_per_example or 1)
-            end = loop.period_end
+            end, self.shown = loop.period_end, loop.period_start
             self.bar = tqdm(total=(end - loop.period_start) * self.per_step,
                             unit="tok" if family.tokens_per_example else "img",
                             unit_scale=True, leave=False,
                             desc=f"steps {loop.period_start}-{end}",
                             disable=None if is_primary() else True)
-        self.bar.update(self.per_step)
+        self.bar.update((loop.step - self.shown) * self.per_step)  # 1 or S steps a call
+        self.shown = loop.step
 
     def on_log(self, loop, metrics):
         if self.bar is not None:
@@ -240,8 +241,8 @@ class FirstStep(Callback):
     def __init__(self):
         self.seconds = None
 
-    def on_step(self, loop):
-        if loop.step == loop.start + 1 and not FirstStep.reported:
+    def on_step(self, loop):  # after the first call (S steps with --steps-per-call S)
+        if not FirstStep.reported:
             FirstStep.reported = True
             jax.block_until_ready(loop.state.step)
             self.seconds = process_seconds()
@@ -255,31 +256,31 @@ class FirstStep(Callback):
 
 class Profile(Callback):
     """A jax.profiler trace of steps [first, last) into <workdir>/profile/, viewable in
-    TensorBoard's profile plugin or Perfetto."""
+    TensorBoard's profile plugin or Perfetto; with --steps-per-call S, from the first call
+    that starts at or after `first` to the first that ends at or after `last`."""
 
     def __init__(self, first: int, last: int):
-        self.first, self.last, self.active = first, last, False
+        self.first, self.last, self.active, self.done = first, last, False, False
 
     def _begin(self, loop):
         self.folder = loop.workdir / "profile"
         jax.profiler.start_trace(str(self.folder))
-        self.active = True
+        self.active, self.began = True, loop.step
 
     def on_start(self, loop):
-        if loop.step == self.first and is_primary():
-            self._begin(loop)
+        self.on_step(loop)
 
     def on_step(self, loop):
-        if loop.step == self.first and is_primary():
+        if not self.active and not self.done and is_primary() and loop.step >= self.first:
             self._begin(loop)
-        elif loop.step == self.last and self.active:
+        elif self.active and loop.step >= self.last:
             self._finish(loop)
 
     def _finish(self, loop):
         jax.block_until_ready(loop.state)
         jax.profiler.stop_trace()
-        self.active = False
-        say(f"profile of steps {self.first}-{self.last} written to {self.folder} (open it "
+        self.active, self.done = False, True
+        say(f"profile of steps {self.began}-{loop.step} written to {self.folder} (open it "
             f"with `tensorboard --logdir {self.folder}` or ui.perfetto.dev)")
 
     def on_end(self, loop):

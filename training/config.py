@@ -86,6 +86,10 @@ class TrainConfig:
     accumulate: int = setting(
         1, "Split each step's batch into this many micro-batches whose gradients are "
         "averaged (a device holds one micro-batch's activations at a time).", gt=0)
+    steps_per_call: int = setting(
+        1, "Optimizer steps per call of the compiled program (a lax.scan over this many "
+        "batches): fewer dispatches for small models. Evaluation, checkpoints, logs and "
+        "Ctrl-C happen between calls; the steps are the same on a CPU.", gt=0)
     lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
     warmup_steps: int = setting(200, "Linear warmup steps from lr/100 before cosine decay.",
                                 ge=0)

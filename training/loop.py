@@ -2,14 +2,16 @@
 
 Hooks, in the order they fire (see training/callbacks.py for the callbacks themselves):
   on_start(loop)            once, before the first step
-  on_step(loop)             after every step; no host read (dispatch runs ahead)
-  on_log(loop, metrics)     every `log_every` steps and before each evaluation: the train
+  on_step(loop)             after every call of the step program (one step, or S with
+                            --steps-per-call S); no host read (dispatch runs ahead)
+  on_log(loop, metrics)     every `log_every` steps (at the first call that reaches a
+                            multiple) and before each evaluation: the train
                             metrics since the last log, read to the host in one sync
   on_eval(loop, record)     every `eval_every` steps and at the end: the record is built
                             up in callback order (test metrics, images, checkpoint ...)
   on_record(loop, record)   then, the finished record, for the writers (JSONL, TensorBoard,
                             curves, console)
-  on_interrupt(loop)        on the first SIGINT/SIGTERM, at a step boundary
+  on_interrupt(loop)        on the first SIGINT/SIGTERM, between two calls
   on_end(loop)              always, last (closes writers, waits for checkpoints)
 A callback stops the run early by setting `loop.stop_reason`.
 """
@@ -85,8 +87,29 @@ class Loop:
         every = self.run.eval_every
         return min(self.end, (self.period_start // every + 1) * every)
 
+    def call_steps(self) -> int:
+        """Steps the next call runs: S (--steps-per-call) when S steps fit before the next
+        evaluation, else 1. Counted from the evaluation period's first step, so calls
+        start at the same steps whatever step a run resumes from, and only the period's
+        last (eval_every mod S) steps run one by one: two programs, not one per length."""
+        s, every = self.run.steps_per_call, self.run.eval_every
+        offset = self.step % every
+        return s if s > 1 and offset % s == 0 and self.step + s <= self.period_end else 1
+
     def position_at(self, step: int) -> dict:
         return {**self.position, "step": step, "steps_per_epoch": self.run.steps_per_epoch}
+
+
+def per_step(host: list, stacked: list) -> list:
+    """Host metrics of single steps and of S-step calls (stacked [S]) -> one dict a step."""
+    out = []
+    for metrics, is_stacked in zip(host, stacked):
+        if is_stacked:
+            n = len(next(iter(metrics.values())))
+            out.extend({k: v[i] for k, v in metrics.items()} for i in range(n))
+        else:
+            out.append(metrics)
+    return out
 
 
 def mean_metrics(host: list) -> dict:
@@ -104,16 +127,18 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
     run, train = loop.run, loop.run.config.train
     loop.step = loop.period_start = loop.log_start = loop.start
     batches = loop.source.train_batches(loop.start)
-    pending, period_host = [], []  # device metrics since the last log; host ones this period
+    # Device metrics since the last log (and whether each is an S-step call's [S]); host
+    # ones of this period, one dict a step.
+    pending, stacked, period_host = [], [], []
     times = {"t0": time.perf_counter(), "data": 0.0}
 
     def log():
-        nonlocal pending
+        nonlocal pending, stacked
         if pending:
-            host = jax.device_get(pending)  # the one sync of a log period
+            host = per_step(jax.device_get(pending), stacked)  # the one sync of a log period
             period_host.extend(host)
             metrics = mean_metrics(host)
-            pending = []
+            pending, stacked = [], []
             for cb in callbacks:
                 cb.on_log(loop, metrics)
             loop.log_start = loop.step
@@ -123,15 +148,23 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
             for cb in callbacks:
                 cb.on_start(loop)
             while loop.step < loop.end and loop.stop_reason is None:
+                n = loop.call_steps()
                 t_data = time.perf_counter()
-                batch = run.parallel.put_batch(next(batches))
+                if n == 1:
+                    batch = run.parallel.put_batch(next(batches))
+                else:
+                    chunk = [next(batches) for _ in range(n)]
+                    batch = run.parallel.put_batch(
+                        jax.tree.map(lambda *x: np.stack(x), *chunk), stacked=True)
                 times["data"] += time.perf_counter() - t_data
-                loop.state, metrics = run.train_step(loop.state, batch)
+                step_fn = run.train_step if n == 1 else run.train_steps
+                loop.state, metrics = step_fn(loop.state, batch)
                 pending.append(metrics)
-                loop.step += 1
+                stacked.append(n > 1)
+                loop.step += n
                 for cb in callbacks:
                     cb.on_step(loop)
-                if loop.step % train.log_every == 0:
+                if loop.step // train.log_every > (loop.step - n) // train.log_every:
                     log()
                 if stop.signum is not None:
                     log()  # the NaN check runs before anything is saved

@@ -78,6 +78,8 @@ class DataParallel:
         self.mesh = Mesh(np.array(available[:n]), ("data",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batch = NamedSharding(self.mesh, PartitionSpec("data"))
+        # S batches stacked for one call of S steps (--steps-per-call): [S, B, ...].
+        self.stacked = NamedSharding(self.mesh, PartitionSpec(None, "data"))
 
     def check_batch_size(self, batch_size: int, accumulate: int = 1) -> None:
         if batch_size % self.devices:
@@ -89,17 +91,20 @@ class DataParallel:
                              f"multiple of {accumulate * self.devices} (--accumulate times "
                              "the devices)")
 
-    def put_batch(self, batch: dict) -> dict:
+    def put_batch(self, batch: dict, stacked: bool = False) -> dict:
         """Host arrays of the global batch -> global arrays split over the mesh; each
-        process contributes the rows of its own devices."""
+        process contributes the rows of its own devices. `stacked`: S batches [S, B, ...]
+        for one call of S steps, split along B."""
         n, index = jax.process_count(), jax.process_index()
+        sharding = self.stacked if stacked else self.batch
         if n == 1:
-            return jax.device_put(batch, self.batch)  # the same, with less overhead
+            return jax.device_put(batch, sharding)  # the same, with less overhead
 
         def put(x):
-            rows = len(x) // n
-            return jax.make_array_from_process_local_data(
-                self.batch, x[index * rows:(index + 1) * rows], x.shape)
+            rows = x.shape[int(stacked)] // n
+            mine = x[:, index * rows:(index + 1) * rows] if stacked else \
+                x[index * rows:(index + 1) * rows]
+            return jax.make_array_from_process_local_data(sharding, mine, x.shape)
 
         return jax.tree.map(put, batch)
 

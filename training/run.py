@@ -45,6 +45,14 @@ class Run:
         # Built once per run, so each compiles once.
         self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
                                           self.parallel, train.accumulate, self.trainable)
+        self.steps_per_call = train.steps_per_call
+        if self.steps_per_call > self.eval_every:
+            raise ValueError(f"--steps-per-call {self.steps_per_call} is more than the "
+                             f"{self.eval_every} steps between evaluations: lower it")
+        # S steps in one call (training/loop.py:Loop.call_steps says when it is used).
+        self.train_steps = None if self.steps_per_call == 1 else make_train_step(
+            self.family, self.schedule, train.ema_decay, self.parallel, train.accumulate,
+            self.trainable, self.steps_per_call)
         self.eval_step = make_eval_step(self.family, self.parallel)
 
     def init_state(self, start=None):

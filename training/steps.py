@@ -134,12 +134,19 @@ def gpu_determinism(family) -> dict:
     return {"xla_gpu_deterministic_ops": True}
 
 
-def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, trainable=None):
+def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, trainable=None,
+                    steps_per_call=1):
     """One jitted optimizer step; `state` is donated, so the caller must not reuse it.
     With `accumulate` K > 1, the batch is split into K micro-batches whose gradients are
     averaged before the one update (see accumulated_grads). A `trainable` mask freezes
     the False leaves. With a `parallel.DataParallel`, the batch is split over its mesh
-    and the state and metrics are replicated."""
+    and the state and metrics are replicated.
+
+    With `steps_per_call` S > 1 the jitted function takes S stacked batches [S, B, ...]
+    and runs S steps in one lax.scan: one dispatch (and one host-to-device copy) for S
+    steps, which is what a small model's step time is made of. Its metrics are stacked
+    [S]. The scan's body is the same step (keys and EMA from state.step), and on a CPU
+    its states equal S single steps bitwise (tests/test_steps_per_call.py)."""
     loss_fn = family.train_loss
     if trainable is not None:
         # Frozen leaves get a zero gradient that XLA need not compute (their weight
@@ -171,10 +178,16 @@ def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, tr
                    "lr": schedule(state.step)}
         return new_state.replace(ema_params=ema), metrics
 
+    step = train_step
+    if steps_per_call > 1:
+        def step(state, batches):
+            return jax.lax.scan(train_step, state, batches)
+
     shardings = {} if parallel is None else {
-        "in_shardings": (parallel.replicated, parallel.batch),
+        "in_shardings": (parallel.replicated,
+                         parallel.stacked if steps_per_call > 1 else parallel.batch),
         "out_shardings": (parallel.replicated, parallel.replicated)}
-    return jax.jit(train_step, donate_argnums=0, compiler_options=gpu_determinism(family),
+    return jax.jit(step, donate_argnums=0, compiler_options=gpu_determinism(family),
                    **shardings)
 
 

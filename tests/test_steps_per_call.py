@@ -1,0 +1,74 @@
+"""--steps-per-call S: S optimizer steps in one lax.scan call are the S single steps (on a
+CPU, bitwise), and the loop's calls start at the same steps wherever a run resumes."""
+
+import types
+
+import jax
+import numpy as np
+import pytest
+from test_accumulate import CASES
+
+from jaxtrain.training.config import RunConfig, TrainConfig
+from jaxtrain.training.loop import Loop, per_step
+from jaxtrain.training.run import Run
+
+S = 3
+
+
+@pytest.mark.parametrize("case", ["vae", "text"])
+def test_one_call_of_s_steps_is_s_single_steps_bitwise(case):
+    make, batches = CASES[case]
+    model, model_config, data = make()
+    config = RunConfig(model, model_config, data,
+                       TrainConfig(epochs=None, steps=100, batch_size=8, warmup_steps=2,
+                                   lr=3e-3, steps_per_call=S))
+    run = Run(config, None)
+    singles, single_metrics = run.init_state(), []
+    for batch in batches(8):  # S batches (dropout > 0 in the text case)
+        singles, metrics = run.train_step(singles, batch)
+        single_metrics.append(metrics)
+    stacked = jax.tree.map(lambda *x: np.stack(x), *batches(8))
+    called, call_metrics = run.train_steps(run.init_state(), stacked)
+    assert int(called.step) == S
+    for x, y in zip(jax.tree.leaves(singles), jax.tree.leaves(called), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    host = per_step([jax.device_get(call_metrics)], [True])
+    assert len(host) == S
+    for a, b in zip(jax.device_get(single_metrics), host, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == b[key], key
+
+
+def calls(start, end, every, s):
+    """The lengths of the loop's calls from `start` to `end` (training/loop.py)."""
+    run = types.SimpleNamespace(steps_per_call=s, eval_every=every)
+    loop = Loop(run=run, workdir=None, state=None, source=None, start=start, end=end,
+                position={}, step=start, period_start=start)
+    out = []
+    while loop.step < end:
+        n = loop.call_steps()
+        out.append(n)
+        loop.step += n
+        if loop.step == loop.period_end:
+            loop.period_start = loop.step
+    return out
+
+
+def test_calls_stop_at_evaluations_and_start_at_the_same_steps_after_a_resume():
+    # 8 steps between evaluations, S = 3: 3 + 3, then 2 single steps before each one.
+    assert calls(0, 20, 8, 3) == [3, 3, 1, 1, 3, 3, 1, 1, 3, 1]
+    # Resumed at a call boundary (a SIGTERM) or an evaluation: the same calls from there.
+    assert calls(3, 20, 8, 3) == [3, 1, 1, 3, 3, 1, 1, 3, 1]
+    assert calls(8, 20, 8, 3) == [3, 3, 1, 1, 3, 1]
+    assert calls(0, 8, 8, 1) == [1] * 8
+
+
+def test_more_steps_per_call_than_between_evaluations_is_an_error():
+    make, _ = CASES["vae"]
+    model, model_config, data = make()
+    config = RunConfig(model, model_config, data,
+                       TrainConfig(epochs=None, steps=100, eval_every=4, warmup_steps=2,
+                                   steps_per_call=5))
+    with pytest.raises(ValueError, match="--steps-per-call 5 is more than the 4 steps"):
+        Run(config, None)
