@@ -10,12 +10,13 @@ from torch import nn
 
 class TorchVAE(nn.Module):
     """models/vae.py's default class-conditional VAE: 794-512-256 encoder, latent 32, a
-    decoder whose every layer also sees the one-hot class (42-256, 266-512, 522-784), a
-    learned Gaussian prior p(z | c) per class, Bernoulli likelihood."""
+    decoder whose every layer also sees the one-hot class (42-512, 522-1024, 1034-784),
+    SiLU between layers, a learned Gaussian prior p(z | c) per class, Bernoulli
+    likelihood."""
 
     PRIOR_SCALE = 10.0  # as models/vae.py stores the prior
 
-    def __init__(self, encoder=(512, 256), decoder=(256, 512), latent=32, classes=10):
+    def __init__(self, encoder=(512, 256), decoder=(512, 1024), latent=32, classes=10):
         super().__init__()
         self.classes = classes
         self.encoder = mlp([784 + classes, *encoder])
@@ -36,7 +37,7 @@ class TorchVAE(nn.Module):
         h = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
         for i, layer in enumerate(self.decoder):
             h = layer(torch.cat([h, onehot], -1))
-            h = F.relu(h) if i < len(self.decoder) - 1 else h
+            h = F.silu(h) if i < len(self.decoder) - 1 else h
         prior = (self.PRIOR_SCALE * self.prior_mean(label),
                  self.PRIOR_SCALE * self.prior_logvar(label))
         return h, (mean, logvar), prior
@@ -45,7 +46,7 @@ class TorchVAE(nn.Module):
 def mlp(widths):
     layers = []
     for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), nn.SiLU()]
     return nn.Sequential(*layers)
 
 

@@ -29,10 +29,8 @@ def main():
 
     source = data.ImageSource(args.dataset, args.data_dir, True, args.batch_size, seed=0)
     steps = source.steps_per_epoch
-    # The default run (warmup shortened only for a dataset too small for it; the schedule's
-    # values do not change the speed).
-    train = TrainConfig(batch_size=args.batch_size,
-                        warmup_steps=min(TrainConfig.warmup_steps, steps))
+    # The default run (the schedule's values do not change the speed).
+    train = TrainConfig(batch_size=args.batch_size)
     config = RunConfig("vae", VAEConfig(), DataConfig(args.dataset, args.data_dir), train)
     run = Run(config, steps)
 

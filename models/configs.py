@@ -10,6 +10,7 @@ from jaxtrain.training.settings import SettingError, setting, validate
 LIKELIHOODS = ("bernoulli", "gaussian")
 CONDITIONS = ("every-layer", "latent")
 PRIORS = ("class", "standard")
+ACTIVATIONS = ("relu", "gelu", "silu", "elu")  # models/vae.py:ACTIVATION_FNS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +20,11 @@ class VAEConfig:
     encoder_widths: tuple[int, ...] = setting(
         (512, 256), "vae: encoder hidden widths, comma-separated.")
     decoder_widths: tuple[int, ...] = setting(
-        (256, 512), "vae: decoder hidden widths, comma-separated.")
+        (512, 1024), "vae: decoder hidden widths, comma-separated.")
     latent_dim: int = setting(32, "vae: size of the latent z.", gt=0)
+    activation: str = setting(
+        "silu", "vae: the hidden layers' nonlinearity (runs saved before 2026-11-28: relu).",
+        choices=ACTIVATIONS)
     likelihood: str = setting(
         "bernoulli", "vae: bernoulli (logits + binary cross-entropy, loss in nats) or gaussian "
         "(the tutorial's squared error).", choices=LIKELIHOODS)
@@ -47,7 +51,7 @@ class VAEConfig:
     NOT_ARCHITECTURE = ("likelihood", "kl_weight", "binarize")
     # The values of settings added since a run may have been saved that its parameters
     # were made with (a saved config lacking the field gets this, not the default).
-    LEGACY = {"condition": "latent", "prior": "standard"}
+    LEGACY = {"condition": "latent", "prior": "standard", "activation": "relu"}
 
     def __post_init__(self):
         # JSON and TOML give lists back; keep the dataclass hashable and comparable.

@@ -27,16 +27,20 @@ from jaxtrain.models.family import PRECISIONS, example_keys
 PRIOR_SCALE = 10.0
 
 
+ACTIVATION_FNS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
+
+
 class FeedForward(nn.Module):
-    """A stack of Dense layers, each followed by a ReLU; `dtype` of their matmuls."""
+    """A stack of Dense layers, each followed by `activation`; `dtype` of their matmuls."""
 
     widths: Sequence[int]
     dtype: Any = jnp.float32
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x):
         for width in self.widths:
-            x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
+            x = ACTIVATION_FNS[self.activation](nn.Dense(width, dtype=self.dtype)(x))
         return x
 
 
@@ -45,11 +49,13 @@ class ConditionedFeedForward(nn.Module):
 
     widths: Sequence[int]
     dtype: Any = jnp.float32
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x, condition):
         for width in self.widths:
-            x = nn.relu(nn.Dense(width, dtype=self.dtype)(jnp.concatenate([x, condition], -1)))
+            h = nn.Dense(width, dtype=self.dtype)(jnp.concatenate([x, condition], -1))
+            x = ACTIVATION_FNS[self.activation](h)
         return x
 
 
@@ -63,14 +69,14 @@ class VAE(nn.Module):
 
     def setup(self):
         c = self.config
-        self.encoder = FeedForward(c.encoder_widths, self.dtype)
+        self.encoder = FeedForward(c.encoder_widths, self.dtype, c.activation)
         self.mean = nn.Dense(c.latent_dim)
         self.logvar = nn.Dense(c.latent_dim)
         if c.condition == "latent":
             self.class_proj = nn.Dense(c.latent_dim)
-            self.decoder = FeedForward(c.decoder_widths, self.dtype)
+            self.decoder = FeedForward(c.decoder_widths, self.dtype, c.activation)
         else:
-            self.decoder = ConditionedFeedForward(c.decoder_widths, self.dtype)
+            self.decoder = ConditionedFeedForward(c.decoder_widths, self.dtype, c.activation)
         self.out = nn.Dense(c.image_dim)
         if c.prior == "class":  # starts as N(0, I) for every class
             self.prior_mean = nn.Embed(c.num_classes, c.latent_dim,

@@ -32,6 +32,13 @@ def test_schedule_warms_up_from_nonzero_then_decays():
     np.testing.assert_allclose(schedule(100), 1e-5, rtol=1e-5)
 
 
+def test_default_warmup_is_a_tenth_of_the_run():
+    schedule = make_schedule(TrainConfig(lr=1e-3), total_steps=4680)  # 468 steps of warmup
+    np.testing.assert_allclose(schedule(234), 1e-5 + 0.5 * (1e-3 - 1e-5), rtol=1e-5)
+    np.testing.assert_allclose(schedule(468), 1e-3, rtol=1e-5)
+    assert schedule(467) < 1e-3
+
+
 def test_schedule_rejects_warmup_longer_than_run():
     with pytest.raises(ValueError, match="--warmup-steps"):
         make_schedule(TrainConfig(warmup_steps=100), total_steps=50)

