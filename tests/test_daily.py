@@ -191,6 +191,11 @@ def test_profile_steps_write_a_trace(tmp_path, data_dir, jaxtrain):
     proc = jaxtrain(*fit_args(data_dir, workdir, 1, "--profile-steps", "2:4"))
     assert "profile of steps 2-4 written to" in proc.stderr
     assert list((workdir / "profile").rglob("*.xplane.pb"))
+    # 3 steps a call (0-3, 3-6, then 6 and 7 alone): from the first call that starts at or
+    # after step 2 to the first that ends at or after step 4.
+    proc = jaxtrain(*fit_args(data_dir, tmp_path / "c", 1, "--profile-steps", "2:4",
+                              "--steps-per-call", 3))
+    assert "profile of steps 3-6 written to" in proc.stderr
     assert_one_line_error(jaxtrain(*fit_args(data_dir, tmp_path / "b", 1, "--profile-steps",
                                              "5:99")), "--profile-steps 5:99")
     assert_one_line_error(jaxtrain(*fit_args(data_dir, tmp_path / "b", 1, "--profile-steps",
