@@ -23,7 +23,7 @@ class VAEConfig:
         (512, 1024), "vae: decoder hidden widths, comma-separated.")
     latent_dim: int = setting(32, "vae: size of the latent z.", gt=0)
     activation: str = setting(
-        "silu", "vae: the hidden layers' nonlinearity (runs saved before 2026-11-28: relu).",
+        "silu", "vae: the hidden layers' nonlinearity (runs saved without it: relu).",
         choices=ACTIVATIONS)
     likelihood: str = setting(
         "bernoulli", "vae: bernoulli (logits + binary cross-entropy, loss in nats) or gaussian "
