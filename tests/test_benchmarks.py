@@ -50,9 +50,10 @@ def test_side_by_side_suite_writes_json_and_table(data_dir, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "bench.json").read_text())
-    assert len(results["cases"]) == 3 and results["matmul_peak"]["peak_gflops"] > 0
+    assert len(results["cases"]) == 4 and results["matmul_peak"]["peak_gflops"] > 0
     for case in results["cases"].values():
         assert case["ratio"]["median"] > 0 and len(case["jax"]["values"]) == 1
     assert results["epoch"]["epoch_s"]["jax"] > 0 and results["commands"]["help_s"]["median"] > 0
     table = (tmp_path / "bench.md").read_text()
     assert "| VAE train step, batch 8 |" in table and "KV cache" in table
+    assert "| VAE train step, batch 8, 10 steps per call |" in table

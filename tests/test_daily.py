@@ -160,10 +160,10 @@ def test_one_writer_per_workdir_and_kill_9_leaves_no_stale_lock(tmp_path, data_d
 def test_early_stopping_ends_the_run_and_resume_says_so(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "run"
     # A learning rate this high makes the test loss worse after the first epochs.
-    # (The architecture of runs before 2026-11-27: the current one diverges at this rate.)
+    # (The architecture of the first runs: the current one diverges at this rate.)
     proc = jaxtrain(*fit_args(data_dir, workdir, 8, "--patience", 1, "--lr", "0.3",
                               "--ema-decay", "0", "--condition", "latent", "--prior",
-                              "standard"))
+                              "standard", "--activation", "relu"))
     assert proc.returncode == 0, proc.stderr
     rows = records(workdir)
     losses = [r["test_loss"] for r in rows]

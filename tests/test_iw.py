@@ -52,12 +52,12 @@ def iw_nll(family, params, batch, samples, key=jax.random.PRNGKey(7)):
 def test_iw_estimate_matches_numerical_integration():
     """With a 1-D latent, -log p(x | c) is an integral the test computes on a grid; 20,000
     importance samples match it to 0.01 nats/image, while one sample (the ELBO's
-    estimator) is off by more than 2 (measured: 5.4)."""
+    estimator) is off by more than 1 (measured: 2.0; 5.4 with ReLU instead of SiLU)."""
     family, params, batch = one_d_family_and_batch()
     exact = np.mean([exact_nll(family, params, batch["image"][i], batch["label"][i])
                      for i in range(len(batch["label"]))])
     one, many = iw_nll(family, params, batch, 1), iw_nll(family, params, batch, 20_000)
-    assert one - exact > 2
+    assert one - exact > 1
     assert abs(many - exact) < 0.01, (many, exact)
 
 
