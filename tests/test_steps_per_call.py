@@ -15,16 +15,16 @@ from jaxtrain.training.run import Run
 S = 3
 
 
-@pytest.mark.parametrize("case", ["vae", "text"])
-def test_one_call_of_s_steps_is_s_single_steps_bitwise(case):
-    make, batches = CASES[case]
+def test_one_call_of_s_steps_is_s_single_steps_bitwise():
+    """The text Transformer with dropout (the VAE: tests/test_cli.py, through the loop)."""
+    make, batches = CASES["text"]
     model, model_config, data = make()
     config = RunConfig(model, model_config, data,
                        TrainConfig(epochs=None, steps=100, batch_size=8, warmup_steps=2,
                                    lr=3e-3, steps_per_call=S))
     run = Run(config, None)
     singles, single_metrics = run.init_state(), []
-    for batch in batches(8):  # S batches (dropout > 0 in the text case)
+    for batch in batches(8):  # S batches
         singles, metrics = run.train_step(singles, batch)
         single_metrics.append(metrics)
     stacked = jax.tree.map(lambda *x: np.stack(x), *batches(8))
