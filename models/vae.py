@@ -31,31 +31,19 @@ ACTIVATION_FNS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.e
 
 
 class FeedForward(nn.Module):
-    """A stack of Dense layers, each followed by `activation`; `dtype` of their matmuls."""
+    """A stack of Dense layers, each followed by `activation`; `dtype` of their matmuls.
+    With a `condition` [B, C], every layer's input is concatenated with it."""
 
     widths: Sequence[int]
     dtype: Any = jnp.float32
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, condition=None):
         for width in self.widths:
+            if condition is not None:
+                x = jnp.concatenate([x, condition], -1)
             x = ACTIVATION_FNS[self.activation](nn.Dense(width, dtype=self.dtype)(x))
-        return x
-
-
-class ConditionedFeedForward(nn.Module):
-    """FeedForward whose every Dense layer also sees `condition` [B, C] (concatenated)."""
-
-    widths: Sequence[int]
-    dtype: Any = jnp.float32
-    activation: str = "relu"
-
-    @nn.compact
-    def __call__(self, x, condition):
-        for width in self.widths:
-            h = nn.Dense(width, dtype=self.dtype)(jnp.concatenate([x, condition], -1))
-            x = ACTIVATION_FNS[self.activation](h)
         return x
 
 
@@ -74,9 +62,7 @@ class VAE(nn.Module):
         self.logvar = nn.Dense(c.latent_dim)
         if c.condition == "latent":
             self.class_proj = nn.Dense(c.latent_dim)
-            self.decoder = FeedForward(c.decoder_widths, self.dtype, c.activation)
-        else:
-            self.decoder = ConditionedFeedForward(c.decoder_widths, self.dtype, c.activation)
+        self.decoder = FeedForward(c.decoder_widths, self.dtype, c.activation)
         self.out = nn.Dense(c.image_dim)
         if c.prior == "class":  # starts as N(0, I) for every class
             self.prior_mean = nn.Embed(c.num_classes, c.latent_dim,
