@@ -32,7 +32,7 @@ def test_one_call_of_s_steps_is_s_single_steps_bitwise():
     assert int(called.step) == S
     for x, y in zip(jax.tree.leaves(singles), jax.tree.leaves(called), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    host = per_step([jax.device_get(call_metrics)], [True])
+    host = per_step([jax.device_get(call_metrics)])
     assert len(host) == S
     for a, b in zip(jax.device_get(single_metrics), host, strict=True):
         assert a.keys() == b.keys()

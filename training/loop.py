@@ -100,13 +100,13 @@ class Loop:
         return {**self.position, "step": step, "steps_per_epoch": self.run.steps_per_epoch}
 
 
-def per_step(host: list, stacked: list) -> list:
-    """Host metrics of single steps and of S-step calls (stacked [S]) -> one dict a step."""
+def per_step(host: list) -> list:
+    """Host metrics of single steps (scalars) and of S-step calls (stacked [S]) -> one
+    dict a step."""
     out = []
-    for metrics, is_stacked in zip(host, stacked):
-        if is_stacked:
-            n = len(next(iter(metrics.values())))
-            out.extend({k: v[i] for k, v in metrics.items()} for i in range(n))
+    for metrics in host:
+        if np.ndim(metrics["loss"]):
+            out.extend({k: v[i] for k, v in metrics.items()} for i in range(len(metrics["loss"])))
         else:
             out.append(metrics)
     return out
@@ -127,18 +127,18 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
     run, train = loop.run, loop.run.config.train
     loop.step = loop.period_start = loop.log_start = loop.start
     batches = loop.source.train_batches(loop.start)
-    # Device metrics since the last log (and whether each is an S-step call's [S]); host
-    # ones of this period, one dict a step.
-    pending, stacked, period_host = [], [], []
+    # Device metrics since the last log (an S-step call's stacked [S]); host ones of this
+    # period, one dict a step.
+    pending, period_host = [], []
     times = {"t0": time.perf_counter(), "data": 0.0}
 
     def log():
-        nonlocal pending, stacked
+        nonlocal pending
         if pending:
-            host = per_step(jax.device_get(pending), stacked)  # the one sync of a log period
+            host = per_step(jax.device_get(pending))  # the one sync of a log period
             period_host.extend(host)
             metrics = mean_metrics(host)
-            pending, stacked = [], []
+            pending = []
             for cb in callbacks:
                 cb.on_log(loop, metrics)
             loop.log_start = loop.step
@@ -160,7 +160,6 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
                 step_fn = run.train_step if n == 1 else run.train_steps
                 loop.state, metrics = step_fn(loop.state, batch)
                 pending.append(metrics)
-                stacked.append(n > 1)
                 loop.step += n
                 for cb in callbacks:
                     cb.on_step(loop)
