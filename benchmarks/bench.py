@@ -44,6 +44,7 @@ from jaxtrain.models.vae import VAEConfig, VAEFamily
 from jaxtrain.training import checkpoint, data
 from jaxtrain.training.commands import train
 from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.host import tune_host
 from jaxtrain.training.run import Run
 from jaxtrain.training.steps import create_state, make_optimizer, make_schedule, make_train_step
 
@@ -360,7 +361,10 @@ def markdown(results):
              f"{m['load_after']} after. Median (min-max) of {m['repeats']} alternating "
              f"repeats ({m.get('repeats_long', m['repeats'])} for the Transformers, the whole "
              "epoch and the first step); ratio = jaxtrain / PyTorch eager, pair by pair. "
-             f"Matmul peak (fp32, {m['matmul_n']}x{m['matmul_n']}): {peak:.0f} GFLOP/s.", "",
+             f"Matmul peak (fp32, {m['matmul_n']}x{m['matmul_n']}): {peak:.0f} GFLOP/s. "
+             + ("malloc keeps freed memory (training/host.py) for both sides of the "
+                "in-process cases; the PyTorch scripts run with glibc's defaults."
+                if m.get("malloc_keeps_freed") else "glibc's malloc defaults."), "",
              "| case | jaxtrain | PyTorch eager | ratio | jaxtrain GFLOP/s (% of peak) |",
              "|---|---|---|---|---|"]
     for name, r in results["cases"].items():
@@ -413,6 +417,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
     args = parser.parse_args()
+    # jaxtrain's process settings (training/host.py), as `jaxtrain fit` makes them. They
+    # are process-wide: the PyTorch side of the in-process cases runs with them too.
+    malloc_kept = tune_host()
     torch.set_num_threads(os.cpu_count())
     quick = args.quick
     repeats = 1 if quick else args.repeats
@@ -421,6 +428,7 @@ def main():
     machine = {"date": datetime.date.today().isoformat(), "cpu": platform.processor() or
                _cpu_name(), "cores": os.cpu_count(), "jax": jax.__version__,
                "torch": torch.__version__, "repeats": repeats, "repeats_long": few, "matmul_n": n,
+               "malloc_keeps_freed": malloc_kept,
                "load_before": loadavg()}
     results = {"machine": machine, "cases": {}}
 

@@ -70,8 +70,10 @@ def parse_step(text: Optional[str]):
 
 def start_jax(devices_env=True):
     from jaxtrain.training.commands import use_compilation_cache
+    from jaxtrain.training.host import tune_host
     from jaxtrain.training.parallel import initialize_distributed
 
+    tune_host()
     use_compilation_cache()
     if devices_env:
         initialize_distributed()

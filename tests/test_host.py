@@ -1,0 +1,59 @@
+"""training/host.py: with glibc told to keep freed memory, a big block freed and allocated
+again is not faulted back in; JAXTRAIN_MALLOC=glibc and a user's GLIBC_TUNABLES leave
+glibc's defaults."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+
+# 64 MB, over glibc's largest mmap threshold (32 MB): by default it is mmapped, and
+# every allocation faults its 16,384 pages in again.
+PROBE = """
+import ctypes, json, resource
+from jaxtrain.training.host import keep_freed_memory
+kept = keep_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(64 << 20)
+    ctypes.memset(block, 1, 64 << 20)  # touches every page
+    libc.free(block)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": faults}))
+"""
+
+
+def probe(**env):
+    env = {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, **env}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def test_freed_memory_is_reused_without_page_faults():
+    kept = probe(JAXTRAIN_MALLOC="")
+    assert kept["kept"]
+    assert max(kept["faults"][1:]) < 100  # the block freed first is reused
+    default = probe(JAXTRAIN_MALLOC="glibc")
+    assert not default["kept"]
+    assert min(default["faults"]) > 16_000  # mmap and munmap each time
+
+
+def test_user_malloc_tunables_win():
+    out = probe(JAXTRAIN_MALLOC="", GLIBC_TUNABLES="glibc.malloc.mmap_max=0")
+    assert not out["kept"]
+
+
+def test_tune_host_runs_cpu_steps_on_the_calling_thread():
+    code = ("import jax; from jaxtrain.training.host import tune_host; "
+            "print(tune_host(), jax.config.read('jax_cpu_enable_async_dispatch'))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, env={**os.environ, "JAXTRAIN_MALLOC": ""}).stdout.split()
+    assert out == ["True", "False"]

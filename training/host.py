@@ -1,0 +1,51 @@
+"""Host memory for XLA:CPU steps: freed memory stays in the process for the next step.
+
+glibc's malloc serves big blocks with mmap and returns them with munmap, and gives the
+free top of its heap back to the OS. XLA:CPU allocates a step's scratch, up to 800 MB
+for the context-256 Transformer, at every call and frees it after, so every step faulted
+the same memory back in page by page: 12k page faults a step for nanoGPT's baby GPT and
+195k for the context-256 model, a third of the step's time in the kernel (measured with
+getrusage, benchmarks/bench.py's models). glibc's own settings (mallopt) stop it: no
+mmap, no trimming. Big blocks then come from the main heap, which only the main thread's
+arena can grow past 64 MB, so steps run on the calling thread (no async CPU dispatch),
+which allocates from the main arena.
+
+The price: the process keeps its peak memory until it exits. JAXTRAIN_MALLOC=glibc leaves
+glibc's defaults (and async dispatch) alone, and so does a GLIBC_TUNABLES that sets malloc.
+"""
+
+import ctypes
+import os
+import sys
+
+# mallopt parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
+TOP_PAD = 64 << 20  # the heap grows in 64 MB steps, not a page at a time
+
+
+def keep_freed_memory() -> bool:
+    """Sets glibc's malloc to keep freed memory; True if it did (Linux with glibc only)."""
+    if os.environ.get("JAXTRAIN_MALLOC") == "glibc" or not sys.platform.startswith("linux"):
+        return False
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False  # the user's own malloc settings win
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # A trim threshold of -1 is SIZE_MAX inside glibc: the heap is never trimmed.
+    return all(mallopt(param, value) == 1
+               for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1),
+                                    (M_TOP_PAD, TOP_PAD)))
+
+
+def tune_host() -> bool:
+    """Before JAX's CPU backend starts: malloc keeps freed memory, and if it does, CPU
+    steps run on the calling thread, whose arena holds the big blocks. True if set."""
+    import jax
+
+    kept = keep_freed_memory()
+    if kept:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return kept
