@@ -1,6 +1,7 @@
 """The real CLI in subprocesses: end to end, exact resume, interruption, kills, errors."""
 
 import json
+import re
 import shutil
 import signal
 import time
@@ -116,6 +117,24 @@ def test_steps_per_call_stopped_and_resumed_equals_the_straight_run(tmp_path, da
     a, b = ([json.loads(line) for line in f.read_text().splitlines()] for f in lines)
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     assert [r["train_steps"] for r in a] == [8] * EPOCHS
+
+
+def test_steps_per_call_chosen_from_the_step_time_is_saved_and_kept(tmp_path, data_dir,
+                                                                   straight, jaxtrain):
+    """--steps-per-call 0: fit times the step, says the S it chose and saves it; the run
+    (stopped and resumed) is the straight one's, as any S is on a CPU."""
+    workdir = tmp_path / "run"
+    out = jaxtrain(*fit_args(data_dir, workdir, "--steps-per-call", 0, "--stop-at-epoch", 1),
+                   check=True)
+    chosen = re.search(r"--steps-per-call 0: a step takes [0-9.]+ ms, so (\d+) steps a call",
+                       out.stderr)
+    assert chosen, out.stderr
+    s = int(chosen.group(1))
+    assert 1 <= s <= 8  # at most the steps between evaluations
+    assert f"steps_per_call = {s}" in (workdir / "config.toml").read_text()
+    jaxtrain("resume", "--workdir", workdir, check=True)
+    assert f"steps_per_call = {s}" in (workdir / "config.toml").read_text()
+    assert_same_run(straight, workdir)
 
 
 def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straight, jaxtrain):

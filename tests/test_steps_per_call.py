@@ -10,7 +10,7 @@ from test_accumulate import CASES
 
 from jaxtrain.training.config import RunConfig, TrainConfig
 from jaxtrain.training.loop import Loop, per_step
-from jaxtrain.training.run import Run
+from jaxtrain.training.run import Run, choose_steps_per_call, steps_for
 
 S = 3
 
@@ -72,3 +72,31 @@ def test_more_steps_per_call_than_between_evaluations_is_an_error():
                                    steps_per_call=5))
     with pytest.raises(ValueError, match="--steps-per-call 5 is more than the 4 steps"):
         Run(config, None)
+
+
+def test_steps_per_call_from_the_step_time():
+    """Calls of about 20 ms, 1 to 32 steps, never past the next evaluation."""
+    assert steps_for(0.001, 100) == 20
+    assert steps_for(0.005, 100) == 4
+    assert steps_for(0.03, 100) == 1  # a step longer than a call
+    assert steps_for(0.0001, 100) == 32
+    assert steps_for(0.001, 8) == 8
+
+
+def test_choosing_steps_per_call_leaves_the_state_untouched():
+    make, batches = CASES["vae"]
+    model, model_config, data = make()
+    config = RunConfig(model, model_config, data,
+                       TrainConfig(epochs=None, steps=100, eval_every=10, warmup_steps=2,
+                                   steps_per_call=0))
+    run = Run(config, None)
+    assert run.steps_per_call == 1 and run.config.train.steps_per_call == 0
+    state = run.init_state()
+    before = jax.device_get(state)
+    seconds = choose_steps_per_call(run, state, batches(8)[0])
+    assert seconds > 0
+    assert run.steps_per_call == steps_for(seconds, 10)
+    assert run.config.train.steps_per_call == run.steps_per_call  # saved with the run
+    assert (run.train_steps is None) == (run.steps_per_call == 1)
+    for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(x, np.asarray(y))

@@ -34,7 +34,14 @@ from jaxtrain.training.images import make_grid, save_grid
 from jaxtrain.training.loop import Loop, run_loop
 from jaxtrain.training.parallel import is_primary, sync_processes
 from jaxtrain.training.prepare import check_classes, prepare, with_data
-from jaxtrain.training.run import Run, evaluate, evaluate_iw, open_source, restore_target
+from jaxtrain.training.run import (
+    Run,
+    choose_steps_per_call,
+    evaluate,
+    evaluate_iw,
+    open_source,
+    restore_target,
+)
 from jaxtrain.training.text import decode, encode
 from jaxtrain.training.writers import Console, Curves, Jsonl, TensorBoard
 
@@ -130,6 +137,12 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
                 + (f", frozen: {','.join(config.train.freeze)}" if config.train.freeze else ""))
         _check_profile(run, 0, extras)
         stop_at_step = _stop_step(run, extras.stop_at_epoch)
+        state = run.init_state(start)
+        if config.train.steps_per_call == 0:  # chosen from the step time, then saved
+            seconds = choose_steps_per_call(run, state, next(source.train_batches(0)))
+            config = run.config
+            say(f"--steps-per-call 0: a step takes {1000 * seconds:.1f} ms, so "
+                f"{run.steps_per_call} steps a call")
         # Only now that data and config are good is the workdir made, or cleared.
         if is_primary():
             workdirs.create(workdir)
@@ -138,8 +151,7 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
                 workdirs.clear_run(workdir)
             (workdir / "config.toml").write_text(to_toml(config, workdir))
         sync_processes("cleared the workdir")
-        train(run, workdir, run.init_state(start), source, stop_at_step=stop_at_step,
-              extras=extras)
+        train(run, workdir, state, source, stop_at_step=stop_at_step, extras=extras)
         return run
     finally:
         if lock is not None:

@@ -2,8 +2,11 @@
 optimizer, the jitted steps, and evaluation. The loop (training/loop.py) drives it.
 """
 
+import dataclasses
 import functools
 import math
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -45,15 +48,24 @@ class Run:
         # Built once per run, so each compiles once.
         self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
                                           self.parallel, train.accumulate, self.trainable)
-        self.steps_per_call = train.steps_per_call
-        if self.steps_per_call > self.eval_every:
-            raise ValueError(f"--steps-per-call {self.steps_per_call} is more than the "
-                             f"{self.eval_every} steps between evaluations: lower it")
-        # S steps in one call (training/loop.py:Loop.call_steps says when it is used).
-        self.train_steps = None if self.steps_per_call == 1 else make_train_step(
-            self.family, self.schedule, train.ema_decay, self.parallel, train.accumulate,
-            self.trainable, self.steps_per_call)
+        # 0 (automatic): single steps until fit has chosen S (choose_steps_per_call).
+        self.set_steps_per_call(train.steps_per_call or 1, save=bool(train.steps_per_call))
         self.eval_step = make_eval_step(self.family, self.parallel)
+
+    def set_steps_per_call(self, s: int, save: bool = True):
+        """S steps in one call (training/loop.py:Loop.call_steps says when it is used);
+        with `save`, S goes into the config saved with the run."""
+        if s > self.eval_every:
+            raise ValueError(f"--steps-per-call {s} is more than the {self.eval_every} steps "
+                             "between evaluations: lower it")
+        train = self.config.train
+        if save:
+            self.config = dataclasses.replace(
+                self.config, train=dataclasses.replace(train, steps_per_call=s))
+        self.steps_per_call = s
+        self.train_steps = None if s == 1 else make_train_step(
+            self.family, self.schedule, train.ema_decay, self.parallel, train.accumulate,
+            self.trainable, s)
 
     def init_state(self, start=None):
         """The state at step 0; `start` = (params, ema_params) to fine-tune from."""
@@ -80,6 +92,39 @@ class Run:
             return {}
         epoch = step / self.steps_per_epoch
         return {"epoch": int(epoch) if epoch.is_integer() else epoch}
+
+
+CALL_SECONDS = 0.02  # --steps-per-call 0 fills calls of about this long ...
+MAX_STEPS_PER_CALL = 32  # ... with at most this many steps (and batches in memory)
+
+
+def steps_for(step_seconds: float, eval_every: int) -> int:
+    """S for --steps-per-call 0: the steps that fill a call of CALL_SECONDS, within
+    [1, MAX_STEPS_PER_CALL] and no more than the steps between evaluations."""
+    return max(1, min(MAX_STEPS_PER_CALL, eval_every, round(CALL_SECONDS / step_seconds)))
+
+
+def choose_steps_per_call(run: Run, state, batch, probes: int = 5) -> float:
+    """--steps-per-call 0: sets the run's S (and its config's, which is saved with the
+    run, so a resume keeps it) from the median of `probes` timed single steps after one
+    that compiles; returns the seconds a step took. The steps run on a copy of `state`,
+    which the jitted step would otherwise consume (donation): the run starts untouched."""
+    if jax.process_count() > 1:  # each process would time its own S
+        raise ValueError("--steps-per-call 0 (chosen from the step time) needs a run of one "
+                         "process: pass a number of steps")
+    probe = jax.device_put(jax.tree.map(jnp.copy, state), run.parallel.replicated)
+    batch = run.parallel.put_batch(batch)
+    probe, metrics = run.train_step(probe, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(probes):
+        t0 = time.perf_counter()
+        probe, metrics = run.train_step(probe, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    run.set_steps_per_call(steps_for(seconds, run.eval_every))
+    return seconds
 
 
 def restore_target(config, position, devices=1):
