@@ -64,14 +64,16 @@ def test_calls_stop_at_evaluations_and_start_at_the_same_steps_after_a_resume():
     assert calls(0, 8, 8, 1) == [1] * 8
 
 
+def vae_run(**train) -> Run:
+    """A run of the tiny VAE of tests/test_accumulate.py with these TrainConfig fields."""
+    model, model_config, data = CASES["vae"][0]()
+    return Run(RunConfig(model, model_config, data,
+                         TrainConfig(epochs=None, steps=100, warmup_steps=2, **train)), None)
+
+
 def test_more_steps_per_call_than_between_evaluations_is_an_error():
-    make, _ = CASES["vae"]
-    model, model_config, data = make()
-    config = RunConfig(model, model_config, data,
-                       TrainConfig(epochs=None, steps=100, eval_every=4, warmup_steps=2,
-                                   steps_per_call=5))
     with pytest.raises(ValueError, match="--steps-per-call 5 is more than the 4 steps"):
-        Run(config, None)
+        vae_run(eval_every=4, steps_per_call=5)
 
 
 def test_steps_per_call_from_the_step_time():
@@ -84,16 +86,11 @@ def test_steps_per_call_from_the_step_time():
 
 
 def test_choosing_steps_per_call_leaves_the_state_untouched():
-    make, batches = CASES["vae"]
-    model, model_config, data = make()
-    config = RunConfig(model, model_config, data,
-                       TrainConfig(epochs=None, steps=100, eval_every=10, warmup_steps=2,
-                                   steps_per_call=0))
-    run = Run(config, None)
+    run = vae_run(eval_every=10, steps_per_call=0)
     assert run.steps_per_call == 1 and run.config.train.steps_per_call == 0
     state = run.init_state()
     before = jax.device_get(state)
-    seconds = choose_steps_per_call(run, state, batches(8)[0])
+    seconds = choose_steps_per_call(run, state, CASES["vae"][1](8)[0])
     assert seconds > 0
     assert run.steps_per_call == steps_for(seconds, 10)
     assert run.config.train.steps_per_call == run.steps_per_call  # saved with the run
