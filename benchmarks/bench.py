@@ -41,12 +41,18 @@ from jaxtrain.models.transformer import (
     train_flops_per_token,
 )
 from jaxtrain.models.vae import VAEConfig, VAEFamily
-from jaxtrain.training import checkpoint, data
-from jaxtrain.training.commands import train
-from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
-from jaxtrain.training.host import tune_host
-from jaxtrain.training.run import Run
-from jaxtrain.training.steps import create_state, make_optimizer, make_schedule, make_train_step
+from jaxtrain.training.commands.fit import train
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.engine.steps import (
+    create_state,
+    make_optimizer,
+    make_schedule,
+    make_train_step,
+)
+from jaxtrain.training.host.memory import tune_host
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.sources import images as data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -362,7 +368,7 @@ def markdown(results):
              f"repeats ({m.get('repeats_long', m['repeats'])} for the Transformers, the whole "
              "epoch and the first step); ratio = jaxtrain / PyTorch eager, pair by pair. "
              f"Matmul peak (fp32, {m['matmul_n']}x{m['matmul_n']}): {peak:.0f} GFLOP/s. "
-             + ("malloc keeps freed memory (training/host.py) for both sides of the "
+             + ("malloc keeps freed memory (training/host/memory.py) for both sides of the "
                 "in-process cases; the PyTorch scripts run with glibc's defaults."
                 if m.get("malloc_keeps_freed") else "glibc's malloc defaults."), "",
              "| case | jaxtrain | PyTorch eager | ratio | jaxtrain GFLOP/s (% of peak) |",
@@ -417,7 +423,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
     args = parser.parse_args()
-    # jaxtrain's process settings (training/host.py), as `jaxtrain fit` makes them. They
+    # jaxtrain's process settings (training/host/memory.py), as `jaxtrain fit` makes them. They
     # are process-wide: the PyTorch side of the in-process cases runs with them too.
     malloc_kept = tune_host()
     torch.set_num_threads(os.cpu_count())

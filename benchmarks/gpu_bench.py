@@ -114,8 +114,7 @@ def write_subset(data_dir: Path, root: Path, train: int, test: int):
 
 def resume_case(data_dir: Path, flags: list[str], train_images: int):
     """Straight 2 epochs against 1 epoch + resume, as whole commands; bitwise equal?"""
-    from jaxtrain.training import checkpoint
-    from jaxtrain.training.run import restore_target
+    from jaxtrain.training.rundir import checkpoint
 
     root = Path(tempfile.mkdtemp())
     write_subset(data_dir, root / "data", train_images, 512)
@@ -132,7 +131,7 @@ def resume_case(data_dir: Path, flags: list[str], train_images: int):
         logs.append(proc.stderr[-2000:])
         if proc.returncode:
             raise RuntimeError(f"{name} failed: {proc.stderr[-1500:]}")
-    a, b = (checkpoint.restore(root / w, restore_target) for w in ("a", "b"))
+    a, b = (checkpoint.restore(root / w) for w in ("a", "b"))
     leaves = list(zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True))
     differ = sum(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in leaves)
     first = next((line for line in logs[0].splitlines() if line.startswith("training ")), "")

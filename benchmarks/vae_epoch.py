@@ -14,9 +14,10 @@ import jax
 from timing import timed  # benchmarks/timing.py, beside this script
 
 from jaxtrain.models.vae import VAEConfig
-from jaxtrain.training import data
-from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
-from jaxtrain.training.run import Run, evaluate
+from jaxtrain.training.engine.evaluate import evaluate
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.sources import images as data
 
 
 def main():

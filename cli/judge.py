@@ -1,4 +1,4 @@
-"""`jaxtrain judge`: the dataset's classifier that scores samples (training/judge.py)."""
+"""`jaxtrain judge`: the dataset's classifier that scores samples (training/scoring/judge.py)."""
 
 from pathlib import Path
 from typing import Optional
@@ -23,7 +23,7 @@ def judge(
 ):
     """Train (once) the small CNN that scores samples for `eval --samples`, and print its
     test accuracy. It is kept beside the data and reused until the data changes."""
-    from jaxtrain.training.config import DataConfig
+    from jaxtrain.training.settings.config import DataConfig
 
     if dataset not in ("mnist", "fashion-mnist", "folder"):
         raise ValueError(f"--dataset {dataset!r} has no judge: pass mnist, fashion-mnist or "
@@ -34,7 +34,7 @@ def judge(
     extra = {"data_dir": str(data_dir.expanduser().absolute())} if data_dir else {}
     data = DataConfig(dataset=dataset, download=download, test_fraction=test_fraction, **extra)
     start_jax(devices_env=False)
-    from jaxtrain.training.judge import open_judge
+    from jaxtrain.training.scoring.judge import open_judge
 
     judged, source = open_judge(data, retrain)
     how = (f"trained in {judged.trained_s:.0f} s" if judged.trained_s is not None

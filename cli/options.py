@@ -1,5 +1,5 @@
 """The `fit` options generated from the config dataclasses: one flag per user setting,
-its help and default read from the field (training/config.py), so a default lives in
+its help and default read from the field (training/settings/config.py), so a default lives in
 one place. Every flag defaults to None, meaning "not given": the value then comes from
 a lower layer (the --config file, a --preset, the family defaults, the field).
 """
@@ -11,14 +11,14 @@ from typing import Optional
 
 import typer
 
-from jaxtrain.training.config import FAMILY_DEFAULTS, MODELS, SECTIONS
-from jaxtrain.training.settings import (
+from jaxtrain.models.fields import (
     base_type,
     describe_bounds,
     flag_name,
     item_type,
     user_fields,
 )
+from jaxtrain.training.settings.config import FAMILY_DEFAULTS, MODELS, SECTIONS
 
 _TYPES = {int: int, float: float, str: str, bool: bool, tuple: str}
 

@@ -53,7 +53,7 @@ COMMAND_OPTIONS = [
 
 def fit(**options):
     """Train a new run. Settings: defaults < --preset < --config FILE < flags."""
-    from jaxtrain.training.config_file import Layer, read_file, read_preset, resolve, to_toml
+    from jaxtrain.training.settings.files import Layer, read_file, read_preset, resolve, to_toml
 
     check_positive("--stop-at-epoch", options["stop_at_epoch"])
     layers = []
@@ -82,10 +82,10 @@ def fit(**options):
         print(to_toml(config, workdir), end="")
         return
     start_jax()
-    from jaxtrain.training import commands
+    from jaxtrain.training.commands import fit as commands
 
     if options["list_params"]:
-        from jaxtrain.training.prepare import list_params
+        from jaxtrain.training.commands.prepare import list_params
 
         print(list_params(config))
         return
@@ -99,14 +99,14 @@ def fit(**options):
 def source_architecture(init_from):
     """The model and architecture of the run in `init_from`, as the lowest layer: from the
     config.toml every run writes (the architecture never changes in a run's life)."""
-    from jaxtrain.training.config_file import Layer, read_file
+    from jaxtrain.training.settings.files import Layer, read_file
 
     path = Path(init_from) / "config.toml"
     if not path.is_file():
         raise ValueError(f"--init-from {init_from} holds no jaxtrain run ({path.name} is "
                          "missing): pass the --workdir of a run made by `jaxtrain fit`")
     from jaxtrain.models.configs import saved_fields
-    from jaxtrain.training.config import MODELS
+    from jaxtrain.training.settings.config import MODELS
 
     values = read_file(path).values
     layer = {k: values[k] for k in ("model", "model_config") if k in values}
@@ -155,7 +155,7 @@ def resume(
                         ("--stop-at-epoch", stop_at_epoch)):
         check_positive(flag, value)
     start_jax()
-    from jaxtrain.training import commands
+    from jaxtrain.training.commands import fit as commands
 
     extras = commands.Extras(stop_at_epoch, devices, parse_profile_steps(profile_steps),
                              check_peak(peak_gflops), tensorboard)

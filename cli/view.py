@@ -49,9 +49,9 @@ def sample(
         check_positive("--length", length)
     check_positive("--num", num)
     start_jax(devices_env=False)
-    from jaxtrain.training import commands
+    from jaxtrain.training.commands import restored
 
-    result = commands.sample(workdir, label, prompt, num, out=out, seed=seed, step=step,
+    result = restored.sample(workdir, label, prompt, num, out=out, seed=seed, step=step,
                              length=length, temperature=temperature, top_k=top_k)
     print(result if prompt is not None else f"wrote {result}")
 
@@ -80,10 +80,10 @@ def eval_(
     check_positive("--iw-samples", iw_samples)
     check_positive("--samples", samples)
     start_jax(devices_env=False)
-    from jaxtrain.training import commands
-    from jaxtrain.training.run import describe
+    from jaxtrain.training.commands import restored
+    from jaxtrain.training.engine.evaluate import describe
 
-    m = commands.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
+    m = restored.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
                                  data_file=data_file and data_file.absolute(),
                                  iw_samples=iw_samples, samples=samples)
     if as_json:
@@ -91,7 +91,7 @@ def eval_(
     else:
         iw = {k: m.pop(k) for k in ("iw_nll", "iw_bits_per_dim", "iw_samples", "iw_s")
               if k in m}
-        from jaxtrain.training import quality as scores
+        from jaxtrain.training.scoring import quality as scores
 
         quality = {k: m.pop(k) for k in scores.KEYS if k in m}
         where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
@@ -120,7 +120,7 @@ def plot(
                    "(e.g. test_loss, test_kl, samples_per_s)."),
 ):
     """Draw train and test loss against step for one or more runs into a PNG."""
-    from jaxtrain.training.plot import plot_runs
+    from jaxtrain.training.rundir.plot import plot_runs
 
     for w in workdirs:
         if not (w / "metrics.jsonl").exists():
@@ -137,7 +137,7 @@ def runs(
     """List the runs below a folder: model, data, progress, best and latest test loss."""
     import json
 
-    from jaxtrain.training.runs import find_runs, format_table
+    from jaxtrain.training.rundir.runs import find_runs, format_table
 
     rows = find_runs(folder)
     if as_json:
@@ -151,7 +151,7 @@ def runs(
 @app.command()
 def presets():
     """List the presets that `jaxtrain fit --preset NAME` starts from."""
-    from jaxtrain.training.config_file import presets as shipped
+    from jaxtrain.training.settings.files import presets as shipped
 
     for name, (description, _) in shipped().items():
         print(f"{name:12s} {description}")

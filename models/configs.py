@@ -5,7 +5,7 @@ family's module (models/vae.py, models/transformer.py) re-exports its config.
 
 import dataclasses
 
-from jaxtrain.training.settings import SettingError, setting, validate
+from jaxtrain.models.fields import SettingError, setting, validate
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 CONDITIONS = ("every-layer", "latent")

@@ -58,7 +58,7 @@ class DigitsFamily:
     # The objective is per token; "nll" is the same per image, comparable with test_loss.
     units = {"train_loss": "nats/token", "train_nll": "nats/image", "test_loss": "nats/image"}
     tokens_per_example = NUM_PATCHES
-    sample_pixels = "binary"  # what sample() returns (training/quality.py compares alike)
+    sample_pixels = "binary"  # what sample() returns (training/scoring/quality.py compares alike)
     target_pixels = "binary"  # the fixed test binarization (models/binarize.py)
 
     def __init__(self, config: TransformerConfig, precision: str = "float32"):

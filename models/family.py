@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 
 Params = Any  # a pytree of arrays
-# name -> array; see training/data.py (images) and training/text.py (text). A training
-# batch also carries "row" int32 [B]: each example's row in the step's whole batch.
+# name -> array; see training/sources/images.py (images) and training/sources/text.py
+# (text). A training batch also carries "row" int32 [B]: each example's row in the
+# step's whole batch.
 Batch = dict
 # --precision -> the dtype of the models' matmuls (parameters and losses stay float32).
 PRECISIONS = {"float32": jnp.float32, "bf16": jnp.bfloat16}
@@ -45,7 +46,7 @@ class Family(Protocol):
         """(the scalar objective, {name: scalar} of companions), differentiated by the step.
         Both are means over the batch, and its noise is drawn per example from
         example_keys(rng, batch["row"]), so a batch split into micro-batches gives
-        the same means (training/steps.py accumulates them)."""
+        the same means (training/engine/steps.py accumulates them)."""
 
     def eval_sums(self, params: Params, batch: Batch, rng: jax.Array) -> dict:
         """Sums over the batch's real examples (mask == 1), with their "count": summing
@@ -66,6 +67,6 @@ class Family(Protocol):
         """A short generated text logged at each evaluation (text families), else None."""
 
     # Image families: sample_pixels, "grey" or "binary", what `sample` returns, so the
-    # judge compares samples with test images of the same kind (training/quality.py).
+    # judge compares samples with test images of the same kind (training/scoring/quality.py).
     # Optional, VAE only: iw_sums(params, batch, rng, samples, chunk) -> {"iw_nll", "count"},
-    # the importance-weighted test NLL (training/run.py:evaluate_iw checks for it).
+    # the importance-weighted test NLL (training/engine/run.py:evaluate_iw checks for it).

@@ -1,5 +1,6 @@
 """The judge: a small CNN classifier of 28x28 images whose verdicts and features score a
-generator's samples (training/judge.py trains and keeps it; training/quality.py scores).
+generator's samples (training/scoring/judge.py trains and keeps it;
+training/scoring/quality.py scores).
 
 The network is the Flax MNIST example's (google/flax examples/mnist): two 3x3
 convolutions with average pooling, a hidden Dense layer of 256 ReLU units (the features

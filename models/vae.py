@@ -147,7 +147,7 @@ class VAEFamily:
     sample_options = ()  # sample() takes no options beyond labels and key
     units = {"train_loss": "nats/image", "test_loss": "nats/image"}
     tokens_per_example = None
-    sample_pixels = "grey"  # sample() returns Bernoulli means (training/quality.py)
+    sample_pixels = "grey"  # sample() returns Bernoulli means (training/scoring/quality.py)
 
     def __init__(self, config: VAEConfig, precision: str = "float32"):
         self.config = config

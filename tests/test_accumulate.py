@@ -7,10 +7,10 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from jaxtrain.models.configs import TransformerConfig
+from jaxtrain.models.fields import SettingError
 from jaxtrain.models.vae import VAEConfig
-from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
-from jaxtrain.training.run import Run
-from jaxtrain.training.settings import SettingError
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 
 STEPS = 3
 

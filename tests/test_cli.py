@@ -13,8 +13,7 @@ from conftest import TINY, cli, popen
 from events import read_events
 from PIL import Image
 
-from jaxtrain.training import checkpoint
-from jaxtrain.training.run import restore_target as _target
+from jaxtrain.training.rundir import checkpoint
 
 EPOCHS = 6  # 8 steps per epoch on the tiny dataset
 
@@ -25,7 +24,7 @@ def fit_args(data_dir, workdir, *extra):
 
 def final(workdir):
     """(restored latest checkpoint, last metrics.jsonl record) of a run."""
-    restored = checkpoint.restore(workdir, _target)
+    restored = checkpoint.restore(workdir)
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return restored, records[-1]
 
@@ -145,7 +144,7 @@ def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straigh
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert f"jaxtrain resume --workdir {workdir}" in err and "Traceback" not in err
-    restored, = [checkpoint.restore(workdir, _target)]
+    restored, = [checkpoint.restore(workdir)]
     assert restored.step < EPOCHS * 8
     jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)

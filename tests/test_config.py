@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 
 from jaxtrain.cli.options import config_fields
-from jaxtrain.training.config import MODELS, TrainConfig
-from jaxtrain.training.config_file import (
+from jaxtrain.models.fields import SettingError, user_fields
+from jaxtrain.training.settings.config import MODELS, TrainConfig
+from jaxtrain.training.settings.files import (
     ConfigError,
     Layer,
     presets,
@@ -16,7 +17,6 @@ from jaxtrain.training.config_file import (
     resolve,
     to_toml,
 )
-from jaxtrain.training.settings import SettingError, user_fields
 
 
 def one_line_error(proc, *fragments):

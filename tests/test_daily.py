@@ -15,9 +15,8 @@ from events import read_events
 from PIL import Image
 from test_cli import assert_one_line_error
 
-from jaxtrain.training import checkpoint
-from jaxtrain.training.config_file import read_file, resolve
-from jaxtrain.training.run import restore_target
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.settings.files import read_file, resolve
 
 
 def fit_args(data_dir, workdir, epochs=2, *extra):
@@ -66,7 +65,7 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
     assert 'model = "vae"' in config and "[train]" in config
     # The run's config.toml gives its config back (`fit --config` repeats the run).
     config, workdir = resolve([read_file(resumed / "config.toml")])
-    assert config == checkpoint.restore(resumed, restore_target).config
+    assert config == checkpoint.restore(resumed).config
     assert workdir == str(resumed)
     # The test losses in TensorBoard are those of metrics.jsonl (rewritten on resume).
     logged = {s: v for _, t, s, v in events if t == "test/loss"}
@@ -219,7 +218,7 @@ def test_peak_gflops_auto_is_measured_once_and_cached(tmp_path, data_dir, jaxtra
 
 def test_tensorboard_needs_no_torch(tmp_path):
     """Text runs import no torch; tensorboardX's writer would (2.3 s) if let."""
-    code = ("import sys; from jaxtrain.training.writers import _summary_writer_class; "
+    code = ("import sys; from jaxtrain.training.rundir.writers import _summary_writer_class; "
             f"w = _summary_writer_class()({str(tmp_path)!r}); w.add_scalar('a', 1.0, 0); "
             "w.close(); print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import N_TEST, N_TRAIN, make_images, write_dataset
 
-from jaxtrain.training import data
+from jaxtrain.training.sources import images as data
 
 
 def test_loads_idx_files_with_torchvision(data_dir):

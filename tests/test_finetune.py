@@ -9,9 +9,8 @@ from flax.traverse_util import flatten_dict
 from test_cli import assert_one_line_error
 from test_folder import write_folder
 
-from jaxtrain.training import checkpoint
-from jaxtrain.training.run import restore_target
-from jaxtrain.training.steps import _matches
+from jaxtrain.training.engine.steps import _matches
+from jaxtrain.training.rundir import checkpoint
 
 FROZEN = ("encoder", "mean", "logvar")
 
@@ -21,14 +20,14 @@ def flat(tree):
 
 
 def latest(workdir):
-    return checkpoint.restore(workdir, restore_target)
+    return checkpoint.restore(workdir)
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, data_dir):
     """A tiny VAE trained for one epoch: the run to fine-tune."""
-    from jaxtrain.training.commands import fit
-    from jaxtrain.training.config_file import Layer, resolve
+    from jaxtrain.training.commands.fit import fit
+    from jaxtrain.training.settings.files import Layer, resolve
 
     workdir = tmp_path_factory.mktemp("source")
     config, _ = resolve([Layer("flag", {"data": {"data_dir": str(data_dir), "download": False},

@@ -8,10 +8,9 @@ import pytest
 from PIL import Image
 from test_cli import assert_one_line_error
 
-from jaxtrain.training import checkpoint
-from jaxtrain.training.data import ImageSource
-from jaxtrain.training.folder import CACHE_NAME, load_folder
-from jaxtrain.training.run import restore_target
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.sources.folder import CACHE_NAME, load_folder
+from jaxtrain.training.sources.images import ImageSource
 
 CLASSES = {"circle": 14, "square": 12, "stripes": 10}  # images per class
 
@@ -105,7 +104,7 @@ def test_vae_on_a_folder_with_class_names(tmp_path, folder, jaxtrain):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     args = ["fit", "--dataset", "folder", "--data-dir", folder, "--epochs", 2, *VAE]
     jaxtrain(*args, "--workdir", straight, check=True)
-    restored = checkpoint.restore(straight, restore_target)
+    restored = checkpoint.restore(straight)
     assert restored.config.data.class_names == ("circle", "square", "stripes")
     assert restored.config.model_config.num_classes == 3
     assert restored.step == 2 * (33 // 8)  # 36 images, 3 + 3 + 2 held out (0.1), 4 steps
@@ -113,7 +112,7 @@ def test_vae_on_a_folder_with_class_names(tmp_path, folder, jaxtrain):
     jaxtrain(*args, "--workdir", stopped, "--stop-at-epoch", 1, check=True)
     jaxtrain("resume", "--workdir", stopped, check=True)
     for x, y in zip(jax.tree.leaves(restored.state),
-                    jax.tree.leaves(checkpoint.restore(stopped, restore_target).state),
+                    jax.tree.leaves(checkpoint.restore(stopped).state),
                     strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     metrics = json.loads(jaxtrain("eval", "--workdir", straight, "--json", check=True).stdout)
@@ -140,7 +139,7 @@ def test_digits_transformer_on_a_folder(tmp_path, folder, jaxtrain):
     jaxtrain("fit", "--dataset", "folder", "--data-dir", folder, "--model", "transformer",
              "--layers", 1, "--d-model", 16, "--heads", 2, "--batch-size", 8, "--epochs", 1,
              "--warmup-steps", 1, "--workdir", workdir, check=True)
-    restored = checkpoint.restore(workdir, restore_target)
+    restored = checkpoint.restore(workdir)
     assert restored.config.model_config.vocab_size == 16 + 3  # patch symbols, class tokens
     assert np.isfinite(json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
                        ["test_loss"])

@@ -1,4 +1,4 @@
-"""training/host.py: with glibc told to keep freed memory, a big block freed and allocated
+"""training/host/memory.py: with glibc told to keep freed memory, a big block freed and allocated
 again is not faulted back in; JAXTRAIN_MALLOC=glibc and a user's GLIBC_TUNABLES leave
 glibc's defaults."""
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # every allocation faults its 16,384 pages in again.
 PROBE = """
 import ctypes, json, resource
-from jaxtrain.training.host import keep_freed_memory
+from jaxtrain.training.host.memory import keep_freed_memory
 kept = keep_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
@@ -52,7 +52,7 @@ def test_user_malloc_tunables_win():
 
 
 def test_tune_host_runs_cpu_steps_on_the_calling_thread():
-    code = ("import jax; from jaxtrain.training.host import tune_host; "
+    code = ("import jax; from jaxtrain.training.host.memory import tune_host; "
             "print(tune_host(), jax.config.read('jax_cpu_enable_async_dispatch'))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, env={**os.environ, "JAXTRAIN_MALLOC": ""}).stdout.split()

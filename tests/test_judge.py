@@ -10,8 +10,8 @@ from conftest import TINY, write_dataset
 from test_cli import assert_one_line_error
 
 from jaxtrain.models.judge import class_accuracy, frechet_distance
-from jaxtrain.training.data import ImageSource
-from jaxtrain.training.judge import load_or_train
+from jaxtrain.training.scoring.judge import load_or_train
+from jaxtrain.training.sources.images import ImageSource
 
 
 def test_frechet_distance_hand_computed():
@@ -83,14 +83,14 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
     """A trained class-conditional VAE draws the classes asked for; the same VAE with its
     class inputs cut (the one-hot rows of its decoder's kernels zeroed, one N(0, I) prior
     for all classes) scores about 1/10."""
-    from jaxtrain.training import checkpoint
-    from jaxtrain.training.quality import sample_quality
-    from jaxtrain.training.run import Run, restore_target
+    from jaxtrain.training.engine.run import Run
+    from jaxtrain.training.rundir import checkpoint
+    from jaxtrain.training.scoring.quality import sample_quality
 
     workdir = tmp_path / "run"
     jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 20, *TINY,
              "--lr", "1e-2", "--no-tensorboard", check=True)
-    restored = checkpoint.restore(workdir, restore_target)
+    restored = checkpoint.restore(workdir)
     run = Run(restored.config, restored.position["steps_per_epoch"])
     params = restored.state.ema_params
     uses = sample_quality(run, params, source, judge, 50)

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from conftest import TINY, cli, popen
 
-from jaxtrain.training import checkpoint
-from jaxtrain.training.parallel import DataParallel, initialize_distributed
-from jaxtrain.training.run import restore_target as _target
+from jaxtrain.training.engine.parallel import DataParallel, initialize_distributed
+from jaxtrain.training.rundir import checkpoint
 
 TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
@@ -33,7 +32,7 @@ def assert_close_runs(a, b):
         for key in ("train_loss", "test_loss", "test_kl"):
             np.testing.assert_allclose(x[key], y[key], rtol=1e-5)
     # Restored here, in a process with one device, whatever they were saved on.
-    sa, sb = (checkpoint.restore(w, _target).state for w in (a, b))
+    sa, sb = (checkpoint.restore(w).state for w in (a, b))
     assert int(sa.step) == int(sb.step) == 16
     for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)

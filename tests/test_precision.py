@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from jaxtrain.models.transformer import CausalSelfAttention, attention_for
-from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
-from jaxtrain.training.run import Run
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 
 STEPS = 30
 VOCAB = "abcdefghij"

@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 
 from jaxtrain.models.vae import VAEConfig
-from jaxtrain.training import checkpoint
-from jaxtrain.training.config import DataConfig, RunConfig, TrainConfig
-from jaxtrain.training.run import Run
-from jaxtrain.training.run import restore_target as _target
-from jaxtrain.training.steps import ema_decay_at, make_schedule, update_ema
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.engine.steps import ema_decay_at, make_schedule, update_ema
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 
 
 def tiny_run(**train):
@@ -87,7 +86,7 @@ def test_checkpoint_save_restore_is_bitwise(tmp_path):
     checkpoint.save(manager, state, position, run.config)
     manager.wait_until_finished()
     manager.close()
-    restored = checkpoint.restore(tmp_path, _target)
+    restored = checkpoint.restore(tmp_path)
     assert restored.step == 3 and restored.position == position
     assert restored.config == run.config
     assert type(restored.state) is type(state)

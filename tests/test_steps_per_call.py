@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from test_accumulate import CASES
 
-from jaxtrain.training.config import RunConfig, TrainConfig
-from jaxtrain.training.loop import Loop, per_step
-from jaxtrain.training.run import Run, choose_steps_per_call, steps_for
+from jaxtrain.training.engine.calls import choose_steps_per_call, steps_for
+from jaxtrain.training.engine.loop import Loop, per_step
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.settings.config import RunConfig, TrainConfig
 
 S = 3
 
@@ -41,7 +42,7 @@ def test_one_call_of_s_steps_is_s_single_steps_bitwise():
 
 
 def calls(start, end, every, s):
-    """The lengths of the loop's calls from `start` to `end` (training/loop.py)."""
+    """The lengths of the loop's calls from `start` to `end` (training/engine/loop.py)."""
     run = types.SimpleNamespace(steps_per_call=s, eval_every=every)
     loop = Loop(run=run, workdir=None, state=None, source=None, start=start, end=end,
                 position={}, step=start, period_start=start)

@@ -7,7 +7,7 @@ import pytest
 
 from jaxtrain.models.charlm import TextFamily
 from jaxtrain.models.transformer import TransformerConfig
-from jaxtrain.training import text
+from jaxtrain.training.sources import text
 
 TEXT = "hello world, hello jax.\n" * 40  # 960 characters
 

@@ -35,7 +35,7 @@ def test_shapes_and_parameter_count():
 def test_legacy_architecture_keeps_its_parameters():
     """Runs saved before `condition`, `prior` and `activation` existed rebuild their old
     network, and compute with ReLU."""
-    from jaxtrain.training.config import RunConfig
+    from jaxtrain.training.settings.config import RunConfig
 
     saved = RunConfig.from_dict({"model": "vae", "model_config": {
         "encoder_widths": [16], "decoder_widths": [16], "latent_dim": 4},

@@ -1,6 +1,6 @@
 """The loop's features, one small callback each: progress, evaluation, the guards
 (non-finite loss, early stopping), images, checkpoints and profiling. The writers of
-the record (JSONL, TensorBoard, curves, console) are in training/writers.py.
+the record (JSONL, TensorBoard, curves, console) are in training/rundir/writers.py.
 """
 
 import math
@@ -12,13 +12,13 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from jaxtrain.training import checkpoint
+from jaxtrain.training.engine.evaluate import evaluate, evaluate_iw
+from jaxtrain.training.engine.loop import Callback
+from jaxtrain.training.engine.parallel import is_primary, local_copy
+from jaxtrain.training.engine.steps import run_keys
 from jaxtrain.training.errors import Diverged
-from jaxtrain.training.images import make_grid, save_grid
-from jaxtrain.training.loop import Callback
-from jaxtrain.training.parallel import is_primary, local_copy
-from jaxtrain.training.run import evaluate, evaluate_iw
-from jaxtrain.training.steps import run_keys
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.rundir.grids import make_grid, save_grid
 
 
 def say(message: str) -> None:
@@ -97,7 +97,7 @@ class FinalEval(Callback):
     """The measures of --final-eval, added to the record of the run's last evaluation:
     iw=K, the importance-weighted test NLL (test_iw_nll, test_iw_bits_per_dim);
     samples=N, the judge's scores of N samples per class (test_class_accuracy,
-    test_frechet, test_frechet_floor; training/quality.py)."""
+    test_frechet, test_frechet_floor; training/scoring/quality.py)."""
 
     def on_eval(self, loop, record):
         options = loop.run.config.train.final_eval_options()
@@ -115,8 +115,8 @@ class FinalEval(Callback):
                 f"nats/image ({iw['iw_bits_per_dim']:.4f} bits/dim; the -ELBO is "
                 f"{record['test_loss']:.2f})")
         if "samples" in options and is_primary():  # one process trains and asks the judge
-            from jaxtrain.training.judge import judge_of
-            from jaxtrain.training.quality import describe_quality, sample_quality
+            from jaxtrain.training.scoring.judge import judge_of
+            from jaxtrain.training.scoring.quality import describe_quality, sample_quality
 
             judge = judge_of(loop.run.config.data, loop.source)
             quality = sample_quality(loop.run, local_copy(params), loop.source, judge,

@@ -1,14 +1,14 @@
 """Writers of the run's record: metrics.jsonl, TensorBoard event files, curves.png and
-the console line. Each is a loop callback (training/loop.py), primary process only.
+the console line. Each is a loop callback (training/engine/loop.py), primary process only.
 """
 
 import json
 import sys
 
-from jaxtrain.training.loop import Callback
-from jaxtrain.training.parallel import local_copy
-from jaxtrain.training.run import describe
-from jaxtrain.training.steps import run_keys
+from jaxtrain.training.engine.evaluate import describe
+from jaxtrain.training.engine.loop import Callback
+from jaxtrain.training.engine.parallel import local_copy
+from jaxtrain.training.engine.steps import run_keys
 
 
 class Jsonl(Callback):
@@ -91,7 +91,7 @@ class Curves(Callback):
     """Redraws <workdir>/curves.png (train and test loss against step) at each evaluation."""
 
     def on_record(self, loop, record):
-        from jaxtrain.training.plot import plot_runs
+        from jaxtrain.training.rundir.plot import plot_runs
 
         plot_runs([loop.workdir], loop.workdir / "curves.png")
 

@@ -1,5 +1,5 @@
 """Run configuration: frozen dataclasses, validated on construction, saved as JSON with
-every checkpoint (and as TOML beside it, see training/config_file.py).
+every checkpoint (and as TOML beside it, see training/settings/files.py).
 
 Each default lives in one field (`setting(default, help, bounds)`); the few training
 defaults that differ between model families are in FAMILY_DEFAULTS. The command line
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxtrain.models.configs import TransformerConfig, VAEConfig, saved_fields
-from jaxtrain.training.settings import SettingError, setting, validate
+from jaxtrain.models.fields import SettingError, setting, validate
 
 # model name -> (its config class, "module:class" of its family for images). The
 # families (and JAX) are imported only when a run is built.

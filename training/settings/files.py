@@ -20,14 +20,14 @@ from pathlib import Path
 
 import tomli_w
 
-from jaxtrain.training.config import (
+from jaxtrain.models.fields import SettingError, base_type, flag_name, user_fields
+from jaxtrain.training.settings.config import (
     FAMILY_DEFAULTS,
     MODELS,
     SECTIONS,
     RunConfig,
     model_config_class,
 )
-from jaxtrain.training.settings import SettingError, base_type, flag_name, user_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,7 +53,7 @@ class Layer:
 def presets() -> dict:
     """{name: (one-line description, path)} of the presets shipped in the package."""
     out = {}
-    for entry in sorted(resources.files("jaxtrain.training").joinpath("presets").iterdir(),
+    for entry in sorted(resources.files("jaxtrain.training.settings").joinpath("presets").iterdir(),
                         key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             first = entry.read_text().splitlines()[0]

@@ -164,14 +164,14 @@ def load_datasets(dataset: str, data_dir, download: bool = True):
 
 class ImageSource:
     """Training and test batches of an MNIST-family dataset or an image folder
-    (training/folder.py), addressed by global step. `class_names` is None for MNIST."""
+    (training/sources/folder.py), addressed by global step. `class_names` is None for MNIST."""
 
     def __init__(self, dataset: str, data_dir, download: bool, batch_size: int, seed: int,
                  test_fraction: float = 0.1):
         self.class_names = None
         if dataset == "folder":
-            from jaxtrain.training.config import default_data_dir
-            from jaxtrain.training.folder import load_folder
+            from jaxtrain.training.settings.config import default_data_dir
+            from jaxtrain.training.sources.folder import load_folder
 
             torch.set_num_threads(1)  # as in load_datasets
             train, test, self.class_names = load_folder(data_dir, test_fraction,

@@ -9,13 +9,14 @@ import dataclasses
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxtrain.training.config import RunConfig, RunMismatch
-from jaxtrain.training.workdir import CHECKPOINTS, check_not_file
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.rundir.workdir import CHECKPOINTS, check_not_file
+from jaxtrain.training.settings.config import RunConfig, RunMismatch
 
 
 def checkpoint_dir(workdir) -> Path:
@@ -60,11 +61,12 @@ class Restored:
     broken: list  # newer steps that failed to restore
 
 
-def _restore_step(manager, step, make_target):
+def _restore_step(manager, step, devices):
     meta = manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore(), position=ocp.args.JsonRestore()))
     config = RunConfig.from_dict(meta.config)
-    target = make_target(config, meta.position)
+    # The saved run rebuilt from its config: the state's shapes, on this run's devices.
+    target = Run(config, meta.position["steps_per_epoch"], devices).abstract_state()
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))
     return Restored(step, config, dict(meta.position), restored.state, [])
@@ -82,10 +84,11 @@ def check_workdir(workdir) -> None:
                          "made by `jaxtrain fit`")
 
 
-def restore(workdir, make_target: Callable, step: int | str | None = None) -> Restored:
+def restore(workdir, step: int | str | None = None, devices: int | None = 1) -> Restored:
     """Restores `step` ("best": the one with the lowest test loss), or else the newest
-    checkpoint that restores, into `make_target(config, position)` (an abstract
-    TrainState from jax.eval_shape). Raises ValueError if none does."""
+    checkpoint that restores, as the TrainState of the saved run replicated on `devices`
+    (any number, whatever the run was saved on; None: all). Raises ValueError if none
+    does."""
     workdir = Path(workdir)
     check_workdir(workdir)
     manager = open_manager(workdir, read_only=True)
@@ -107,7 +110,7 @@ def restore(workdir, make_target: Callable, step: int | str | None = None) -> Re
         broken = []
         for s in steps:
             try:
-                result = _restore_step(manager, s, make_target)
+                result = _restore_step(manager, s, devices)
                 result.broken = broken
                 return result
             except RunMismatch:

@@ -11,12 +11,12 @@ import jax
 import numpy as np
 
 from jaxtrain.models.configs import PATCH_SYMBOLS
-from jaxtrain.training import checkpoint
-from jaxtrain.training.config import RunConfig
-from jaxtrain.training.run import open_source, restore_target
-from jaxtrain.training.settings import flag_name
-from jaxtrain.training.steps import param_path, param_shapes, trainable_mask
-from jaxtrain.training.text import build_vocab, read_text
+from jaxtrain.models.fields import flag_name
+from jaxtrain.training.engine.steps import param_path, param_shapes, trainable_mask
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.settings.config import RunConfig
+from jaxtrain.training.sources.base import open_source
+from jaxtrain.training.sources.text import build_vocab, read_text
 
 
 def with_vocab(config: RunConfig, vocab: str | None = None) -> RunConfig:
@@ -87,7 +87,7 @@ def prepare(config: RunConfig, open_data: bool = True):
         step = config.train.init_step
         step = step if step in (None, "best") else int(step)
         try:
-            restored = checkpoint.restore(config.train.init_from, restore_target, step)
+            restored = checkpoint.restore(config.train.init_from, step)
         except ValueError as e:
             raise ValueError(f"--init-from: {e}") from None
     config = with_vocab(config, restored and restored.config.data.vocab)

@@ -3,7 +3,7 @@ Agg backend, so it needs no display)."""
 
 from pathlib import Path
 
-from jaxtrain.training.records import loss_unit, read_config, read_metrics, train_curve
+from jaxtrain.training.rundir.records import loss_unit, read_config, read_metrics, train_curve
 
 
 def plot_runs(workdirs: list, out, metric: str | None = None) -> Path:

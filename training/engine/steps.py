@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from jaxtrain.training.config import TrainConfig
+from jaxtrain.training.settings.config import TrainConfig
 
 
 class TrainState(train_state.TrainState):

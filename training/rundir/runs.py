@@ -5,8 +5,8 @@ import datetime
 import os
 from pathlib import Path
 
-from jaxtrain.training.records import loss_unit, read_config, read_metrics
-from jaxtrain.training.workdir import RUN_FOLDERS
+from jaxtrain.training.rundir.records import loss_unit, read_config, read_metrics
+from jaxtrain.training.rundir.workdir import RUN_FOLDERS
 
 
 def find_runs(folder) -> list[dict]:

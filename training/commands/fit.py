@@ -1,21 +1,16 @@
-"""The commands on top of the loop: fit, resume, evaluate a checkpoint, sample.
+"""The commands that train: fit and resume.
 
-Each assembles a Run (training/run.py), its callbacks (training/callbacks.py and
-training/writers.py) and hands them to the loop (training/loop.py).
+Each assembles a Run (training/engine/run.py), its callbacks (training/engine/callbacks.py
+and training/rundir/writers.py) and hands them to the loop (training/engine/loop.py).
 """
 
 import dataclasses
-import os
-import time
 from pathlib import Path
 
 import absl.logging
-import jax
-import numpy as np
 
-from jaxtrain.training import checkpoint
-from jaxtrain.training import workdir as workdirs
-from jaxtrain.training.callbacks import (
+from jaxtrain.training.commands.prepare import check_classes, prepare, with_data
+from jaxtrain.training.engine.callbacks import (
     Announce,
     Checkpoint,
     EarlyStopping,
@@ -28,22 +23,16 @@ from jaxtrain.training.callbacks import (
     Progress,
     say,
 )
-from jaxtrain.training.config import RunConfig, default_data_dir
-from jaxtrain.training.config_file import to_toml
-from jaxtrain.training.images import make_grid, save_grid
-from jaxtrain.training.loop import Loop, run_loop
-from jaxtrain.training.parallel import is_primary, sync_processes
-from jaxtrain.training.prepare import check_classes, prepare, with_data
-from jaxtrain.training.run import (
-    Run,
-    choose_steps_per_call,
-    evaluate,
-    evaluate_iw,
-    open_source,
-    restore_target,
-)
-from jaxtrain.training.text import decode, encode
-from jaxtrain.training.writers import Console, Curves, Jsonl, TensorBoard
+from jaxtrain.training.engine.calls import choose_steps_per_call
+from jaxtrain.training.engine.loop import Loop, run_loop
+from jaxtrain.training.engine.parallel import is_primary, sync_processes
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.rundir import workdir as workdirs
+from jaxtrain.training.rundir.writers import Console, Curves, Jsonl, TensorBoard
+from jaxtrain.training.settings.config import RunConfig
+from jaxtrain.training.settings.files import to_toml
+from jaxtrain.training.sources.base import open_source
 
 # Orbax logs routine warnings (e.g. a save without metrics) through absl.
 absl.logging.set_verbosity(absl.logging.ERROR)
@@ -56,19 +45,8 @@ class Extras:
     stop_at_epoch: int | None = None
     devices: int | None = None
     profile_steps: tuple[int, int] | None = None  # [first, last) global steps
-    peak_gflops: float | str | None = None  # GFLOP/s, or "auto" (training/peak.py)
+    peak_gflops: float | str | None = None  # GFLOP/s, or "auto" (training/host/peak.py)
     tensorboard: bool = True  # write <workdir>/tb/ event files
-
-
-def use_compilation_cache() -> None:
-    """Keeps compiled programs on disk (JAX's persistent compilation cache), so a later
-    command on the same model skips XLA compilation (a tiny Transformer fit: 25.5 s ->
-    11 s). The folder is JAX_COMPILATION_CACHE_DIR, else <cache>/jaxtrain/xla. JAX's size
-    cap (LRU eviction) is left off: with it, processes writing the same entry at once
-    (xdist workers, the processes of one run) race on its access-time files."""
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", str(Path(default_data_dir()) / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
@@ -80,7 +58,7 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
     loop = Loop(run, workdir, state, source, start, end, dict(position or {}))
     peak = extras.peak_gflops
     if peak == "auto" and is_primary():
-        from jaxtrain.training.peak import peak_gflops
+        from jaxtrain.training.host.peak import peak_gflops
 
         peak, cached = peak_gflops()
         say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
@@ -167,8 +145,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     checkpoint.check_workdir(workdir)
     lock = workdirs.Lock(workdir) if is_primary() else None
     try:
-        restored = checkpoint.restore(
-            workdir, lambda c, p: restore_target(c, p, extras.devices))
+        restored = checkpoint.restore(workdir, devices=extras.devices)
         config, position = restored.config, dict(restored.position)
         overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         if "epochs" in overrides and config.train.epochs is None:
@@ -213,87 +190,3 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     finally:
         if lock is not None:
             lock.release()
-
-
-def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
-                    iw_samples: int | None = None, samples: int | None = None) -> dict:
-    """Test metrics of the EMA parameters of a checkpoint (latest by default; "best"); also
-    the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class."""
-    restored = checkpoint.restore(workdir, restore_target, step)
-    config = with_data(restored.config, data_dir, data_file)
-    if samples and config.data.is_text:
-        raise ValueError("--samples scores image samples; this is a text run")
-    source = open_source(config)
-    check_classes(config, source)
-    run = Run(config, restored.position["steps_per_epoch"])
-    metrics = evaluate(run, restored.state.ema_params, source)
-    if iw_samples:
-        t = time.perf_counter()
-        metrics.update(evaluate_iw(run, restored.state.ema_params, source, iw_samples))
-        metrics["iw_s"] = time.perf_counter() - t
-    if samples:
-        from jaxtrain.training import judge, quality
-
-        metrics.update(quality.sample_quality(run, restored.state.ema_params, source,
-                                              judge.judge_of(config.data, source), samples))
-    at = restored.position["step"]
-    targets = getattr(run.family, "target_pixels", None)  # image families: binary or grey
-    return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
-            "model": config.model, "test_examples": source.eval_examples,
-            **({"targets": targets} if targets else {})}
-
-
-def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int = 0,
-           step=None, length: int = 500, **options):
-    """Generates from the EMA parameters of a checkpoint, the one entry for images and
-    text. `label` is a class for image models (its index, its name for a folder
-    dataset, or "all" for one row per class), whose PNG grid is written (its path
-    returned); `prompt` a text for text models, whose continuation is returned.
-    `options` (temperature, top_k) go to families that take them; a value given to one
-    that does not is an error."""
-    restored = checkpoint.restore(workdir, restore_target, step)
-    config, params = restored.config, restored.state.ema_params
-    family = config.family()
-    for name, value in options.items():
-        if value is not None and name not in family.sample_options:
-            raise ValueError(f"--{name.replace('_', '-')} does not apply to a "
-                             f"{config.model} run")
-    options = {k: v for k, v in options.items() if v is not None}
-    rng = jax.random.PRNGKey(seed)
-    if prompt is not None:
-        if not config.data.is_text:
-            raise ValueError("--prompt applies to text models; this is an image model: pass "
-                             "--class N")
-        tokens = family.sample(params, encode(prompt, config.data.vocab), rng, length, **options)
-        return prompt + decode(tokens, config.data.vocab)
-    if config.data.is_text:
-        raise ValueError("--class applies to image models; this is a text model: pass "
-                         "--prompt TEXT")
-    num_classes, names = config.model_config.num_classes, config.data.class_names
-    row_names = None
-    if label == "all":
-        cols = -(-num // num_classes)
-        labels = np.repeat(np.arange(num_classes), cols)
-        row_names = names
-    else:
-        index = class_index(label, num_classes, names)
-        cols = int(np.ceil(np.sqrt(num)))
-        labels = np.full(num, index)
-    images = family.sample(params, labels, rng, **options)
-    out = Path(out) if out else Path(workdir) / f"sample_class_{label}.png"
-    return save_grid(make_grid(images, cols, row_names=row_names), out)
-
-
-def class_index(label, num_classes: int, names=None) -> int:
-    """The index of class `label`: a number 0..n-1, or one of a folder's class names."""
-    if names and str(label) in names:
-        return names.index(str(label))
-    try:
-        index = int(label)
-    except ValueError:
-        known = f"one of {', '.join(names)}, " if names else ""
-        raise ValueError(f"--class {label!r} is not a class of this run: use {known}"
-                         f"0-{num_classes - 1} or all") from None
-    if not 0 <= index < num_classes:
-        raise ValueError(f"--class {label} is out of range: use 0-{num_classes - 1} or all")
-    return index

@@ -1,6 +1,6 @@
 """A user's own images: a folder with one subfolder per class (torchvision's ImageFolder
 layout), read through torchvision and a DataLoader, converted once to 28x28 grayscale
-uint8 and cached beside the data, then served like MNIST (training/data.py).
+uint8 and cached beside the data, then served like MNIST (training/sources/images.py).
 
     PATH/cat/001.png, PATH/dog/a.jpg, ...            a seeded, stratified hold-out
     PATH/train/cat/..., PATH/test/cat/...             the given split

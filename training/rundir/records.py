@@ -4,7 +4,7 @@ plot` and `jaxtrain runs`, which must answer at once and work while a run trains
 import json
 from pathlib import Path
 
-from jaxtrain.training.config_file import tomllib  # tomllib, or tomli on Python 3.10
+from jaxtrain.training.settings.files import tomllib  # tomllib, or tomli on Python 3.10
 
 
 def read_metrics(workdir) -> list[dict]:

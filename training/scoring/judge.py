@@ -28,7 +28,7 @@ from flax.training.train_state import TrainState
 from jaxtrain.models.binarize import dynamic_bits
 from jaxtrain.models.family import example_keys
 from jaxtrain.models.judge import Judge, apply_in_batches
-from jaxtrain.training.quality import pixels
+from jaxtrain.training.scoring.quality import pixels
 
 VERSION = 1  # of the network and its training: a judge of another version is retrained
 EPOCHS = 6  # Fashion-MNIST: 91.2% test accuracy in 93 s on 2 cores (4: 89.9%)
@@ -59,7 +59,7 @@ def judge_path(dataset: str, data_dir, cache_dir) -> Path:
     if dataset == "folder":
         folder, name = Path(data_dir), ".jaxtrain-judge.msgpack"
     else:
-        from jaxtrain.training.data import raw_dir
+        from jaxtrain.training.sources.images import raw_dir
 
         folder, name = raw_dir(dataset, data_dir).parent, "jaxtrain-judge.msgpack"
     if os.access(folder, os.W_OK):
@@ -70,7 +70,7 @@ def judge_path(dataset: str, data_dir, cache_dir) -> Path:
 
 def judge_of(data, source, retrain: bool = False) -> TrainedJudge:
     """The judge of a run's data (a DataConfig) whose batches `source` serves."""
-    from jaxtrain.training.config import default_data_dir
+    from jaxtrain.training.settings.config import default_data_dir
 
     if data.is_text:
         raise ValueError("the judge scores image samples; this is a text run")
@@ -82,7 +82,7 @@ def judge_of(data, source, retrain: bool = False) -> TrainedJudge:
 def open_judge(data, retrain: bool = False):
     """`jaxtrain judge`: (the judge of `data`, a DataConfig, read or trained now; its
     ImageSource)."""
-    from jaxtrain.training.data import ImageSource
+    from jaxtrain.training.sources.images import ImageSource
 
     # (The source's own batch size is unused: train() batches the arrays itself.)
     source = ImageSource(data.dataset, data.data_dir, data.download, 1, SEED,
@@ -145,8 +145,8 @@ def load_or_train(source, path: Path, num_classes: int, retrain: bool = False,
 def train(model: Judge, dataset, epochs: int, min_steps: int = 0):
     """The judge's parameters after `epochs` epochs (or more, to make `min_steps` steps)
     of AdamW on `dataset` (an ArrayDataset), batches from the trainer's DataLoader
-    (training/data.py)."""
-    from jaxtrain.training.data import steps_per_epoch, train_loader
+    (training/sources/images.py)."""
+    from jaxtrain.training.sources.images import steps_per_epoch, train_loader
 
     batch_size = min(BATCH_SIZE, len(dataset))
     per_epoch = steps_per_epoch(dataset, batch_size)

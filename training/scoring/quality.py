@@ -1,4 +1,4 @@
-"""How good a run's samples are, in the eyes of the dataset's judge (training/judge.py):
+"""How good a run's samples are, in the eyes of the dataset's judge (training/scoring/judge.py):
 whether a sample of class c looks like a c (class accuracy), and how far the samples'
 feature distribution is from the test images' (a Frechet distance in the judge's
 features, the MNIST analogue of FID), beside the same distance for as many training
@@ -13,7 +13,7 @@ import numpy as np
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.family import example_keys
 from jaxtrain.models.judge import class_accuracy, frechet_distance
-from jaxtrain.training.steps import run_keys
+from jaxtrain.training.engine.steps import run_keys
 
 SAMPLE_BATCH = 500  # samples drawn per call (a Transformer's KV cache grows with it)
 # The keys sample_quality adds to a result (eval's JSON, a run's last record).

@@ -1,0 +1,99 @@
+"""The commands that use a saved run without training it: evaluate a checkpoint, sample."""
+
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxtrain.training.commands.prepare import check_classes, with_data
+from jaxtrain.training.engine.evaluate import evaluate, evaluate_iw
+from jaxtrain.training.engine.run import Run
+from jaxtrain.training.rundir import checkpoint
+from jaxtrain.training.rundir.grids import make_grid, save_grid
+from jaxtrain.training.sources.base import open_source
+from jaxtrain.training.sources.text import decode, encode
+
+
+def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
+                    iw_samples: int | None = None, samples: int | None = None) -> dict:
+    """Test metrics of the EMA parameters of a checkpoint (latest by default; "best"); also
+    the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class."""
+    restored = checkpoint.restore(workdir, step)
+    config = with_data(restored.config, data_dir, data_file)
+    if samples and config.data.is_text:
+        raise ValueError("--samples scores image samples; this is a text run")
+    source = open_source(config)
+    check_classes(config, source)
+    run = Run(config, restored.position["steps_per_epoch"])
+    metrics = evaluate(run, restored.state.ema_params, source)
+    if iw_samples:
+        t = time.perf_counter()
+        metrics.update(evaluate_iw(run, restored.state.ema_params, source, iw_samples))
+        metrics["iw_s"] = time.perf_counter() - t
+    if samples:
+        from jaxtrain.training.scoring import judge, quality
+
+        metrics.update(quality.sample_quality(run, restored.state.ema_params, source,
+                                              judge.judge_of(config.data, source), samples))
+    at = restored.position["step"]
+    targets = getattr(run.family, "target_pixels", None)  # image families: binary or grey
+    return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
+            "model": config.model, "test_examples": source.eval_examples,
+            **({"targets": targets} if targets else {})}
+
+
+def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int = 0,
+           step=None, length: int = 500, **options):
+    """Generates from the EMA parameters of a checkpoint, the one entry for images and
+    text. `label` is a class for image models (its index, its name for a folder
+    dataset, or "all" for one row per class), whose PNG grid is written (its path
+    returned); `prompt` a text for text models, whose continuation is returned.
+    `options` (temperature, top_k) go to families that take them; a value given to one
+    that does not is an error."""
+    restored = checkpoint.restore(workdir, step)
+    config, params = restored.config, restored.state.ema_params
+    family = config.family()
+    for name, value in options.items():
+        if value is not None and name not in family.sample_options:
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to a "
+                             f"{config.model} run")
+    options = {k: v for k, v in options.items() if v is not None}
+    rng = jax.random.PRNGKey(seed)
+    if prompt is not None:
+        if not config.data.is_text:
+            raise ValueError("--prompt applies to text models; this is an image model: pass "
+                             "--class N")
+        tokens = family.sample(params, encode(prompt, config.data.vocab), rng, length, **options)
+        return prompt + decode(tokens, config.data.vocab)
+    if config.data.is_text:
+        raise ValueError("--class applies to image models; this is a text model: pass "
+                         "--prompt TEXT")
+    num_classes, names = config.model_config.num_classes, config.data.class_names
+    row_names = None
+    if label == "all":
+        cols = -(-num // num_classes)
+        labels = np.repeat(np.arange(num_classes), cols)
+        row_names = names
+    else:
+        index = class_index(label, num_classes, names)
+        cols = int(np.ceil(np.sqrt(num)))
+        labels = np.full(num, index)
+    images = family.sample(params, labels, rng, **options)
+    out = Path(out) if out else Path(workdir) / f"sample_class_{label}.png"
+    return save_grid(make_grid(images, cols, row_names=row_names), out)
+
+
+def class_index(label, num_classes: int, names=None) -> int:
+    """The index of class `label`: a number 0..n-1, or one of a folder's class names."""
+    if names and str(label) in names:
+        return names.index(str(label))
+    try:
+        index = int(label)
+    except ValueError:
+        known = f"one of {', '.join(names)}, " if names else ""
+        raise ValueError(f"--class {label!r} is not a class of this run: use {known}"
+                         f"0-{num_classes - 1} or all") from None
+    if not 0 <= index < num_classes:
+        raise ValueError(f"--class {label} is out of range: use 0-{num_classes - 1} or all")
+    return index

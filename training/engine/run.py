@@ -1,0 +1,86 @@
+"""A run assembled from its config: the model family, the schedule and optimizer, the
+jitted steps, and where a step lies in the run. The loop (training/engine/loop.py)
+drives it; training/engine/evaluate.py evaluates it.
+"""
+
+import dataclasses
+
+import jax
+
+from jaxtrain.training.engine.parallel import DataParallel
+from jaxtrain.training.engine.steps import (
+    create_state,
+    make_eval_step,
+    make_optimizer,
+    make_schedule,
+    make_train_step,
+    param_shapes,
+    trainable_mask,
+)
+from jaxtrain.training.settings.config import RunConfig
+
+
+class Run:
+    """Everything built from a RunConfig and the data's steps per epoch (None for text)."""
+
+    def __init__(self, config: RunConfig, steps_per_epoch: int | None, devices: int | None = 1):
+        self.config = config
+        self.steps_per_epoch = steps_per_epoch
+        train = config.train
+        self.parallel = DataParallel(devices)
+        self.parallel.check_batch_size(train.batch_size, train.accumulate)
+        self.total_steps = train.steps or train.epochs * steps_per_epoch
+        self.eval_every = train.eval_every or steps_per_epoch or 250
+        self.family = config.family()
+        self.schedule = make_schedule(train, self.total_steps)
+        # A pytree of bools like the params (False: frozen), or None when all train.
+        self.trainable = None if not train.freeze else trainable_mask(
+            param_shapes(self.family), train.freeze)
+        self.tx = make_optimizer(train, self.schedule, self.trainable)
+        # Built once per run, so each compiles once.
+        self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
+                                          self.parallel, train.accumulate, self.trainable)
+        # 0 (automatic): single steps until fit has chosen S (choose_steps_per_call).
+        self.set_steps_per_call(train.steps_per_call or 1, save=bool(train.steps_per_call))
+        self.eval_step = make_eval_step(self.family, self.parallel)
+
+    def set_steps_per_call(self, s: int, save: bool = True):
+        """S steps in one call (training/engine/loop.py:Loop.call_steps says when it is used);
+        with `save`, S goes into the config saved with the run."""
+        if s > self.eval_every:
+            raise ValueError(f"--steps-per-call {s} is more than the {self.eval_every} steps "
+                             "between evaluations: lower it")
+        train = self.config.train
+        if save:
+            self.config = dataclasses.replace(
+                self.config, train=dataclasses.replace(train, steps_per_call=s))
+        self.steps_per_call = s
+        self.train_steps = None if s == 1 else make_train_step(
+            self.family, self.schedule, train.ema_decay, self.parallel, train.accumulate,
+            self.trainable, s)
+
+    def init_state(self, start=None):
+        """The state at step 0; `start` = (params, ema_params) to fine-tune from."""
+        state = create_state(self.family, self.config.train, self.tx, start)
+        return jax.device_put(state, self.parallel.replicated)
+
+    def abstract_state(self):
+        """The restore target: the state's shapes, replicated on this run's devices."""
+        return self.parallel.abstract(
+            jax.eval_shape(lambda: create_state(self.family, self.config.train, self.tx)))
+
+    def where(self, step: int) -> str:
+        """'step 936/4680 (epoch 2/10)', or 'step 250/2000' for a text run."""
+        text = f"step {step}/{self.total_steps}"
+        if self.steps_per_epoch and self.config.train.epochs:
+            epoch = step / self.steps_per_epoch
+            shown = f"{epoch:.0f}" if epoch == int(epoch) else f"{epoch:.2f}"
+            text += f" (epoch {shown}/{self.config.train.epochs})"
+        return text
+
+    def epoch_of(self, step: int) -> dict:
+        """{"epoch": e} for runs measured in epochs (a float mid-epoch), else {}."""
+        if not self.steps_per_epoch:
+            return {}
+        epoch = step / self.steps_per_epoch
+        return {"epoch": int(epoch) if epoch.is_integer() else epoch}

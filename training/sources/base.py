@@ -1,0 +1,48 @@
+"""What the engine asks of a data source, written down, and the source of a run's config.
+
+Two sources keep the contract: images (training/sources/images.py: an MNIST-family
+dataset in torchvision's layout, or a folder of your own images through
+training/sources/folder.py) and text (training/sources/text.py: windows of one file).
+Batches are dicts of numpy arrays, addressed by global step so that a resumed run reads
+exactly the batches of the uninterrupted one.
+"""
+
+from typing import Any, Iterator, Protocol
+
+from jaxtrain.training.settings.config import RunConfig
+from jaxtrain.training.sources.text import TextSource
+
+
+class Source(Protocol):
+    # Steps in one pass over the training data; None where steps are the unit (text).
+    steps_per_epoch: int | None
+    # An image folder's class names (subfolders, sorted); None for MNIST and text.
+    class_names: list[str] | None
+
+    def train_batches(self, start_step: int) -> Iterator[dict]:
+        """The batches of steps start_step, start_step + 1, ... (endless)."""
+
+    def eval_batches(self) -> Iterator[dict]:
+        """Every test example (or validation window) once, in batches of the run's batch
+        size padded to full with "mask" 0 (the families sum over mask 1)."""
+
+    @property
+    def eval_examples(self) -> int:
+        """Test examples (or validation windows) that eval_batches yields."""
+
+    def preview(self) -> Any:
+        """What a family's epoch_images shows beside its samples (test images and their
+        labels), or None."""
+
+
+def open_source(config: RunConfig) -> Source:
+    """The run's data: images by epoch, or text windows by step."""
+    if config.data.is_text:
+        return TextSource(config.data.data_file, config.data.vocab, config.model_config.context,
+                          config.train.batch_size, config.train.seed)
+    # torch and torchvision (about 4 s to import) are needed only to read images, so
+    # sampling and text runs do without them.
+    from jaxtrain.training.sources.images import ImageSource
+
+    return ImageSource(config.data.dataset, config.data.data_dir, config.data.download,
+                       config.train.batch_size, config.train.seed, config.data.test_fraction)
