@@ -81,7 +81,7 @@ def eval_(
     check_positive("--samples", samples)
     start_jax(devices_env=False)
     from jaxtrain.training.commands import restored
-    from jaxtrain.training.engine.evaluate import describe
+    from jaxtrain.training.metrics import describe
 
     m = restored.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
                                  data_file=data_file and data_file.absolute(),
@@ -89,7 +89,7 @@ def eval_(
     if as_json:
         print(json.dumps(m))
     else:
-        iw = {k: m.pop(k) for k in ("iw_nll", "iw_bits_per_dim", "iw_samples", "iw_s")
+        iw = {k: m.pop(k) for k in ("test_iw_nll", "test_iw_bits_per_dim", "iw_samples", "iw_s")
               if k in m}
         from jaxtrain.training.scoring import quality as scores
 
@@ -103,9 +103,9 @@ def eval_(
               f"{describe(m)}; losses in nats per {unit}")
         if iw:
             print(f"importance-weighted NLL ({iw['iw_samples']} samples per image): "
-                  f"{iw['iw_nll']:.2f} nats/image ({iw['iw_bits_per_dim']:.4f} bits/dim) in "
-                  f"{iw['iw_s']:.1f} s; a bound on -log p(x|c) that tightens with more "
-                  f"samples (1 sample is the -ELBO, {m['test_loss']:.2f})")
+                  f"{iw['test_iw_nll']:.2f} nats/image ({iw['test_iw_bits_per_dim']:.4f} "
+                  f"bits/dim) in {iw['iw_s']:.1f} s; a bound on -log p(x|c) that tightens "
+                  f"with more samples (1 sample is the -ELBO, {m['test_loss']:.2f})")
         if quality:
             print(scores.describe_quality(quality))
 

@@ -50,13 +50,13 @@ class TextFamily:
         return loss, {"bits_per_char": loss / math.log(2)}
 
     def eval_sums(self, params, batch, rng):
-        """Sums over the real windows' characters; test_loss is nats per character."""
+        """Sums over the real windows' characters; the loss is nats per character."""
         nll = self._token_nll(params, batch["tokens"]).sum(-1)  # [B]
-        return {"test_loss": jnp.sum(nll * batch["mask"]),
+        return {"loss": jnp.sum(nll * batch["mask"]),
                 "count": jnp.sum(batch["mask"]) * self.config.context}
 
     def finalize(self, metrics):
-        return {**metrics, "bits_per_char": metrics["test_loss"] / math.log(2)}
+        return {**metrics, "bits_per_char": metrics["loss"] / math.log(2)}
 
     def sample(self, params, prompt: np.ndarray, rng, length: int = 500, temperature=1.0,
                top_k=None) -> np.ndarray:

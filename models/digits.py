@@ -99,10 +99,10 @@ class DigitsFamily:
         and for every batch size. `rng` is unused: the test metric has no noise."""
         bits = test_bits(batch["image"], batch["index"])  # [B, 784]
         nll = self._nll(params, bits, batch["label"])
-        return {"test_loss": jnp.sum(nll * batch["mask"]), "count": jnp.sum(batch["mask"])}
+        return {"loss": jnp.sum(nll * batch["mask"]), "count": jnp.sum(batch["mask"])}
 
     def finalize(self, metrics):
-        return {**metrics, "bits_per_dim": nats_to_bits_per_dim(metrics["test_loss"])}
+        return {**metrics, "bits_per_dim": nats_to_bits_per_dim(metrics["loss"])}
 
     def sample(self, params, labels, rng, temperature=1.0, top_k=None):
         """Images [N, 28, 28] in {0, 1} of classes `labels` [N], drawn token by token."""

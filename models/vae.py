@@ -185,17 +185,17 @@ class VAEFamily:
         return loss, {"recon": recon.mean(), "kl": kl.mean()}
 
     def eval_sums(self, params, batch, rng):
-        """Sums over the real (mask == 1) examples; test_loss is the negative ELBO. Each
+        """Sums over the real (mask == 1) examples; the loss is the negative ELBO. Each
         example's z is drawn from fold_in(rng, its index in the test set), so the figure
         does not depend on the batch size."""
         recon, kl = self._terms(params, self.targets(batch), batch["label"],
                                 example_keys(rng, batch["index"]))
         mask = batch["mask"]
-        return {"test_loss": jnp.sum((recon + kl) * mask), "recon": jnp.sum(recon * mask),
+        return {"loss": jnp.sum((recon + kl) * mask), "recon": jnp.sum(recon * mask),
                 "kl": jnp.sum(kl * mask), "count": jnp.sum(mask)}
 
     def finalize(self, metrics):
-        return {k: metrics[k] for k in ("test_loss", "recon", "kl")}
+        return {k: metrics[k] for k in ("loss", "recon", "kl")}
 
     def iw_sums(self, params, batch, rng, samples: int, chunk: int):
         """Sums over the real examples of -log p(x | c) estimated with `samples` importance

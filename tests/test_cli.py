@@ -13,6 +13,7 @@ from conftest import TINY, cli, popen
 from events import read_events
 from PIL import Image
 
+from jaxtrain.training.metrics import METRICS
 from jaxtrain.training.rundir import checkpoint
 
 EPOCHS = 6  # 8 steps per epoch on the tiny dataset
@@ -85,9 +86,15 @@ def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     metrics = json.loads(jaxtrain("eval", "--workdir", workdir, "--json", check=True).stdout)
     assert metrics["step"] == 16 and metrics["epoch"] == 2 and metrics["dataset"] == "mnist"
     assert metrics["test_examples"] == 30
-    np.testing.assert_allclose(metrics["test_loss"], metrics["recon"] + metrics["kl"], rtol=1e-5)
+    np.testing.assert_allclose(metrics["test_loss"], metrics["test_recon"] + metrics["test_kl"],
+                               rtol=1e-5)
     last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["test_loss"] == last["test_loss"]  # eval is deterministic
+    # One name per metric: eval's keys are the record's, and every key is declared.
+    tested = {k for k in last if METRICS[k].group == "test"}
+    assert tested == {k for k in metrics if METRICS[k].group == "test"} == {
+        "test_loss", "test_recon", "test_kl"}
+    assert all(metrics[k] == last[k] for k in tested)
     assert "test loss" in jaxtrain("eval", "--workdir", workdir, "--step", 8).stdout
 
 
@@ -299,7 +306,8 @@ def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain)
 
     metrics = json.loads(jaxtrain("eval", "--workdir", straight, "--json").stdout)
     assert metrics["model"] == "transformer" and metrics["test_loss"] == ma["test_loss"]
-    np.testing.assert_allclose(metrics["bits_per_dim"], metrics["test_loss"] / (784 * np.log(2)))
+    np.testing.assert_allclose(metrics["test_bits_per_dim"],
+                               metrics["test_loss"] / (784 * np.log(2)))
     out = tmp_path / "sevens.png"
     assert jaxtrain("sample", "--class", 7, "--num", 4, "--workdir", straight, "--out", out,
                     "--temperature", 0.8, "--top-k", 4).returncode == 0
@@ -355,7 +363,7 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
 
     metrics = json.loads(jaxtrain("eval", "--workdir", straight, "--json").stdout)
     assert metrics["dataset"] == "text" and metrics["test_loss"] == ma["test_loss"]
-    np.testing.assert_allclose(metrics["bits_per_char"], metrics["test_loss"] / np.log(2))
+    np.testing.assert_allclose(metrics["test_bits_per_char"], metrics["test_loss"] / np.log(2))
     out = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
                    "--temperature", 0).stdout
     assert out.startswith("to be") and len(out.rstrip("\n")) >= 45

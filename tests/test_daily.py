@@ -53,9 +53,9 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
     events = read_events(resumed / "tb")
     seen = [(kind, tag, step) for kind, tag, step, _ in events]
     assert len(seen) == len(set(seen)), "an event is shown twice"
-    train = sorted(step for kind, tag, step, _ in events if tag == "train/loss")
+    train = sorted(step for kind, tag, step, _ in events if tag == "train/train_loss")
     assert train == [4, 8, 12, 16, 20, 24]  # every log_every steps, no gap
-    for tag in ("test/loss", "test/recon", "test/kl", "speed/samples_per_s"):
+    for tag in ("test/test_loss", "test/test_recon", "test/test_kl", "speed/samples_per_s"):
         assert sorted(s for _, t, s, _ in events if t == tag) == [8, 16, 24], tag
     images = {(t, s) for kind, t, s, _ in events if kind == "image"}
     assert images == {(name, s) for name in ("samples", "recon") for s in (8, 16, 24)}
@@ -68,7 +68,7 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
     assert config == checkpoint.restore(resumed).config
     assert workdir == str(resumed)
     # The test losses in TensorBoard are those of metrics.jsonl (rewritten on resume).
-    logged = {s: v for _, t, s, v in events if t == "test/loss"}
+    logged = {s: v for _, t, s, v in events if t == "test/test_loss"}
     assert [r["step"] for r in records(resumed)] == [8, 16, 24]
     for r in records(resumed):
         np.testing.assert_allclose(logged[r["step"]], r["test_loss"], rtol=1e-6)

@@ -45,7 +45,7 @@ def train_losses(run):
     state, losses = run.init_state(), []
     for _ in range(STEPS):
         state, metrics = run.train_step(state, batch)
-        losses.append(float(metrics["loss"]))
+        losses.append(float(metrics["train_loss"]))
     return state, losses
 
 

@@ -54,7 +54,7 @@ def test_train_step_updates_params_and_ema_and_compiles_once():
     state = run.init_state()
     init = jax.tree.map(np.asarray, state.params)
     state, metrics = run.train_step(state, a_batch(seed=0))
-    assert set(metrics) == {"loss", "recon", "kl", "grad_norm", "lr"}
+    assert set(metrics) == {"train_loss", "train_recon", "train_kl", "train_grad_norm", "lr"}
     np.testing.assert_allclose(metrics["lr"], run.schedule(0))
     # First step: the EMA decay is ramped to 0.1, so ema = 0.1 * init + 0.9 * params.
     expected = jax.tree.map(lambda i, p: 0.1 * i + 0.9 * np.asarray(p), init, state.params)
@@ -73,7 +73,7 @@ def test_overfits_one_batch():
     state, first = run.train_step(state, batch)
     for _ in range(150):
         state, last = run.train_step(state, batch)
-    assert float(last["loss"]) < 0.5 * float(first["loss"])
+    assert float(last["train_loss"]) < 0.5 * float(first["train_loss"])
 
 
 def test_checkpoint_save_restore_is_bitwise(tmp_path):

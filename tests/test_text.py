@@ -82,8 +82,8 @@ def test_uniform_model_costs_log_vocab_per_character():
     batch = {"tokens": np.zeros((2, 9), np.int32), "mask": np.array([1.0, 0.0], np.float32)}
     sums = family.eval_sums(params, batch, None)
     assert float(sums["count"]) == 8  # one real window of 8 predicted characters
-    metrics = family.finalize({"test_loss": float(sums["test_loss"] / sums["count"])})
-    np.testing.assert_allclose(metrics["test_loss"], math.log(4), rtol=1e-6)
+    metrics = family.finalize({"loss": float(sums["loss"] / sums["count"])})
+    np.testing.assert_allclose(metrics["loss"], math.log(4), rtol=1e-6)
     np.testing.assert_allclose(metrics["bits_per_char"], 2.0, rtol=1e-6)
 
 

@@ -117,11 +117,11 @@ def test_test_binarization_is_fixed_per_example():
              "index": np.arange(4, dtype=np.int32), "mask": np.ones(4, np.float32)}
     a = family.eval_sums(params, batch, jax.random.PRNGKey(0))
     b = family.eval_sums(params, batch, jax.random.PRNGKey(1))
-    assert float(a["test_loss"]) == float(b["test_loss"])
+    assert float(a["loss"]) == float(b["loss"])
     # The same examples split into two batches give the same total.
     halves = [{k: v[s] for k, v in batch.items()} for s in (slice(0, 2), slice(2, 4))]
-    total = sum(float(family.eval_sums(params, h, None)["test_loss"]) for h in halves)
-    np.testing.assert_allclose(total, float(a["test_loss"]), rtol=1e-5)
+    total = sum(float(family.eval_sums(params, h, None)["loss"]) for h in halves)
+    np.testing.assert_allclose(total, float(a["loss"]), rtol=1e-5)
 
 
 def test_sample_gives_binary_images_of_the_right_shape():

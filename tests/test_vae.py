@@ -132,7 +132,7 @@ def test_binarized_vae_scores_the_digits_transformers_test_bits():
     digits = DigitsFamily(TransformerConfig(layers=1, d_model=16, heads=2))
     params = digits.init(jax.random.PRNGKey(0), 4)
     on_vae_bits = digits._nll(params, bits, batch["label"]).sum()
-    np.testing.assert_allclose(digits.eval_sums(params, batch, None)["test_loss"], on_vae_bits,
+    np.testing.assert_allclose(digits.eval_sums(params, batch, None)["loss"], on_vae_bits,
                                rtol=1e-6)
     # Training bits: fresh for each step's key, kept apart from the latents' keys.
     a, b = vae.targets(batch, jax.random.PRNGKey(1)), vae.targets(batch, jax.random.PRNGKey(2))

@@ -18,7 +18,8 @@ from jaxtrain.training.sources.text import decode, encode
 def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
                     iw_samples: int | None = None, samples: int | None = None) -> dict:
     """Test metrics of the EMA parameters of a checkpoint (latest by default; "best"); also
-    the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class."""
+    the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class.
+    The metrics have the keys of the run's metrics.jsonl records (training/metrics.py)."""
     restored = checkpoint.restore(workdir, step)
     config = with_data(restored.config, data_dir, data_file)
     if samples and config.data.is_text:

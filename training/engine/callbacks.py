@@ -66,7 +66,7 @@ class Progress(Callback):
 
     def on_log(self, loop, metrics):
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{metrics['loss']:.3g}")
+            self.bar.set_postfix(loss=f"{metrics['train_loss']:.3g}")
 
     def _close(self):
         if self.bar is not None:
@@ -88,8 +88,7 @@ class Evaluate(Callback):
 
     def on_eval(self, loop, record):
         t = time.perf_counter()
-        test = evaluate(loop.run, loop.state.ema_params, loop.source)
-        record.update({k if k.startswith("test_") else f"test_{k}": v for k, v in test.items()})
+        record.update(evaluate(loop.run, loop.state.ema_params, loop.source))
         record["eval_s"] = time.perf_counter() - t
 
 
@@ -108,11 +107,9 @@ class FinalEval(Callback):
             samples = options["iw"]
             t = time.perf_counter()
             iw = evaluate_iw(loop.run, params, loop.source, samples)
-            record.update({"test_iw_nll": iw["iw_nll"], "test_iw_bits_per_dim":
-                           iw["iw_bits_per_dim"], "iw_samples": samples,
-                           "iw_s": time.perf_counter() - t})
-            say(f"importance-weighted test NLL ({samples} samples): {iw['iw_nll']:.2f} "
-                f"nats/image ({iw['iw_bits_per_dim']:.4f} bits/dim; the -ELBO is "
+            record.update(iw, iw_s=time.perf_counter() - t)
+            say(f"importance-weighted test NLL ({samples} samples): {iw['test_iw_nll']:.2f} "
+                f"nats/image ({iw['test_iw_bits_per_dim']:.4f} bits/dim; the -ELBO is "
                 f"{record['test_loss']:.2f})")
         if "samples" in options and is_primary():  # one process trains and asks the judge
             from jaxtrain.training.scoring.judge import judge_of
@@ -147,7 +144,7 @@ class NonFinite(Callback):
                        f"without saving the diverged state; {kept} (or a smaller --grad-clip)")
 
     def on_log(self, loop, metrics):
-        self._check(loop, "the train loss", metrics["loss"], loop.log_start)
+        self._check(loop, "the train loss", metrics["train_loss"], loop.log_start)
 
     def on_eval(self, loop, record):
         self._check(loop, "the test loss", record["test_loss"], loop.period_start)

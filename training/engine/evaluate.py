@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.steps import run_keys
+from jaxtrain.training.metrics import test_key
 
 IMAGE_DIMS = 784  # pixels of a 28x28 image
 
@@ -25,13 +26,14 @@ def evaluate(run: Run, params, source) -> dict:
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     count = sums.pop("count")
-    return run.family.finalize({k: float(v / count) for k, v in sums.items()})
+    metrics = run.family.finalize({k: float(v / count) for k, v in sums.items()})
+    return {test_key(k): v for k, v in metrics.items()}
 
 
 def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 16384) -> dict:
     """The importance-weighted estimate of -log p(x | c) (models/vae.py:iw_sums) with
-    `samples` samples, averaged over every test image: {"iw_nll" (nats/image),
-    "iw_bits_per_dim", "iw_samples"}. About `chunk_images` decoded images are in memory
+    `samples` samples, averaged over every test image: {"test_iw_nll" (nats/image),
+    "test_iw_bits_per_dim", "iw_samples"}. About `chunk_images` decoded images are in memory
     at a time."""
     family = run.family
     if not hasattr(family, "iw_sums"):
@@ -47,12 +49,6 @@ def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 1638
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     nll = float(sums["iw_nll"] / sums["count"])
-    return {"iw_nll": nll, "iw_bits_per_dim": nll / (IMAGE_DIMS * math.log(2)),
+    return {"test_iw_nll": nll, "test_iw_bits_per_dim": nll / (IMAGE_DIMS * math.log(2)),
             "iw_samples": samples}
 
-
-def describe(metrics: dict) -> str:
-    """'test loss 237.93 (recon 225.71, kl 12.22)': the test loss and its companions."""
-    rest = ", ".join(f"{k} {v:.2f}" if abs(v) >= 10 else f"{k} {v:.4g}"
-                     for k, v in metrics.items() if k != "test_loss")
-    return f"test loss {metrics['test_loss']:.2f}" + (f" ({rest})" if rest else "")

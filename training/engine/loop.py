@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.errors import Interrupted
+from jaxtrain.training.metrics import METRICS
 
 
 class Callback:
@@ -105,19 +106,19 @@ def per_step(host: list) -> list:
     dict a step."""
     out = []
     for metrics in host:
-        if np.ndim(metrics["loss"]):
-            out.extend({k: v[i] for k, v in metrics.items()} for i in range(len(metrics["loss"])))
+        if np.ndim(metrics["train_loss"]):
+            out.extend({k: v[i] for k, v in metrics.items()}
+                       for i in range(len(metrics["train_loss"])))
         else:
             out.append(metrics)
     return out
 
 
 def mean_metrics(host: list) -> dict:
-    """Means of the step metrics over a list of host dicts ("lr": the last value)."""
-    out = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "lr"}
-    if "lr" in host[0]:
-        out["lr"] = float(host[-1]["lr"])
-    return out
+    """The step metrics of a list of host dicts: their means, or the last value of a
+    metric marked `last` (the learning rate)."""
+    return {k: float(host[-1][k]) if k in METRICS and METRICS[k].last
+            else float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
 def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
@@ -195,10 +196,10 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
 
 
 def _train_record(run: Run, host: list, train_s: float, data_s: float) -> dict:
-    """Means of the period's train metrics, prefixed train_, and its throughput."""
+    """The period's train metrics (training/metrics.py) and its throughput."""
     if not host:
         return {}
-    out = {("lr" if k == "lr" else f"train_{k}"): v for k, v in mean_metrics(host).items()}
+    out = mean_metrics(host)
     family, examples = run.family, len(host) * run.config.train.batch_size
     out.update(train_steps=len(host), samples_per_s=examples / train_s,
                gflops=examples * family.flops_per_example / train_s / 1e9,

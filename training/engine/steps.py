@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from jaxtrain.training.metrics import train_key
 from jaxtrain.training.settings.config import TrainConfig
 
 
@@ -184,6 +185,7 @@ def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, tr
                          trainable)
         metrics = {"loss": loss, **metrics, "grad_norm": optax.global_norm(grads),
                    "lr": schedule(state.step)}
+        metrics = {train_key(k): v for k, v in metrics.items()}  # the record's keys
         return new_state.replace(ema_params=ema), metrics
 
     step = train_step

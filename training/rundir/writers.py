@@ -5,10 +5,10 @@ the console line. Each is a loop callback (training/engine/loop.py), primary pro
 import json
 import sys
 
-from jaxtrain.training.engine.evaluate import describe
 from jaxtrain.training.engine.loop import Callback
 from jaxtrain.training.engine.parallel import local_copy
 from jaxtrain.training.engine.steps import run_keys
+from jaxtrain.training.metrics import METRICS, describe, tag
 
 
 class Jsonl(Callback):
@@ -33,8 +33,10 @@ class Jsonl(Callback):
 class TensorBoard(Callback):
     """Event files under <workdir>/tb/ (tensorboardX, no TensorFlow): train metrics at
     each log; test metrics, speed, the grids and (text runs) a generated text at each
-    evaluation; and the resolved config as text. A resumed run purges what was logged
-    after its checkpoint, so the curves continue without duplicates."""
+    evaluation; and the resolved config as text. Tags are "<group>/<key>" with the
+    record's keys (training/metrics.py: "train/train_loss", "test/test_kl"). A resumed
+    run purges what was logged after its checkpoint, so the curves continue without
+    duplicates."""
 
     def __init__(self, config_toml: str):
         self.config_toml = config_toml
@@ -50,14 +52,12 @@ class TensorBoard(Callback):
 
     def on_log(self, loop, metrics):
         for k, v in metrics.items():
-            self.writer.add_scalar(k if k == "lr" else f"train/{k}", v, loop.step)
+            self.writer.add_scalar(tag(k), v, loop.step)
 
     def on_record(self, loop, record):
         for k, v in record.items():
-            if k.startswith("test_"):
-                self.writer.add_scalar(f"test/{k[5:]}", v, loop.step)
-            elif k in ("samples_per_s", "tokens_per_s", "gflops", "mfu", "period_s"):
-                self.writer.add_scalar(f"speed/{k}", v, loop.step)
+            if k in METRICS and METRICS[k].group in ("test", "speed"):
+                self.writer.add_scalar(tag(k), v, loop.step)
         for name, grid in loop.artifacts.get("images", {}).items():
             self.writer.add_image(name, grid, loop.step, dataformats="HW")
         # A text run's sample is drawn here, only for TensorBoard (~0.2 s per evaluation).
@@ -112,8 +112,7 @@ class Console(Callback):
         if "train_loss" in record:
             parts.append(f"train loss {record['train_loss']:.3g} "
                          f"{run.family.units['train_loss']}")
-        parts.append(describe({k[5:] if k != "test_loss" else k: v for k, v in record.items()
-                               if k.startswith("test_")}))
+        parts.append(describe(record))
         if "samples_per_s" in record:
             rate = (f"{record['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in record
                     else f"{record['samples_per_s']:,.0f} samples/s")

@@ -1,0 +1,107 @@
+"""One name per metric: the keys of a run's record, what each is in, and where it shows.
+
+A record is one line of <workdir>/metrics.jsonl, one evaluation; `eval --json` prints a
+record of the same keys for a checkpoint. A family names its numbers without a phase
+("loss", "recon", "kl": models/family.py); the engine keys them once, "train_<name>" for
+the training step's means and "test_<name>" for the test set's, and from then on every
+reader uses the same key: the console, TensorBoard (tag "<group>/<key>"), `jaxtrain
+runs`, `jaxtrain plot --metric KEY`. The losses' units depend on the family (nats per
+image, per character, per token: `Family.units`); every other unit is here.
+
+No heavy imports: `runs` and `plot` read records with this module alone.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    group: str  # train (each log), test, speed (TensorBoard), time, run (bookkeeping)
+    unit: str  # "" for counts and ratios; "loss" for the family's loss unit
+    help: str
+    last: bool = False  # a log period's value is its last step's (a rate), not the mean
+
+
+LOSS = "loss"  # the family's unit (Family.units[key])
+
+METRICS = {
+    "step": Metric("run", "", "optimizer steps done"),
+    "epoch": Metric("run", "", "epochs done (a fraction mid-epoch); runs in steps lack it"),
+    "train_loss": Metric("train", LOSS, "the training objective, mean over the period"),
+    "train_recon": Metric("train", LOSS, "VAE: reconstruction term of the objective"),
+    "train_kl": Metric("train", LOSS, "VAE: KL term of the objective"),
+    "train_nll": Metric("train", "nats/image", "digits: the objective per image"),
+    "train_bits_per_dim": Metric("train", "bits/dim", "digits: the objective in bits/pixel"),
+    "train_bits_per_char": Metric("train", "bits/char", "text: the objective in bits"),
+    "train_grad_norm": Metric("train", "", "global gradient norm before clipping"),
+    "lr": Metric("train", "", "the learning rate of the period's last step", last=True),
+    "train_steps": Metric("run", "", "steps in the evaluation period"),
+    "test_loss": Metric("test", LOSS, "the test loss of the EMA parameters (an exact NLL or "
+                                      "the VAE's -ELBO)"),
+    "test_recon": Metric("test", LOSS, "VAE: reconstruction term of the test loss"),
+    "test_kl": Metric("test", LOSS, "VAE: KL term of the test loss"),
+    "test_bits_per_dim": Metric("test", "bits/dim", "image models: the test loss per pixel"),
+    "test_bits_per_char": Metric("test", "bits/char", "text: the test loss in bits"),
+    "test_iw_nll": Metric("test", "nats/image", "VAE: importance-weighted -log p(x|c)"),
+    "test_iw_bits_per_dim": Metric("test", "bits/dim", "VAE: the same per pixel"),
+    "iw_samples": Metric("run", "", "importance samples per test image"),
+    "test_class_accuracy": Metric("test", "", "share of samples the judge puts in their class"),
+    "test_frechet": Metric("test", "", "Frechet distance of samples to test images"),
+    "test_frechet_floor": Metric("test", "", "the same for training images (the floor)"),
+    "judge_accuracy": Metric("run", "", "the judge's own test accuracy"),
+    "class_accuracy_per_class": Metric("run", "", "test_class_accuracy of each class (a list)"),
+    "samples_per_class": Metric("run", "", "samples drawn per class for the judge"),
+    "sample_pixels": Metric("run", "", "grey or binary: what the samples and test images are"),
+    "class_names": Metric("run", "", "a folder dataset's classes (a list)"),
+    "stopped_early": Metric("run", "", "true in the record where early stopping ended the run"),
+    "samples_per_s": Metric("speed", "samples/s", "training examples per second"),
+    "tokens_per_s": Metric("speed", "tokens/s", "sequence models: tokens per second"),
+    "gflops": Metric("speed", "GFLOP/s", "training FLOPs per second (model FLOPs)"),
+    "mfu": Metric("speed", "", "gflops / the device's peak (--peak-gflops)"),
+    "period_s": Metric("speed", "s", "the whole evaluation period: steps, eval, saves"),
+    "train_s": Metric("time", "s", "the period's steps (data included)"),
+    "data_s": Metric("time", "s", "the period's batches: reading and copying to devices"),
+    "eval_s": Metric("time", "s", "evaluation of the test set"),
+    "iw_s": Metric("time", "s", "the importance-weighted evaluation"),
+    "quality_s": Metric("time", "s", "drawing and judging samples"),
+    "save_s": Metric("time", "s", "the blocking part of the checkpoint save"),
+    "first_step_s": Metric("time", "s", "from the command's start to its first step"),
+    # What `eval --json` adds about the checkpoint it evaluated.
+    "model": Metric("run", "", "eval: the run's --model"),
+    "dataset": Metric("run", "", "eval: the run's --dataset"),
+    "test_examples": Metric("run", "", "eval: test examples (or validation windows) scored"),
+    "targets": Metric("run", "", "eval, image runs: grey or binary, the pixels scored"),
+}
+
+
+def train_key(name: str) -> str:
+    """The record key of a training step's metric: "loss" -> "train_loss"; "lr" is lr."""
+    return name if name == "lr" else f"train_{name}"
+
+
+def test_key(name: str) -> str:
+    """The record key of a test metric: "recon" -> "test_recon"."""
+    return f"test_{name}"
+
+
+def tag(key: str) -> str:
+    """The TensorBoard tag of a key: "<group>/<key>", e.g. "test/test_loss"."""
+    return f"{METRICS[key].group if key in METRICS else 'other'}/{key}"
+
+
+def short(key: str) -> str:
+    """A key without its phase, for lines already about one phase: "test_kl" -> "kl"."""
+    for prefix in ("train_", "test_"):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def describe(record: dict) -> str:
+    """'test loss 237.93 (recon 225.71, kl 12.22)': the test loss and the record's other
+    test metrics."""
+    rest = ", ".join(f"{short(k)} {v:.2f}" if abs(v) >= 10 else f"{short(k)} {v:.4g}"
+                     for k, v in record.items()
+                     if k in METRICS and METRICS[k].group == "test" and k != "test_loss")
+    return f"test loss {record['test_loss']:.2f}" + (f" ({rest})" if rest else "")
+
