@@ -14,18 +14,15 @@ from jaxtrain.training.engine.callbacks import (
     Announce,
     Checkpoint,
     EarlyStopping,
-    Evaluate,
-    FinalEval,
     FirstStep,
     Images,
     NonFinite,
     Profile,
     Progress,
-    say,
 )
 from jaxtrain.training.engine.calls import choose_steps_per_call
 from jaxtrain.training.engine.loop import Loop, run_loop
-from jaxtrain.training.engine.parallel import is_primary, sync_processes
+from jaxtrain.training.engine.parallel import is_primary, say, sync_processes
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir import workdir as workdirs
@@ -55,19 +52,20 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
     standard callbacks; returns the final state."""
     end = min(run.total_steps, stop_at_step or run.total_steps)
     manager = checkpoint.open_manager(workdir, run.config.train.keep)
-    loop = Loop(run, workdir, state, source, start, end, dict(position or {}))
     peak = extras.peak_gflops
-    if peak == "auto" and is_primary():
-        from jaxtrain.training.host.peak import peak_gflops
+    if peak == "auto":  # measured by the process that writes the records
+        peak = None
+        if is_primary():
+            from jaxtrain.training.host.peak import peak_gflops
 
-        peak, cached = peak_gflops()
-        say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
-            f"{'cached' if cached else 'measured once and cached'})")
-    callbacks = [Announce(start, end, workdir), FirstStep(), Progress(), Evaluate(),
-                 FinalEval(), NonFinite(manager),
+            peak, cached = peak_gflops()
+            say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
+                f"{'cached' if cached else 'measured once and cached'})")
+    loop = Loop(run, workdir, state, source, start, end, dict(position or {}), peak_gflops=peak)
+    callbacks = [Announce(start, end, workdir), FirstStep(), Progress(), NonFinite(manager),
                  EarlyStopping(run.config.train.patience), Images(), Checkpoint(manager)]
     if is_primary():  # the writers
-        callbacks += [Console(peak), Jsonl(), Curves()]
+        callbacks += [Console(), Jsonl(), Curves()]
         if extras.tensorboard:
             callbacks.append(TensorBoard(to_toml(run.config)))
     if extras.profile_steps:

@@ -1,30 +1,23 @@
-"""The loop's features, one small callback each: progress, evaluation, the guards
-(non-finite loss, early stopping), images, checkpoints and profiling. The writers of
-the record (JSONL, TensorBoard, curves, console) are in training/rundir/writers.py.
+"""The loop's features, one small callback each: progress, the guards (non-finite loss,
+early stopping), images, checkpoints, the time to the first step and profiling. The
+loop evaluates itself (training/engine/evaluate.py); the writers of the record (JSONL,
+TensorBoard, curves, console) are in training/rundir/writers.py.
 """
 
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import jax
 from tqdm import tqdm
 
-from jaxtrain.training.engine.evaluate import evaluate, evaluate_iw
 from jaxtrain.training.engine.loop import Callback
-from jaxtrain.training.engine.parallel import is_primary, local_copy
+from jaxtrain.training.engine.parallel import is_primary, local_copy, say
 from jaxtrain.training.engine.steps import run_keys
 from jaxtrain.training.errors import Diverged
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir.grids import make_grid, save_grid
-
-
-def say(message: str) -> None:
-    """A progress line on stderr, from the first process only."""
-    if is_primary():
-        print(message, file=sys.stderr, flush=True)
 
 
 class Announce(Callback):
@@ -83,45 +76,6 @@ class Progress(Callback):
         self._close()
 
 
-class Evaluate(Callback):
-    """Test metrics of the EMA parameters, added to the record as test_*."""
-
-    def on_eval(self, loop, record):
-        t = time.perf_counter()
-        record.update(evaluate(loop.run, loop.state.ema_params, loop.source))
-        record["eval_s"] = time.perf_counter() - t
-
-
-class FinalEval(Callback):
-    """The measures of --final-eval, added to the record of the run's last evaluation:
-    iw=K, the importance-weighted test NLL (test_iw_nll, test_iw_bits_per_dim);
-    samples=N, the judge's scores of N samples per class (test_class_accuracy,
-    test_frechet, test_frechet_floor; training/scoring/quality.py)."""
-
-    def on_eval(self, loop, record):
-        options = loop.run.config.train.final_eval_options()
-        if not options or loop.step != loop.run.total_steps:
-            return
-        params = loop.state.ema_params
-        if "iw" in options:
-            samples = options["iw"]
-            t = time.perf_counter()
-            iw = evaluate_iw(loop.run, params, loop.source, samples)
-            record.update(iw, iw_s=time.perf_counter() - t)
-            say(f"importance-weighted test NLL ({samples} samples): {iw['test_iw_nll']:.2f} "
-                f"nats/image ({iw['test_iw_bits_per_dim']:.4f} bits/dim; the -ELBO is "
-                f"{record['test_loss']:.2f})")
-        if "samples" in options and is_primary():  # one process trains and asks the judge
-            from jaxtrain.training.scoring.judge import judge_of
-            from jaxtrain.training.scoring.quality import describe_quality, sample_quality
-
-            judge = judge_of(loop.run.config.data, loop.source)
-            quality = sample_quality(loop.run, local_copy(params), loop.source, judge,
-                                     options["samples"])
-            record.update(quality)
-            say(describe_quality(quality))
-
-
 class NonFinite(Callback):
     """Stops a diverging run at the host reads the loop already makes (each log and each
     evaluation), before anything of the diverged state is saved."""
@@ -170,30 +124,34 @@ class EarlyStopping(Callback):
             loop.stop_reason = (f"stopped early: no better test loss in {self.patience} "
                                 f"evaluations (best {loop.position['best_test_loss']:.4g} at "
                                 f"step {loop.position['best_step']})")
-            record["stopped_early"] = True
+            return {"stopped_early": True}
 
 
 class Images(Callback):
-    """The family's PNG grids at each evaluation, from the run's fixed sampling key;
-    named by epoch for epoch runs (samples_epoch003.png), else by step. The grids are
-    left in loop.artifacts for the writers."""
+    """The family's PNG grids at each evaluation, from the run's fixed sampling key:
+    drawn into loop.artifacts (where TensorBoard finds them) and written with the
+    record, named by epoch for epoch runs (samples_epoch003.png), else by step."""
 
     def on_eval(self, loop, record):
         if not is_primary():
             return
-        run, step = loop.run, loop.step
+        run = loop.run
         params, key = local_copy(loop.state.ema_params), run_keys(run.config.train.seed)["sample"]
         grids = run.family.epoch_images(params, key, loop.source.preview())
+        for name, (images, cols) in grids.items():
+            # The samples grid has one row per class (models/family.py).
+            loop.artifacts.setdefault("images", {})[name] = make_grid(
+                images, cols, row_names=run.config.data.class_names if name == "samples"
+                else None)
+
+    def on_record(self, loop, record):
+        run, step = loop.run, loop.step
         if run.steps_per_epoch and step % run.steps_per_epoch == 0:
             suffix = f"epoch{step // run.steps_per_epoch:03d}"
         else:
             suffix = f"step{step:07d}"
-        for name, (images, cols) in grids.items():
-            # The samples grid has one row per class (models/family.py).
-            grid = make_grid(images, cols, row_names=run.config.data.class_names
-                             if name == "samples" else None)
+        for name, grid in loop.artifacts.get("images", {}).items():
             save_grid(grid, loop.workdir / f"{name}_{suffix}.png")
-            loop.artifacts.setdefault("images", {})[name] = grid
 
 
 class Checkpoint(Callback):
@@ -203,11 +161,11 @@ class Checkpoint(Callback):
     def __init__(self, manager):
         self.manager = manager
 
-    def on_eval(self, loop, record):
+    def on_save(self, loop, record):
         t = time.perf_counter()
         checkpoint.save(self.manager, loop.state, loop.position_at(loop.step),
                         loop.run.config, metrics={"test_loss": record["test_loss"]})
-        record["save_s"] = time.perf_counter() - t  # the blocking part of the async save
+        return {"save_s": time.perf_counter() - t}  # the blocking part of the async save
 
     def on_interrupt(self, loop):
         checkpoint.save(self.manager, loop.state, loop.position_at(loop.step), loop.run.config)
@@ -246,9 +204,10 @@ class FirstStep(Callback):
             if self.seconds is not None:
                 say(f"first step done {self.seconds:.1f} s after the command started")
 
-    def on_record(self, loop, record):
+    def on_eval(self, loop, record):
         if self.seconds is not None:
-            record["first_step_s"], self.seconds = self.seconds, None
+            seconds, self.seconds = self.seconds, None
+            return {"first_step_s": seconds}
 
 
 class Profile(Callback):

@@ -1,13 +1,16 @@
-"""Evaluation of a run's parameters: the test metrics over every test example, and the
-importance-weighted likelihood of a VAE. The keys are the record's (training/metrics.py).
+"""Evaluation of a run's parameters: the test metrics over every test example, the
+importance-weighted likelihood of a VAE, and the test part of the loop's record. The
+keys are the record's (training/metrics.py).
 """
 
 import functools
 import math
+import time
 
 import jax
 import jax.numpy as jnp
 
+from jaxtrain.training.engine.parallel import is_primary, local_copy, say
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.steps import run_keys
 from jaxtrain.training.metrics import test_key
@@ -52,3 +55,32 @@ def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 1638
     return {"test_iw_nll": nll, "test_iw_bits_per_dim": nll / (IMAGE_DIMS * math.log(2)),
             "iw_samples": samples}
 
+
+
+def evaluate_record(run: Run, params, source, final: bool = False) -> dict:
+    """The test part of an evaluation's record: the test metrics and eval_s; at the
+    run's end (`final`) also the measures of --final-eval: iw=K, the importance-weighted
+    test NLL (test_iw_nll, test_iw_bits_per_dim, iw_samples, iw_s); samples=N, the
+    judge's scores of N samples per class (test_class_accuracy, test_frechet, ...:
+    training/scoring/quality.py), drawn by the first process alone."""
+    t = time.perf_counter()
+    record = evaluate(run, params, source)
+    record["eval_s"] = time.perf_counter() - t
+    options = run.config.train.final_eval_options() if final else {}
+    if "iw" in options:
+        samples = options["iw"]
+        t = time.perf_counter()
+        iw = evaluate_iw(run, params, source, samples)
+        record.update(iw, iw_s=time.perf_counter() - t)
+        say(f"importance-weighted test NLL ({samples} samples): {iw['test_iw_nll']:.2f} "
+            f"nats/image ({iw['test_iw_bits_per_dim']:.4f} bits/dim; the -ELBO is "
+            f"{record['test_loss']:.2f})")
+    if "samples" in options and is_primary():  # one process trains and asks the judge
+        from jaxtrain.training.scoring.judge import judge_of
+        from jaxtrain.training.scoring.quality import describe_quality, sample_quality
+
+        judge = judge_of(run.config.data, source)
+        quality = sample_quality(run, local_copy(params), source, judge, options["samples"])
+        record.update(quality)
+        say(describe_quality(quality))
+    return record

@@ -7,24 +7,32 @@ Hooks, in the order they fire (see training/engine/callbacks.py for the callback
   on_log(loop, metrics)     every `log_every` steps (at the first call that reaches a
                             multiple) and before each evaluation: the train
                             metrics since the last log, read to the host in one sync
-  on_eval(loop, record)     every `eval_every` steps and at the end: the record is built
-                            up in callback order (test metrics, images, checkpoint ...)
-  on_record(loop, record)   then, the finished record, for the writers (JSONL, TensorBoard,
-                            curves, console)
+  every `eval_every` steps and at the end, the loop first evaluates (training/engine/
+  evaluate.py) and builds the period's record: train metrics, speed, test metrics (and
+  at the run's end the --final-eval measures). Then, in three phases:
+  on_eval(loop, record)     the guards and decisions (a diverged loss, early stopping,
+                            the images to draw); may stop the run or raise
+  on_save(loop, record)     the checkpoint, which keeps what on_eval decided
+  on_record(loop, record)   the writers (JSONL, TensorBoard, PNGs, curves, console)
   on_interrupt(loop)        on the first SIGINT/SIGTERM, between two calls
   on_end(loop)              always, last (closes writers, waits for checkpoints)
-A callback stops the run early by setting `loop.stop_reason`.
+on_eval and on_save see the record read-only and may return keys to add (a stop, the
+save's seconds): each sees the loop's record, never another callback's additions, so
+the order of the callbacks within a phase does not matter. A callback stops the run
+early by setting `loop.stop_reason`.
 """
 
 import dataclasses
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 
+from jaxtrain.training.engine.evaluate import evaluate_record
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.errors import Interrupted
 from jaxtrain.training.metrics import METRICS
@@ -36,7 +44,8 @@ class Callback:
     def on_start(self, loop: "Loop") -> None: ...
     def on_step(self, loop: "Loop") -> None: ...
     def on_log(self, loop: "Loop", metrics: dict) -> None: ...
-    def on_eval(self, loop: "Loop", record: dict) -> None: ...
+    def on_eval(self, loop: "Loop", record: Mapping) -> dict | None: ...
+    def on_save(self, loop: "Loop", record: Mapping) -> dict | None: ...
     def on_record(self, loop: "Loop", record: dict) -> None: ...
     def on_interrupt(self, loop: "Loop") -> None: ...
     def on_end(self, loop: "Loop") -> None: ...
@@ -81,6 +90,7 @@ class Loop:
     artifacts: dict = dataclasses.field(default_factory=dict)  # this evaluation's grids
     period_start: int = 0  # first step of the current evaluation period
     log_start: int = 0  # first step since the last on_log
+    peak_gflops: float | None = None  # the device's peak, for the record's mfu
 
     @property
     def period_end(self) -> int:
@@ -179,10 +189,16 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
                     jax.block_until_ready(loop.state)
                     train_s = time.perf_counter() - times["t0"]
                     record = {"step": loop.step, **run.epoch_of(loop.step),
-                              **_train_record(run, period_host, train_s, times["data"])}
+                              **_train_record(run, period_host, train_s, times["data"],
+                                              loop.peak_gflops),
+                              **evaluate_record(run, loop.state.ema_params, loop.source,
+                                                final=loop.step == run.total_steps)}
                     loop.artifacts = {}
-                    for cb in callbacks:
-                        cb.on_eval(loop, record)
+                    for phase in ("on_eval", "on_save"):
+                        view = MappingProxyType(record)
+                        added = [getattr(cb, phase)(loop, view) for cb in callbacks]
+                        for more in added:
+                            record.update(more or {})
                     record["period_s"] = time.perf_counter() - times["t0"]
                     for cb in callbacks:
                         cb.on_record(loop, record)
@@ -195,7 +211,8 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
     return loop.state
 
 
-def _train_record(run: Run, host: list, train_s: float, data_s: float) -> dict:
+def _train_record(run: Run, host: list, train_s: float, data_s: float,
+                  peak_gflops: float | None = None) -> dict:
     """The period's train metrics (training/metrics.py) and its throughput."""
     if not host:
         return {}
@@ -206,4 +223,6 @@ def _train_record(run: Run, host: list, train_s: float, data_s: float) -> dict:
                train_s=train_s, data_s=data_s)
     if family.tokens_per_example:
         out["tokens_per_s"] = out["samples_per_s"] * family.tokens_per_example
+    if peak_gflops:
+        out["mfu"] = out["gflops"] / peak_gflops
     return out

@@ -13,6 +13,7 @@ writes metrics, images and progress (Orbax coordinates the checkpoint writes its
 """
 
 import os
+import sys
 
 import jax
 import numpy as np
@@ -45,6 +46,12 @@ def initialize_distributed() -> bool:
 def is_primary() -> bool:
     """True in the process that writes metrics, images and progress (the only one, usually)."""
     return jax.process_index() == 0
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, from the first process only."""
+    if is_primary():
+        print(message, file=sys.stderr, flush=True)
 
 
 def sync_processes(name: str) -> None:

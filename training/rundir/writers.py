@@ -99,13 +99,6 @@ class Curves(Callback):
 class Console(Callback):
     """The one line per evaluation on stdout."""
 
-    def __init__(self, peak_gflops: float | None = None):
-        self.peak = peak_gflops
-
-    def on_eval(self, loop, record):
-        if self.peak and "gflops" in record:
-            record["mfu"] = record["gflops"] / self.peak
-
     def on_record(self, loop, record):
         run = loop.run
         parts = [run.where(loop.step)]

@@ -7,12 +7,13 @@ Batches are dicts of numpy arrays, addressed by global step so that a resumed ru
 exactly the batches of the uninterrupted one.
 """
 
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from jaxtrain.training.settings.config import RunConfig
 from jaxtrain.training.sources.text import TextSource
 
 
+@runtime_checkable
 class Source(Protocol):
     # Steps in one pass over the training data; None where steps are the unit (text).
     steps_per_epoch: int | None

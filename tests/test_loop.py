@@ -1,0 +1,86 @@
+"""The loop hands every callback a finished record: evaluated before any hook runs,
+read-only in on_eval and on_save, whose additions no other callback of the same phase
+sees, so the order of the callbacks does not matter."""
+
+import numpy as np
+import pytest
+from test_accumulate import image_batches
+from test_steps_per_call import vae_run
+
+from jaxtrain.training.engine.loop import Callback, Loop, run_loop
+from jaxtrain.training.sources.base import Source
+
+TIMES = ("train_s", "data_s", "eval_s", "period_s", "samples_per_s", "gflops")
+
+
+class ArraySource:
+    """The smallest data source (training/sources/base.py): three batches in memory."""
+
+    steps_per_epoch = None
+    class_names = None
+    eval_examples = 8
+
+    def __init__(self):
+        self.batches = image_batches(8)
+
+    def train_batches(self, start_step):
+        step = start_step
+        while True:
+            yield self.batches[step % len(self.batches)]
+            step += 1
+
+    def eval_batches(self):
+        yield {**self.batches[0], "mask": np.ones(8, np.float32)}
+
+    def preview(self):
+        return None
+
+
+class Spy(Callback):
+    """Notes what each phase sees and adds a key of its own in on_eval and on_save."""
+
+    def __init__(self, name, seen):
+        self.name, self.seen = name, seen
+
+    def on_eval(self, loop, record):
+        self.seen.append((self.name, "eval", dict(record)))
+        with pytest.raises(TypeError):
+            record["mine"] = 1  # read-only: additions are returned
+        return {f"{self.name}_eval": loop.step}
+
+    def on_save(self, loop, record):
+        self.seen.append((self.name, "save", dict(record)))
+        return {f"{self.name}_save": loop.step}
+
+    def on_record(self, loop, record):
+        self.seen.append((self.name, "record", dict(record)))
+
+
+def records_of(order):
+    run = vae_run(eval_every=2)
+    seen = []
+    spies = {name: Spy(name, seen) for name in ("a", "b")}
+    loop = Loop(run, None, run.init_state(), ArraySource(), 0, 4, {})
+    run_loop(loop, [spies[name] for name in order])
+    return seen
+
+
+def test_the_record_is_finished_before_the_hooks_and_order_does_not_matter():
+    assert isinstance(ArraySource(), Source)  # the protocol's members, structurally
+    forward, backward = records_of("ab"), records_of("ba")
+    for seen in (forward, backward):
+        assert [(n, p, r["step"]) for n, p, r in seen if n == "a"] == [
+            ("a", p, s) for s in (2, 4) for p in ("eval", "save", "record")]
+        for name, phase, record in seen:
+            # Evaluated by the loop before any hook: train and test metrics together.
+            assert {"train_loss", "lr", "test_loss", "test_recon", "test_kl", "eval_s"} <= set(
+                record)
+            added = {k for k in record if k.endswith(("_eval", "_save"))}
+            expected = {"eval": set(), "save": {"a_eval", "b_eval"},
+                        "record": {"a_eval", "b_eval", "a_save", "b_save"}}[phase]
+            assert added == expected, (name, phase)
+    # The same records whichever callback comes first (timings aside).
+    def final(seen):
+        return [{k: v for k, v in r.items() if k not in TIMES}
+                for n, p, r in seen if n == "a" and p == "record"]
+    assert final(forward) == final(backward)
