@@ -31,9 +31,9 @@ import torch
 import torch_reference as ref  # benchmarks/torch_reference.py, beside this script
 from timing import seconds  # benchmarks/timing.py
 
-from jaxtrain.models.charlm import TextFamily
+from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.decoding import pick
-from jaxtrain.models.digits import DigitsFamily
+from jaxtrain.models.pixel_lm import PixelLMFamily
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
     PATCH_SYMBOLS,
@@ -143,7 +143,7 @@ def vae_step(batch_size, steps, repeats, peak, per_call=1):
 def transformer_step(name, config, batch_size, steps, repeats, peak):
     rng = np.random.default_rng(0)
     if name == "digits":
-        family = DigitsFamily(config)
+        family = PixelLMFamily(config)
         images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
         labels = rng.integers(0, 10, batch_size)
         ours = jax_steps(family, {"image": images, "label": labels.astype(np.int32)}, steps,
@@ -155,7 +155,7 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
         vocab, out_size, batch = config.vocab_size, config.output_size, (inputs, tokens)
     else:
         vocab_chars = string.printable[:config.vocab_size]
-        family = TextFamily(config, vocab_chars)
+        family = CharLMFamily(config, vocab_chars)
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
         ours = jax_steps(family, {"tokens": tokens.astype(np.int32)}, steps, batch_size)
         tokens = torch.from_numpy(tokens)
@@ -187,7 +187,7 @@ def sample_without_cache(model, params, labels, rng):
 
 def kv_cache_sampling(config, n, repeats):
     """Seconds to sample n digits token by token, with and without the key/value cache."""
-    family = DigitsFamily(config)
+    family = PixelLMFamily(config)
     params = family.init(jax.random.PRNGKey(0), 1)
     labels, key = np.arange(n) % 10, jax.random.PRNGKey(0)
     cached = lambda: family.sample(params, labels, key)  # noqa: E731

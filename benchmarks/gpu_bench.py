@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch_reference as ref  # benchmarks/, beside this script
 
-from jaxtrain.models.charlm import TextFamily
-from jaxtrain.models.digits import DigitsFamily
+from jaxtrain.models.charlm import CharLMFamily
+from jaxtrain.models.pixel_lm import PixelLMFamily
 from jaxtrain.models.transformer import TransformerConfig, train_flops_per_token
 from jaxtrain.models.vae import VAEConfig, VAEFamily
 
@@ -73,7 +73,7 @@ def vae_case(precision, batch_size, steps, repeats):
 def transformer_case(kind, config, precision, batch_size, steps, repeats):
     rng = np.random.default_rng(0)
     if kind == "digits":
-        family = DigitsFamily(config, precision)
+        family = PixelLMFamily(config, precision)
         images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
         labels = rng.integers(0, 10, batch_size)
         ours = bench.jax_steps(family, {"image": images, "label": labels.astype(np.int32)},
@@ -82,7 +82,7 @@ def transformer_case(kind, config, precision, batch_size, steps, repeats):
         inputs = torch.cat([16 + torch.from_numpy(labels)[:, None], tokens[:, :-1]], 1)
         batch = (inputs, tokens)
     else:
-        family = TextFamily(config, "".join(chr(33 + i) for i in range(config.vocab_size)),
+        family = CharLMFamily(config, "".join(chr(33 + i) for i in range(config.vocab_size)),
                             precision)
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
         ours = bench.jax_steps(family, {"tokens": tokens.astype(np.int32)}, steps, batch_size)

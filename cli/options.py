@@ -26,7 +26,7 @@ _TYPES = {int: int, float: float, str: str, bool: bool, tuple: str}
 def config_fields() -> dict:
     """{field name: (section, field)} of every user setting, model configs included."""
     out = {}
-    classes = [*SECTIONS.items(), *(("model_config", cls) for cls, _ in MODELS.values())]
+    classes = [*SECTIONS.items(), *(("model_config", cls) for cls in MODELS.values())]
     for section, cls in classes:
         for f in user_fields(cls):
             assert f.name not in out, f"two settings named {f.name}"

@@ -111,7 +111,7 @@ def source_architecture(init_from):
     values = read_file(path).values
     layer = {k: values[k] for k in ("model", "model_config") if k in values}
     if layer.get("model") in MODELS:
-        layer["model_config"] = saved_fields(MODELS[layer["model"]][0],
+        layer["model_config"] = saved_fields(MODELS[layer["model"]],
                                              layer.get("model_config", {}))
     return Layer(f"the run in {init_from}", layer)
 

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from jaxtrain.models.decoding import continue_text
+from jaxtrain.models.family import Family
 from jaxtrain.models.transformer import (
     TransformerConfig,
     networks,
@@ -20,10 +21,9 @@ from jaxtrain.models.transformer import (
 PREVIEW_CHARS = 200  # characters generated for TensorBoard at each evaluation
 
 
-class TextFamily:
+class CharLMFamily(Family):
     """Character-level language model; `vocab` holds the characters, token i = vocab[i]."""
 
-    name = "transformer"
     sample_options = ("temperature", "top_k")
     units = {"train_loss": "nats/char", "test_loss": "nats/char"}
 
@@ -63,9 +63,6 @@ class TextFamily:
         """`length` tokens following the tokens `prompt` [P] (see decoding.continue_text)."""
         return continue_text(self.model, self.decoder, params, prompt, length, rng,
                              temperature, top_k)
-
-    def epoch_images(self, params, rng, preview):
-        return {}
 
     def epoch_text(self, params, rng):
         """A continuation of a newline (else of the first character), from a fixed key,

@@ -61,7 +61,7 @@ class VAEConfig:
         validate(self)
 
 
-# The default task is digits (models/digits.py): 2x2 binary patches of 28x28 images.
+# The default task is digits (models/pixel_lm.py): 2x2 binary patches of 28x28 images.
 PATCH_SYMBOLS = 16  # 2x2 binary pixels
 NUM_PATCHES = 196  # (28 / 2) ** 2
 

@@ -1,12 +1,22 @@
-"""The contract between a model family and the trainer, written down as a Protocol.
+"""The contract between a model family and the trainer, written down as a base class.
 
 A family is an objective (init, a training loss, evaluation sums with an explicit
 count, and a finalize that turns the means into reported metrics), a sampler (one
 entry, `sample`, for images and text alike), and the units its numbers are in. The
-trainer, the checkpoints and the CLI know nothing else about a model.
+trainer, the checkpoints and the CLI know nothing else about a model. The abstract
+methods are what every family writes; the rest have defaults here, which a family
+overrides where it has the feature (so the trainer never probes with hasattr).
+
+The families, by task (training/settings/config.py:FAMILIES picks one for a run):
+  VAEFamily (models/vae.py)         images from a class-conditional VAE (--model vae)
+  PixelLMFamily (models/pixel_lm.py) images token by token: a Transformer over 2x2
+                                    binary patches (--model transformer, image data)
+  CharLMFamily (models/charlm.py)   text character by character (--model transformer
+                                    --dataset text)
 """
 
-from typing import Any, Protocol, runtime_checkable
+import abc
+from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax
@@ -28,45 +38,63 @@ def example_keys(rng: jax.Array, ids: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.fold_in, (None, 0))(rng, ids)
 
 
-@runtime_checkable
-class Family(Protocol):
-    name: str  # the --model value
+class Family(abc.ABC):
     model: nn.Module  # the network the train state applies
-    sample_options: tuple[str, ...]  # keyword options `sample` accepts (temperature, top_k)
-    # Units of the numbers, e.g. {"train_loss": "nats/token", "test_loss": "nats/image"}.
-    units: dict[str, str]
-    # Tokens per example for a sequence model (progress counts tokens), else None.
-    tokens_per_example: int | None
+    # Units of the losses, by record key (training/metrics.py), e.g. {"train_loss":
+    # "nats/token", "test_loss": "nats/image"}.
+    units: ClassVar[dict[str, str]]
     flops_per_example: float  # training FLOPs (forward + backward) of one example
 
+    # --- Optional members: the defaults are a family without the feature. ---
+    # Keyword options `sample` accepts (temperature, top_k).
+    sample_options: tuple[str, ...] = ()
+    # Tokens per example of a sequence model (progress counts tokens), else None.
+    tokens_per_example: int | None = None
+    # The attention a Transformer runs ("blocked" or "cudnn": models/transformer.py).
+    attention: str | None = None
+    # Image families: what `sample` returns ("grey" or "binary"), so the judge compares
+    # samples with test images of the same kind (training/scoring/quality.py) ...
+    sample_pixels: str | None = None
+    # ... and the pixels the test loss scores (`eval` says which).
+    target_pixels: str | None = None
+    # iw_sums(params, batch, rng, samples, chunk) -> {"iw_nll", "count"}: sums of the
+    # importance-weighted test NLL (the VAE's: training/engine/evaluate.py:evaluate_iw);
+    # None where the test loss is already an exact NLL.
+    iw_sums: Callable | None = None
+
+    @abc.abstractmethod
     def init(self, rng: jax.Array, batch_size: int) -> Params:
         """Fresh parameters."""
 
+    @abc.abstractmethod
     def train_loss(self, params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict]:
-        """(the scalar objective, {name: scalar} of companions), differentiated by the step.
-        Both are means over the batch, and its noise is drawn per example from
+        """(the scalar objective, {name: scalar} of companions), differentiated by the step;
+        the record keys them train_loss, train_<name> (training/metrics.py). Both are
+        means over the batch, and its noise is drawn per example from
         example_keys(rng, batch["row"]), so a batch split into micro-batches gives
         the same means (training/engine/steps.py accumulates them)."""
 
+    @abc.abstractmethod
     def eval_sums(self, params: Params, batch: Batch, rng: jax.Array) -> dict:
-        """Sums over the batch's real examples (mask == 1), with their "count": summing
-        over batches and dividing by the total count gives exact means, whatever the
-        padding of the last batch."""
+        """Sums over the batch's real examples (mask == 1) of "loss" and its companions,
+        with their "count": summing over batches and dividing by the total count gives
+        exact means, whatever the padding of the last batch."""
 
+    @abc.abstractmethod
     def finalize(self, means: dict) -> dict:
-        """Reported test metrics ("test_loss" first) from the means of the eval sums."""
+        """The test metrics ("loss" first; the record keys them test_<name>) from the
+        means of the eval sums."""
 
+    @abc.abstractmethod
     def sample(self, params: Params, request: Any, rng: jax.Array, **options) -> Any:
         """Generates from the model: images [N, 28, 28] in [0, 1] for class labels [N]
         (image families), or the tokens that follow a prompt (text)."""
 
     def epoch_images(self, params: Params, rng: jax.Array, preview: Any) -> dict:
-        """{name: (images [N, 28, 28], columns)} of grids written at each evaluation."""
+        """{name: (images [N, 28, 28], columns)} of grids written at each evaluation;
+        none by default."""
+        return {}
 
     def epoch_text(self, params: Params, rng: jax.Array) -> str | None:
         """A short generated text logged at each evaluation (text families), else None."""
-
-    # Image families: sample_pixels, "grey" or "binary", what `sample` returns, so the
-    # judge compares samples with test images of the same kind (training/scoring/quality.py).
-    # Optional, VAE only: iw_sums(params, batch, rng, samples, chunk) -> {"iw_nll", "count"},
-    # the importance-weighted test NLL (training/engine/run.py:evaluate_iw checks for it).
+        return None

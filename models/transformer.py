@@ -13,7 +13,7 @@ position, not the whole prefix (models/decoding.py runs it).
 Precision: `dtype` bfloat16 runs the matmuls and attention in bf16; parameters, the
 residual stream, LayerNorm statistics, the logits and so every loss stay float32.
 
-The tasks built on it: models/digits.py (class-conditional binarized images) and
+The tasks built on it: models/pixel_lm.py (class-conditional binarized images) and
 models/charlm.py (a character-level language model).
 """
 

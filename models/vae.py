@@ -19,7 +19,7 @@ import optax
 
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
-from jaxtrain.models.family import PRECISIONS, example_keys
+from jaxtrain.models.family import PRECISIONS, Family, example_keys
 
 # The class prior's parameters are stored divided by this: AdamW moves a parameter by
 # about lr a step, and the class regions of z sit 3-5 units from the origin (Fashion-
@@ -140,13 +140,10 @@ def decoded_image(config, out):
 # --- The model family as the trainer sees it. ---
 
 
-class VAEFamily:
-    """The VAE as the trainer sees it (the contract: models/family.py)."""
+class VAEFamily(Family):
+    """Images from a class-conditional VAE: the trainer's view (models/family.py)."""
 
-    name = "vae"
-    sample_options = ()  # sample() takes no options beyond labels and key
     units = {"train_loss": "nats/image", "test_loss": "nats/image"}
-    tokens_per_example = None
     sample_pixels = "grey"  # sample() returns Bernoulli means (training/scoring/quality.py)
 
     def __init__(self, config: VAEConfig, precision: str = "float32"):
@@ -272,9 +269,6 @@ class VAEFamily:
             eps = jax.random.normal(rng, (len(labels), self.config.latent_dim))
         mean, logvar = self.model.apply({"params": params}, labels, method=VAE.prior)
         return mean + jnp.exp(0.5 * logvar) * eps
-
-    def epoch_text(self, params, rng):
-        return None
 
 
 def train_flops_per_example(config: VAEConfig) -> float:

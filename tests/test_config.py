@@ -29,7 +29,7 @@ def one_line_error(proc, *fragments):
 
 def test_every_setting_has_one_flag_and_the_help_shows_its_default(jaxtrain):
     fields = config_fields()
-    for cls, _ in MODELS.values():
+    for cls in MODELS.values():
         assert {f.name for f in user_fields(cls)} <= fields.keys()
     assert {f.name for f in user_fields(TrainConfig)} <= fields.keys()
     help_text = " ".join(jaxtrain("fit", "--help").stdout.split())

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.models.charlm import TextFamily
+from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.transformer import TransformerConfig
 from jaxtrain.training.sources import text
 
@@ -72,7 +72,7 @@ def test_eval_windows_are_fixed_and_masked(text_file):
 def tiny_family(vocab="abcd", context=8):
     config = TransformerConfig(layers=1, d_model=16, heads=2, dropout=0.0, context=context,
                                vocab_size=len(vocab), output_size=len(vocab))
-    family = TextFamily(config, vocab)
+    family = CharLMFamily(config, vocab)
     return family, family.init(jax.random.PRNGKey(0), 2)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxtrain.models.decoding import pick
-from jaxtrain.models.digits import (
-    DigitsFamily,
+from jaxtrain.models.pixel_lm import (
+    PixelLMFamily,
     image_to_tokens,
     nats_to_bits_per_dim,
     sequence_nll,
@@ -44,7 +44,7 @@ def test_likelihood_arithmetic_hand_checked():
 
 
 def test_shapes_and_parameter_count():
-    family = DigitsFamily(TINY)
+    family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=2)
     d = 32
     attention = 4 * (d * d + d)  # query, key, value, output projections with biases
@@ -78,7 +78,7 @@ def test_attention_dropout_zeroes_weights_and_keeps_the_mean():
 
 def test_is_causal():
     config = TINY.replace(dropout=0.0)
-    params = DigitsFamily(config).init(jax.random.PRNGKey(0), batch_size=1)
+    params = PixelLMFamily(config).init(jax.random.PRNGKey(0), batch_size=1)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (1, 196), 0, 26)
     changed = tokens.at[0, 100].set((tokens[0, 100] + 1) % 26)
     a = Transformer(config).apply({"params": params}, tokens)
@@ -89,7 +89,7 @@ def test_is_causal():
 
 def test_cached_decoding_equals_the_full_forward_pass():
     config = TINY.replace(dropout=0.0)
-    params = DigitsFamily(config).init(jax.random.PRNGKey(0), batch_size=2)
+    params = PixelLMFamily(config).init(jax.random.PRNGKey(0), batch_size=2)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 196), 0, 26)
     full = Transformer(config).apply({"params": params}, tokens)  # [2, 196, 16]
     decoder = Transformer(config.replace(decode=True))
@@ -110,7 +110,7 @@ def test_pick_greedy_and_top_k():
 
 
 def test_test_binarization_is_fixed_per_example():
-    family = DigitsFamily(TINY)
+    family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=4)
     images = np.random.default_rng(0).integers(0, 256, (4, 784), dtype=np.uint8)
     batch = {"image": images, "label": np.arange(4, dtype=np.int32),
@@ -125,7 +125,7 @@ def test_test_binarization_is_fixed_per_example():
 
 
 def test_sample_gives_binary_images_of_the_right_shape():
-    family = DigitsFamily(TINY)
+    family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=3)
     images = family.sample(params, np.array([0, 7, 7]), jax.random.PRNGKey(0), temperature=1.0,
                            top_k=4)
@@ -140,4 +140,4 @@ def test_config_rejects_bad_values(kwargs):
 
 def test_digits_need_a_context_of_196():
     with pytest.raises(ValueError, match="--context must be 196"):
-        DigitsFamily(TransformerConfig(context=64))
+        PixelLMFamily(TransformerConfig(context=64))

@@ -118,7 +118,7 @@ def test_config_rejects_bad_values(kwargs):
 def test_binarized_vae_scores_the_digits_transformers_test_bits():
     """--binarize: the VAE's test targets are the fixed binarization the digits
     Transformer scores (one test set for both families); training draws fresh bits."""
-    from jaxtrain.models.digits import DigitsFamily
+    from jaxtrain.models.pixel_lm import PixelLMFamily
     from jaxtrain.models.transformer import TransformerConfig
 
     rng = np.random.default_rng(0)
@@ -129,7 +129,7 @@ def test_binarized_vae_scores_the_digits_transformers_test_bits():
                               binarize=True))
     bits = vae.targets(batch)
     assert set(np.unique(bits)) <= {0.0, 1.0} and vae.target_pixels == "binary"
-    digits = DigitsFamily(TransformerConfig(layers=1, d_model=16, heads=2))
+    digits = PixelLMFamily(TransformerConfig(layers=1, d_model=16, heads=2))
     params = digits.init(jax.random.PRNGKey(0), 4)
     on_vae_bits = digits._nll(params, bits, batch["label"]).sum()
     np.testing.assert_allclose(digits.eval_sums(params, batch, None)["loss"], on_vae_bits,

@@ -92,7 +92,7 @@ def prepare(config: RunConfig, open_data: bool = True):
             raise ValueError(f"--init-from: {e}") from None
     config = with_vocab(config, restored and restored.config.data.vocab)
     source = open_source(config) if open_data or config.data.dataset == "folder" else None
-    config = with_classes(config, getattr(source, "class_names", None))
+    config = with_classes(config, source.class_names if source else None)
     if restored is None:
         return config, None, source
     where = Path(config.train.init_from).absolute()
@@ -122,7 +122,7 @@ def list_params(config: RunConfig) -> str:
 
 def check_classes(config: RunConfig, source) -> None:
     """A folder run's data must still have the classes the run was trained on."""
-    names = getattr(source, "class_names", None)
+    names = source.class_names
     if names is not None and tuple(names) != config.data.class_names:
         raise ValueError(f"the classes in {config.data.data_dir} ({', '.join(names)}) are not "
                          f"the ones the run was trained on "

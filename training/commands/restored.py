@@ -38,7 +38,7 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
         metrics.update(quality.sample_quality(run, restored.state.ema_params, source,
                                               judge.judge_of(config.data, source), samples))
     at = restored.position["step"]
-    targets = getattr(run.family, "target_pixels", None)  # image families: binary or grey
+    targets = run.family.target_pixels  # image families: binary or grey
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
             "model": config.model, "test_examples": source.eval_examples,
             **({"targets": targets} if targets else {})}

@@ -34,7 +34,7 @@ class Announce(Callback):
             f"evaluating every {run.eval_every} steps, workdir {self.workdir}"
             + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")
             + f", {jax.default_backend()} {run.config.train.precision}"
-            + (f", {run.family.attention} attention" if hasattr(run.family, "attention") else ""))
+            + (f", {run.family.attention} attention" if run.family.attention else ""))
 
 
 class Progress(Callback):

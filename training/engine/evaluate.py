@@ -39,7 +39,7 @@ def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 1638
     "test_iw_bits_per_dim", "iw_samples"}. About `chunk_images` decoded images are in memory
     at a time."""
     family = run.family
-    if not hasattr(family, "iw_sums"):
+    if family.iw_sums is None:
         raise ValueError(f"the importance-weighted likelihood applies to VAE runs, not to a "
                          f"{run.config.model} run (whose test loss is already an exact NLL)")
     chunk = max(1, min(samples, chunk_images // run.config.train.batch_size))

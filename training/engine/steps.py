@@ -138,7 +138,7 @@ def gpu_determinism(family) -> dict:
     attention, which fails to compile with them (jax 0.11.2, H200, measured): such a run
     relies on the persistent compilation cache handing every later process the program
     the first one compiled (README: "On a GPU")."""
-    if jax.default_backend() != "gpu" or getattr(family, "attention", None) == "cudnn":
+    if jax.default_backend() != "gpu" or family.attention == "cudnn":
         return {}
     return {"xla_gpu_deterministic_ops": True}
 

@@ -62,7 +62,7 @@ def sample_quality(run, params, source, judge, per_class: int) -> dict:
     test images; see the module docstring. Keys as metrics.jsonl takes them."""
     start = time.perf_counter()
     family, num_classes = run.family, run.config.model_config.num_classes
-    binary = getattr(family, "sample_pixels", "grey") == "binary"
+    binary = family.sample_pixels == "binary"
     key = jax.random.fold_in(run_keys(run.config.train.seed)["eval"], 2)
     samples, asked = draw(family, params, num_classes, per_class, key)
     predicted, sample_features = judge.classify(samples)

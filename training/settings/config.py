@@ -15,11 +15,13 @@ from typing import Any
 from jaxtrain.models.configs import TransformerConfig, VAEConfig, saved_fields
 from jaxtrain.models.fields import SettingError, setting, validate
 
-# model name -> (its config class, "module:class" of its family for images). The
-# families (and JAX) are imported only when a run is built.
-MODELS = {"vae": (VAEConfig, "vae:VAEFamily"),
-          "transformer": (TransformerConfig, "digits:DigitsFamily")}
-TEXT_FAMILY = "charlm:TextFamily"
+# --model -> its architecture's config class.
+MODELS = {"vae": VAEConfig, "transformer": TransformerConfig}
+# (--model, task) -> "module:class" of the family that trains it (models/family.py); the
+# task is text for --dataset text, else images. Imported (with JAX) only when a run is built.
+FAMILIES = {("vae", "images"): "vae:VAEFamily",
+            ("transformer", "images"): "pixel_lm:PixelLMFamily",
+            ("transformer", "text"): "charlm:CharLMFamily"}
 DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
 PRECISION_NAMES = ("float32", "bf16")  # models/family.py:PRECISIONS gives their dtypes
@@ -191,13 +193,17 @@ class RunConfig:
         """The model family object (models/family.py) of this run."""
         import importlib
 
-        where = TEXT_FAMILY if self.data.is_text else MODELS[self.model][1]
-        module, name = where.split(":")
+        module, name = FAMILIES[self.model, self.task].split(":")
         cls = getattr(importlib.import_module(f"jaxtrain.models.{module}"), name)
         precision = self.train.precision
         if self.data.is_text:
             return cls(self.model_config, self.data.vocab, precision=precision)
         return cls(self.model_config, precision=precision)
+
+    @property
+    def task(self) -> str:
+        """What the run models: "text" or "images"."""
+        return "text" if self.data.is_text else "images"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -210,7 +216,7 @@ class RunConfig:
         if model not in MODELS:
             raise RunMismatch(f"the run's config names model {model!r}, which this jaxtrain "
                               f"does not know (known: {', '.join(MODELS)})")
-        config_class = MODELS[model][0]
+        config_class = MODELS[model]
         return cls(model=model,
                    model_config=config_class(**saved_fields(config_class, d["model_config"])),
                    data=DataConfig(**d["data"]), train=TrainConfig(**d["train"]))
@@ -222,4 +228,4 @@ SECTIONS = {"data": DataConfig, "train": TrainConfig}
 def model_config_class(model: str):
     if model not in MODELS:
         raise SettingError("model", f"must be one of {', '.join(MODELS)}, got {model!r}")
-    return MODELS[model][0]
+    return MODELS[model]

@@ -109,7 +109,7 @@ def _check_keys(layer: Layer, model: str) -> None:
             if key in known:
                 continue
             if name == "model_config":
-                for other, (cls, _) in MODELS.items():
+                for other, cls in MODELS.items():
                     if other != model and key in {f.name for f in user_fields(cls)}:
                         raise ConfigError(f"{_where(layer, name, key)} is a {other} option; "
                                           f"it does not apply to model {model}")

@@ -163,8 +163,10 @@ def load_datasets(dataset: str, data_dir, download: bool = True):
 
 
 class ImageSource:
-    """Training and test batches of an MNIST-family dataset or an image folder
-    (training/sources/folder.py), addressed by global step. `class_names` is None for MNIST."""
+    """A Source (training/sources/base.py): training and test batches of an MNIST-family
+    dataset or an image folder (training/sources/folder.py), addressed by global step.
+    `class_names` is None for MNIST; `train` and `test` hold the arrays (the judge and
+    the sample scores read them)."""
 
     def __init__(self, dataset: str, data_dir, download: bool, batch_size: int, seed: int,
                  test_fraction: float = 0.1):

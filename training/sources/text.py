@@ -49,7 +49,8 @@ def decode(tokens, vocab: str) -> str:
 
 
 class TextSource:
-    """Train and validation token streams of one text file, cut into windows."""
+    """Train and validation token streams of one text file, cut into windows (a Source:
+    training/sources/base.py)."""
 
     def __init__(self, path, vocab: str, context: int, batch_size: int, seed: int):
         text = read_text(path)
@@ -64,6 +65,7 @@ class TextSource:
                              "characters or a smaller --context")
         self.context, self.batch_size, self.seed = context, batch_size, seed
         self.steps_per_epoch = None  # steps are the unit
+        self.class_names = None
         n = min(EVAL_WINDOWS, len(self.val) - context)
         self.eval_starts = np.linspace(0, len(self.val) - need, n).round().astype(np.int64)
 

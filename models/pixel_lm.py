@@ -17,7 +17,7 @@ import optax
 
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.decoding import decode_fixed_length
-from jaxtrain.models.family import example_keys
+from jaxtrain.models.family import Family, example_keys
 from jaxtrain.models.transformer import (
     NUM_PATCHES,
     PATCH_SYMBOLS,
@@ -50,10 +50,10 @@ def nats_to_bits_per_dim(nats, dims=784):
     return nats / (dims * math.log(2))
 
 
-class DigitsFamily:
-    """Class-conditional autoregressive model of binarized 28x28 images."""
+class PixelLMFamily(Family):
+    """Class-conditional autoregressive model of binarized 28x28 images: a Transformer
+    over 2x2 binary patches (the digits task, also Fashion-MNIST and image folders)."""
 
-    name = "transformer"
     sample_options = ("temperature", "top_k")
     # The objective is per token; "nll" is the same per image, comparable with test_loss.
     units = {"train_loss": "nats/token", "train_nll": "nats/image", "test_loss": "nats/image"}
@@ -116,6 +116,3 @@ class DigitsFamily:
         n = self.config.num_classes
         samples = self.sample(params, np.repeat(np.arange(n), n), rng)
         return {"samples": (samples, n)}
-
-    def epoch_text(self, params, rng):
-        return None
