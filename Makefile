@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR := checkpoints/demo
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install install-gpu demo test lint data bench gpu-carry clean
+.PHONY: install install-gpu demo test test-fast lint data bench gpu-carry clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ demo: install data
 
 test: install
 	$(BIN)/python -m pytest
+
+# The edit loop: everything but the tests marked slow (about a minute).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,5 +1,8 @@
-"""Fixtures: tiny IDX datasets in torchvision's layout, and the CLI as a subprocess."""
+"""Fixtures and helpers every test module shares: tiny IDX datasets in torchvision's
+layout, the tiny VAE run, the CLI in this process or as a subprocess, the run's records,
+and the one-line error a user must see."""
 
+import json
 import os
 import struct
 import subprocess
@@ -13,6 +16,36 @@ N_TRAIN, N_TEST = 64, 30  # 30 test images: the last eval batch of 8 is partial
 # A tiny model and run, so a CLI call costs seconds: 8 steps per epoch.
 TINY = ["--encoder-widths", "32", "--decoder-widths", "32", "--latent-dim", "4",
         "--batch-size", "8", "--warmup-steps", "2", "--no-download"]
+
+
+def fit_args(data_dir, workdir, epochs=2, *extra) -> list:
+    """`jaxtrain fit` of the tiny VAE on the tiny dataset (8 steps an epoch, a log every 4)."""
+    return ["fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", epochs, *TINY,
+            "--log-every", 4, *extra]
+
+
+def records(workdir) -> list[dict]:
+    """The run's metrics.jsonl records."""
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_one_line_error(proc, *fragments):
+    """The failure is one line on stderr, "error: ...", no traceback, a non-zero exit."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def assert_ends_in_one_error_line(proc, *fragments):
+    """Progress lines may come first; the failure itself is one line, no traceback."""
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in last, last
 
 
 def write_idx(path, array: np.ndarray) -> None:

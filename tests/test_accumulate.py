@@ -57,6 +57,7 @@ def train(case, batch_size, accumulate):
     return jax.device_get(state), losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_accumulated_step_equals_the_whole_batch(case):
     """--batch-size 16 --accumulate 4 trains as --batch-size 16: same metrics every step
@@ -80,6 +81,7 @@ def test_accumulated_step_equals_the_whole_batch(case):
                                            err_msg=path)
 
 
+@pytest.mark.slow
 def test_accumulate_must_divide_the_batch():
     with pytest.raises(SettingError, match="--accumulate 3 must divide --batch-size 16"):
         TrainConfig(batch_size=16, accumulate=3)

@@ -25,6 +25,7 @@ def torch_parameter_count(model):
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_torch_references_have_the_same_parameters():
     vae = VAEFamily(VAEConfig()).init(jax.random.PRNGKey(0), 1)
     assert parameter_count(vae) == torch_parameter_count(torch_reference.TorchVAE())
@@ -35,6 +36,7 @@ def test_torch_references_have_the_same_parameters():
         torch_reference.TorchTransformer(65, 65, 256))
 
 
+@pytest.mark.slow
 def test_vae_epoch_benchmark_runs(data_dir):
     proc = subprocess.run([sys.executable, ROOT / "benchmarks" / "vae_epoch.py", "--dataset",
                            "mnist", "--data-dir", data_dir, "--batch-size", "8", "--repeats", "1"],
@@ -44,6 +46,7 @@ def test_vae_epoch_benchmark_runs(data_dir):
         assert name in proc.stdout
 
 
+@pytest.mark.slow
 def test_side_by_side_suite_writes_json_and_table(data_dir, tmp_path):
     proc = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--quick",
                            "--dataset", "mnist", "--data-dir", data_dir, "--out", tmp_path],

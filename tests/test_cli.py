@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, cli, popen
+from conftest import TINY, assert_one_line_error, cli, fit_args, popen
 from events import read_events
 from PIL import Image
 
@@ -17,10 +17,6 @@ from jaxtrain.training.metrics import METRICS
 from jaxtrain.training.rundir import checkpoint
 
 EPOCHS = 6  # 8 steps per epoch on the tiny dataset
-
-
-def fit_args(data_dir, workdir, *extra):
-    return ["fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", EPOCHS, *TINY, *extra]
 
 
 def final(workdir):
@@ -43,23 +39,15 @@ def assert_same_run(a, b):
 def straight(tmp_path_factory, data_dir):
     """A run trained from start to end without stopping."""
     workdir = tmp_path_factory.mktemp("straight")
-    cli(*fit_args(data_dir, workdir))
+    cli(*fit_args(data_dir, workdir, EPOCHS))
     return workdir
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def snapshot(workdir):
     return {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
 
 
+@pytest.mark.slow
 def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "run"
     proc = jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 1, *TINY,
@@ -98,9 +86,10 @@ def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     assert "test loss" in jaxtrain("eval", "--workdir", workdir, "--step", 8).stdout
 
 
+@pytest.mark.slow
 def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
-    jaxtrain(*fit_args(data_dir, workdir, "--stop-at-epoch", 1), check=True)
+    jaxtrain(*fit_args(data_dir, workdir, EPOCHS, "--stop-at-epoch", 1), check=True)
     assert final(workdir)[0].step == 8
     jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
@@ -109,12 +98,13 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight, jax
     assert 0 < first["first_step_s"] < 300
 
 
+@pytest.mark.slow
 def test_steps_per_call_stopped_and_resumed_equals_the_straight_run(tmp_path, data_dir,
                                                                     straight, jaxtrain):
     """3 steps a call (8-step epochs: 3 + 3 + 1 + 1) trains what 1 step a call does, on a
     CPU bitwise, through a stop and a resume; the setting is saved with the run."""
     workdir = tmp_path / "run"
-    jaxtrain(*fit_args(data_dir, workdir, "--steps-per-call", 3, "--stop-at-epoch", 1,
+    jaxtrain(*fit_args(data_dir, workdir, EPOCHS, "--steps-per-call", 3, "--stop-at-epoch", 1,
                        "--log-every", 2), check=True)
     jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
@@ -125,12 +115,14 @@ def test_steps_per_call_stopped_and_resumed_equals_the_straight_run(tmp_path, da
     assert [r["train_steps"] for r in a] == [8] * EPOCHS
 
 
+@pytest.mark.slow
 def test_steps_per_call_chosen_from_the_step_time_is_saved_and_kept(tmp_path, data_dir,
                                                                    straight, jaxtrain):
     """--steps-per-call 0: fit times the step, says the S it chose and saves it; the run
     (stopped and resumed) is the straight one's, as any S is on a CPU."""
     workdir = tmp_path / "run"
-    out = jaxtrain(*fit_args(data_dir, workdir, "--steps-per-call", 0, "--stop-at-epoch", 1),
+    out = jaxtrain(*fit_args(data_dir, workdir, EPOCHS, "--steps-per-call", 0,
+                             "--stop-at-epoch", 1),
                    check=True)
     chosen = re.search(r"--steps-per-call 0: a step takes [0-9.]+ ms, so (\d+) steps a call",
                        out.stderr)
@@ -143,9 +135,10 @@ def test_steps_per_call_chosen_from_the_step_time_is_saved_and_kept(tmp_path, da
     assert_same_run(straight, workdir)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_mid_epoch_and_resume_is_exact(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
-    proc = popen(*fit_args(data_dir, workdir))
+    proc = popen(*fit_args(data_dir, workdir, EPOCHS))
     assert proc.stderr.readline().startswith("training vae")  # handlers are installed
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -172,17 +165,19 @@ def kill_when(workdir, proc, ready, timeout=120):
     raise AssertionError("the run ended before the moment to kill it came")
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_leaves_a_resumable_run(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
-    proc = popen(*fit_args(data_dir, workdir))
+    proc = popen(*fit_args(data_dir, workdir, EPOCHS))
     kill_when(workdir, proc, lambda names: any(n.isdigit() for n in names))
     jaxtrain("resume", "--workdir", workdir, check=True)
     assert_same_run(straight, workdir)
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_leaves_a_resumable_run(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
-    proc = popen(*fit_args(data_dir, workdir))
+    proc = popen(*fit_args(data_dir, workdir, EPOCHS))
     # A save in flight after at least one finished checkpoint (killing the very first
     # save leaves no checkpoint, and resume rightly says so).
     names = kill_when(workdir, proc, lambda names: any("tmp" in n for n in names)
@@ -198,6 +193,7 @@ def corrupt(step_dir):
             path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, straight, jaxtrain):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)
@@ -215,6 +211,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, straight, ja
     assert final(workdir)[0].step == latest
 
 
+@pytest.mark.slow
 def test_no_checkpoint_restores_is_a_clear_error(tmp_path, straight, jaxtrain):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)
@@ -227,16 +224,18 @@ def test_no_checkpoint_restores_is_a_clear_error(tmp_path, straight, jaxtrain):
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_fit_refuses_a_workdir_holding_a_run(tmp_path, data_dir, straight, jaxtrain):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)
     before = snapshot(workdir)
-    proc = jaxtrain(*fit_args(data_dir, workdir))
+    proc = jaxtrain(*fit_args(data_dir, workdir, EPOCHS))
     assert_one_line_error(proc, "already holds a run", "--overwrite", "jaxtrain resume")
     assert proc.returncode == 2
     assert snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_workdir_of_an_unknown_model(tmp_path, straight, jaxtrain):
     workdir = tmp_path / "run"
     shutil.copytree(straight, workdir)
@@ -265,6 +264,7 @@ def test_user_errors_are_one_line(tmp_path, args, fragments, jaxtrain):
     assert proc.returncode == 2
 
 
+@pytest.mark.slow
 def test_class_out_of_range_names_the_valid_ones(straight, jaxtrain):
     proc = jaxtrain("sample", "--class", 12, "--workdir", straight)
     assert_one_line_error(proc, "--class 12", "0-9")
@@ -272,6 +272,7 @@ def test_class_out_of_range_names_the_valid_ones(straight, jaxtrain):
     assert_one_line_error(proc, "--class 'x' is not a class of this run", "0-9 or all")
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_how_to_train_longer(straight, jaxtrain):
     proc = jaxtrain("resume", "--workdir", straight)
     assert_one_line_error(proc, "already finished", "--epochs")
@@ -289,6 +290,7 @@ TRANSFORMER = ["--model", "transformer", "--layers", "1", "--d-model", "32", "--
                "--batch-size", "8", "--warmup-steps", "2", "--no-download"]
 
 
+@pytest.mark.slow
 def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain):
     """The same trainer, checkpoints and commands serve the Transformer; resume is exact
     (dropout and dynamic binarization keys come from the step), with gradient
@@ -320,6 +322,7 @@ def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain)
     assert scored["test_frechet"] > 0 and len(scored["class_accuracy_per_class"]) == 10
 
 
+@pytest.mark.slow
 def test_options_of_the_other_model_are_refused(jaxtrain, straight):
     assert_one_line_error(jaxtrain("fit", "--model", "transformer", "--latent-dim", 3),
                           "--latent-dim", "vae option")
@@ -341,6 +344,7 @@ def text_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtrain):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     args = ["fit", "--data-file", text_file, *TEXT_MODEL]
@@ -377,6 +381,7 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
                           "the model's context")
 
 
+@pytest.mark.slow
 def test_text_user_errors(tmp_path, text_file, jaxtrain):
     empty = tmp_path / "empty.txt"
     empty.write_text("")

@@ -10,31 +10,19 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY, cli, popen
+from conftest import (
+    assert_ends_in_one_error_line,
+    assert_one_line_error,
+    cli,
+    fit_args,
+    popen,
+    records,
+)
 from events import read_events
 from PIL import Image
-from test_cli import assert_one_line_error
 
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.files import read_file, resolve
-
-
-def fit_args(data_dir, workdir, epochs=2, *extra):
-    return ["fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", epochs, *TINY,
-            "--log-every", 4, *extra]
-
-
-def assert_ends_in_one_error_line(proc, *fragments):
-    """Progress lines may come first; the failure itself is one line, no traceback."""
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in last, last
-
-
-def records(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +37,7 @@ def resumed(tmp_path_factory, data_dir):
     return workdir
 
 
+@pytest.mark.slow
 def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
     events = read_events(resumed / "tb")
     seen = [(kind, tag, step) for kind, tag, step, _ in events]
@@ -74,6 +63,7 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
         np.testing.assert_allclose(logged[r["step"]], r["test_loss"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_curves_plot_and_runs_table(resumed, tmp_path, data_dir, jaxtrain):
     assert Image.open(resumed / "curves.png").size == (700, 450)  # refreshed at each eval
     other = tmp_path / "runs" / "other"
@@ -101,6 +91,7 @@ def test_curves_plot_and_runs_table(resumed, tmp_path, data_dir, jaxtrain):
     assert_one_line_error(jaxtrain("runs", tmp_path / "none"), "is not a folder")
 
 
+@pytest.mark.slow
 def test_eval_and_sample_take_step_best(resumed, jaxtrain):
     best = min(records(resumed), key=lambda r: r["test_loss"])
     metrics = json.loads(jaxtrain("eval", "--workdir", resumed, "--step", "best",
@@ -112,6 +103,7 @@ def test_eval_and_sample_take_step_best(resumed, jaxtrain):
                           "--step", "best")
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_and_its_last_good_checkpoint_resumes(tmp_path, data_dir,
                                                                      jaxtrain):
     workdir = tmp_path / "run"
@@ -133,6 +125,7 @@ def test_a_diverging_run_stops_and_its_last_good_checkpoint_resumes(tmp_path, da
     assert_ends_in_one_error_line(proc, "no checkpoint was saved", "--overwrite")
 
 
+@pytest.mark.slow
 def test_one_writer_per_workdir_and_kill_9_leaves_no_stale_lock(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "run"
     first = popen(*fit_args(data_dir, workdir, 500))
@@ -156,6 +149,7 @@ def test_one_writer_per_workdir_and_kill_9_leaves_no_stale_lock(tmp_path, data_d
     assert proc.returncode == 0 or "already finished" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_the_run_and_resume_says_so(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "run"
     # A learning rate this high makes the test loss worse after the first epochs.
@@ -185,6 +179,7 @@ def test_bad_workdirs_are_one_line(tmp_path, data_dir, jaxtrain):
     assert_one_line_error(jaxtrain("eval", "--workdir", a_file), "is a file")
 
 
+@pytest.mark.slow
 def test_profile_steps_write_a_trace(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "run"
     proc = jaxtrain(*fit_args(data_dir, workdir, 1, "--profile-steps", "2:4"))
@@ -201,6 +196,7 @@ def test_profile_steps_write_a_trace(tmp_path, data_dir, jaxtrain):
                                              "x")), "A:B")
 
 
+@pytest.mark.slow
 def test_peak_gflops_auto_is_measured_once_and_cached(tmp_path, data_dir, jaxtrain,
                                                       monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

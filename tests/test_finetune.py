@@ -5,8 +5,8 @@ import subprocess
 import jax
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from flax.traverse_util import flatten_dict
-from test_cli import assert_one_line_error
 from test_folder import write_folder
 
 from jaxtrain.training.engine.steps import _matches
@@ -47,6 +47,7 @@ def finetune_args(data_dir, source, workdir, *extra):
             "--epochs", 2, *extra]
 
 
+@pytest.mark.slow
 def test_frozen_parameters_stay_bitwise_and_the_rest_trains(tmp_path, data_dir, source,
                                                             jaxtrain):
     workdir = tmp_path / "tuned"
@@ -73,6 +74,7 @@ def test_frozen_parameters_stay_bitwise_and_the_rest_trains(tmp_path, data_dir, 
     assert f'init_from = "{source}"' in (workdir / "config.toml").read_text()
 
 
+@pytest.mark.slow
 def test_resume_of_a_fine_tuned_run_is_exact(tmp_path, data_dir, source, jaxtrain):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     jaxtrain(*finetune_args(data_dir, source, straight, "--freeze", "decoder"), check=True)
@@ -85,6 +87,7 @@ def test_resume_of_a_fine_tuned_run_is_exact(tmp_path, data_dir, source, jaxtrai
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_list_params_shows_paths_sizes_and_frozen(source, jaxtrain):
     out = jaxtrain("fit", "--init-from", source, "--freeze", "encoder", "--list-params",
                    check=True).stdout
@@ -93,6 +96,7 @@ def test_list_params_shows_paths_sizes_and_frozen(source, jaxtrain):
     assert out.strip().splitlines()[-1].endswith("25,440 frozen")  # 794 * 32 + 32
 
 
+@pytest.mark.slow
 def test_fine_tune_errors(tmp_path, data_dir, source, jaxtrain):
     args = finetune_args(data_dir, source, tmp_path / "x")
     assert_one_line_error(jaxtrain(*args, "--latent-dim", 8),
@@ -130,6 +134,7 @@ def test_freeze_patterns_match_whole_path_components():
     assert _matches("Block", "Block_3/LayerNorm_0/scale")
 
 
+@pytest.mark.slow
 def test_text_fine_tune_keeps_the_vocabulary(tmp_path, jaxtrain):
     first, second = tmp_path / "first.txt", tmp_path / "second.txt"
     first.write_text("the quick brown fox jumps over the lazy dog.\n" * 30)

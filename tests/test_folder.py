@@ -5,8 +5,8 @@ import json
 import jax
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from PIL import Image
-from test_cli import assert_one_line_error
 
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.sources.folder import CACHE_NAME, load_folder
@@ -100,6 +100,7 @@ VAE = ["--encoder-widths", 32, "--decoder-widths", 32, "--latent-dim", 4, "--bat
        "--warmup-steps", 2]
 
 
+@pytest.mark.slow
 def test_vae_on_a_folder_with_class_names(tmp_path, folder, jaxtrain):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     args = ["fit", "--dataset", "folder", "--data-dir", folder, "--epochs", 2, *VAE]
@@ -134,6 +135,7 @@ def test_vae_on_a_folder_with_class_names(tmp_path, folder, jaxtrain):
     assert proc.returncode == 2 and "are not the ones the run was trained on" in proc.stderr
 
 
+@pytest.mark.slow
 def test_digits_transformer_on_a_folder(tmp_path, folder, jaxtrain):
     workdir = tmp_path / "digits"
     jaxtrain("fit", "--dataset", "folder", "--data-dir", folder, "--model", "transformer",

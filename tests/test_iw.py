@@ -6,8 +6,8 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import TINY
-from test_cli import assert_one_line_error
+import pytest
+from conftest import TINY, assert_one_line_error
 
 from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily, bernoulli_nll
 
@@ -49,6 +49,7 @@ def iw_nll(family, params, batch, samples, key=jax.random.PRNGKey(7)):
     return float(sums["iw_nll"] / sums["count"])
 
 
+@pytest.mark.slow
 def test_iw_estimate_matches_numerical_integration():
     """With a 1-D latent, -log p(x | c) is an integral the test computes on a grid; 20,000
     importance samples match it to 0.01 nats/image, while one sample (the ELBO's
@@ -61,6 +62,7 @@ def test_iw_estimate_matches_numerical_integration():
     assert abs(many - exact) < 0.01, (many, exact)
 
 
+@pytest.mark.slow
 def test_chunking_and_padding_do_not_change_the_estimate():
     family, params, batch = one_d_family_and_batch()
     key = jax.random.PRNGKey(3)
@@ -74,6 +76,7 @@ def test_chunking_and_padding_do_not_change_the_estimate():
                                ["iw_nll"], whole, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_final_eval_and_eval_report_the_same_iw_nll(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "run"
     proc = jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 2, *TINY,

@@ -6,8 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, write_dataset
-from test_cli import assert_one_line_error
+from conftest import TINY, assert_one_line_error, write_dataset
 
 from jaxtrain.models.judge import class_accuracy, frechet_distance
 from jaxtrain.training.scoring.judge import load_or_train
@@ -49,6 +48,7 @@ def judge(source, tmp_path_factory):
                          epochs=1, min_steps=150)
 
 
+@pytest.mark.slow
 def test_judge_trains_on_tiny_data_and_is_kept(judge, source, capsys):
     # The fixture's classes are bars at 10 heights, in noise: easy to tell apart.
     assert judge.accuracy >= 0.9 and judge.accuracy_binary >= 0.9
@@ -64,6 +64,7 @@ def test_judge_trains_on_tiny_data_and_is_kept(judge, source, capsys):
     assert abs(frechet_distance(features, features)) < 1e-6 * scale
 
 
+@pytest.mark.slow
 def test_judge_is_trained_again_when_the_data_changes(judge, source, data_dir, tmp_path,
                                                      capsys):
     path = tmp_path / "judge.msgpack"
@@ -78,6 +79,7 @@ def test_judge_is_trained_again_when_the_data_changes(judge, source, data_dir, t
     assert "does not read" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
         tmp_path, data_dir, jaxtrain, source, judge):
     """A trained class-conditional VAE draws the classes asked for; the same VAE with its
@@ -109,6 +111,7 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
     assert ignores["test_frechet_floor"] == uses["test_frechet_floor"]
 
 
+@pytest.mark.slow
 def test_judge_command_eval_samples_and_final_eval(tmp_path, jaxtrain):
     """The CLI end to end: `judge` trains and keeps it; `fit --final-eval samples=N`
     and `eval --samples N` report the same scores."""

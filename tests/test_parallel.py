@@ -2,13 +2,12 @@
 between device counts. Losses agree to rtol 1e-5 and parameters to atol 1e-5, not
 bitwise: the gradient is summed in a different order when the batch is split."""
 
-import json
 import socket
 
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, cli, popen
+from conftest import TINY, cli, fit_args, popen, records
 
 from jaxtrain.training.engine.parallel import DataParallel, initialize_distributed
 from jaxtrain.training.rundir import checkpoint
@@ -17,12 +16,7 @@ TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 
 def fit(data_dir, workdir, devices, *extra):
-    cli("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 2, *TINY,
-        "--devices", devices, *extra, env=TWO_DEVICES)
-
-
-def records(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    cli(*fit_args(data_dir, workdir, 2, "--devices", devices, *extra), env=TWO_DEVICES)
 
 
 def assert_close_runs(a, b):
@@ -45,6 +39,7 @@ def one_device(tmp_path_factory, data_dir):
     return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("saved_on, resumed_on", [(2, 1), (1, 2)])
 def test_two_devices_train_like_one_and_checkpoints_move(tmp_path, data_dir, one_device,
                                                          saved_on, resumed_on):
@@ -56,6 +51,7 @@ def test_two_devices_train_like_one_and_checkpoints_move(tmp_path, data_dir, one
     assert_close_runs(one_device, tmp_path)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_device(tmp_path, data_dir, one_device):
     """Two processes of one CPU device each, joined by jax.distributed (as two hosts would
     be), train one run; one process then resumes it alone. 3 steps a call: each
@@ -76,6 +72,7 @@ def test_two_processes_train_like_one_device(tmp_path, data_dir, one_device):
     assert_close_runs(one_device, tmp_path)
 
 
+@pytest.mark.slow
 def test_transformer_dropout_does_not_depend_on_the_split(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
@@ -92,6 +89,7 @@ def test_transformer_dropout_does_not_depend_on_the_split(tmp_path):
         np.testing.assert_allclose(x["test_loss"], y["test_loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_device_count_and_batch_errors(tmp_path, data_dir):
     with pytest.raises(ValueError, match="JAX sees 1 cpu device"):
         DataParallel(2)  # this test process has one CPU device
@@ -109,6 +107,7 @@ def test_device_count_and_batch_errors(tmp_path, data_dir):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_distributed_start_needs_all_three_variables(monkeypatch):
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)

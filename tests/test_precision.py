@@ -49,6 +49,7 @@ def train_losses(run):
     return state, losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["vae", "transformer"])
 def test_bf16_trains_like_float32(model):
     f32_state, f32 = train_losses(tiny_run(model, "float32"))
@@ -61,6 +62,7 @@ def test_bf16_trains_like_float32(model):
         assert leaf.dtype != jnp.bfloat16  # parameters and optimizer state stay float32
 
 
+@pytest.mark.slow
 def test_bf16_logits_are_float32_and_the_run_says_its_precision():
     run = tiny_run("transformer", "bf16")
     params = run.family.init(jax.random.PRNGKey(0), 2)

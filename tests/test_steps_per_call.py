@@ -16,6 +16,7 @@ from jaxtrain.training.settings.config import RunConfig, TrainConfig
 S = 3
 
 
+@pytest.mark.slow
 def test_one_call_of_s_steps_is_s_single_steps_bitwise():
     """The text Transformer with dropout (the VAE: tests/test_cli.py, through the loop)."""
     make, batches = CASES["text"]

@@ -76,6 +76,7 @@ def tiny_family(vocab="abcd", context=8):
     return family, family.init(jax.random.PRNGKey(0), 2)
 
 
+@pytest.mark.slow
 def test_uniform_model_costs_log_vocab_per_character():
     family, params = tiny_family()
     params = jax.tree.map(jnp.zeros_like, params)  # all-zero weights: uniform predictions
@@ -87,6 +88,7 @@ def test_uniform_model_costs_log_vocab_per_character():
     np.testing.assert_allclose(metrics["bits_per_char"], 2.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_generation_past_the_context_is_greedy_and_deterministic():
     family, params = tiny_family()
     prompt = np.array([0, 1, 2], np.int32)

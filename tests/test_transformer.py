@@ -43,6 +43,7 @@ def test_likelihood_arithmetic_hand_checked():
     np.testing.assert_allclose(sequence_nll(logits, jnp.array([[0]])), [math.log(2)], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_shapes_and_parameter_count():
     family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=2)
@@ -55,6 +56,7 @@ def test_shapes_and_parameter_count():
     assert logits.shape == (2, 196, 16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length", [196, 64, 5])
 def test_blocked_causal_attention_equals_masked_attention(length):
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, length, 3, 8)) for i in range(3))
@@ -76,6 +78,7 @@ def test_attention_dropout_zeroes_weights_and_keeps_the_mean():
     np.testing.assert_allclose(causal_attention(q, k, v, jax.random.PRNGKey(0), 0.5), v, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_is_causal():
     config = TINY.replace(dropout=0.0)
     params = PixelLMFamily(config).init(jax.random.PRNGKey(0), batch_size=1)
@@ -87,6 +90,7 @@ def test_is_causal():
     assert not np.allclose(a[0, 100:], b[0, 100:])
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_the_full_forward_pass():
     config = TINY.replace(dropout=0.0)
     params = PixelLMFamily(config).init(jax.random.PRNGKey(0), batch_size=2)
@@ -109,6 +113,7 @@ def test_pick_greedy_and_top_k():
     assert (draws == jnp.array([1, 0])).all()  # top-1 sampling is greedy
 
 
+@pytest.mark.slow
 def test_test_binarization_is_fixed_per_example():
     family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=4)
@@ -124,6 +129,7 @@ def test_test_binarization_is_fixed_per_example():
     np.testing.assert_allclose(total, float(a["loss"]), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sample_gives_binary_images_of_the_right_shape():
     family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=3)

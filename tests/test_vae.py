@@ -115,6 +115,7 @@ def test_config_rejects_bad_values(kwargs):
         VAEConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_binarized_vae_scores_the_digits_transformers_test_bits():
     """--binarize: the VAE's test targets are the fixed binarization the digits
     Transformer scores (one test set for both families); training draws fresh bits."""
