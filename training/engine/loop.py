@@ -36,6 +36,7 @@ from jaxtrain.training.engine.evaluate import evaluate_record
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.errors import Interrupted
 from jaxtrain.training.metrics import METRICS
+from jaxtrain.training.sources.base import Source
 
 
 class Callback:
@@ -79,7 +80,7 @@ class Loop:
     run: Run
     workdir: Path
     state: Any
-    source: Any
+    source: Source  # training/sources/base.py
     start: int  # the step training (re)starts from
     end: int  # the step it stops at
     # Saved with each checkpoint beside the step: where the data continues, and what
