@@ -94,6 +94,24 @@ def test_checkpoint_save_restore_is_bitwise(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_reader_lists_again_when_a_training_run_deletes_a_step(tmp_path, monkeypatch):
+    run = tiny_run()
+    manager = checkpoint.open_manager(tmp_path)
+    checkpoint.save(manager, run.init_state(), {"step": 1, "steps_per_epoch": 100}, run.config)
+    manager.wait_until_finished()
+    manager.close()
+    real, calls = checkpoint.open_manager, []
+
+    def racing(*args, **kwargs):  # the first listing meets a step the run just deleted
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "16"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open_manager", racing)
+    assert checkpoint.restore(tmp_path).position["step"] == 1 and len(calls) == 2
+
+
 def test_manager_keeps_latest_n_plus_the_best(tmp_path):
     run = tiny_run()
     state = run.init_state()

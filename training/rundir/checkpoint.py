@@ -84,13 +84,26 @@ def check_workdir(workdir) -> None:
                          "made by `jaxtrain fit`")
 
 
+READS = 3  # tries of a reader whose listed step a training run deletes under it
+
+
 def restore(workdir, step: int | str | None = None, devices: int | None = 1) -> Restored:
     """Restores `step` ("best": the one with the lowest test loss), or else the newest
     checkpoint that restores, as the TrainState of the saved run replicated on `devices`
     (any number, whatever the run was saved on; None: all). Raises ValueError if none
-    does."""
+    does. A reader (eval, sample) may run while the run trains: where the run's
+    retention deletes a step this one is listing, it reads the folder again."""
     workdir = Path(workdir)
     check_workdir(workdir)
+    for attempt in range(READS):
+        try:
+            return _restore(workdir, step, devices)
+        except FileNotFoundError:
+            if attempt == READS - 1:
+                raise
+
+
+def _restore(workdir: Path, step, devices) -> Restored:
     manager = open_manager(workdir, read_only=True)
     try:
         steps = sorted(manager.all_steps(), reverse=True)
