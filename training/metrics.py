@@ -66,6 +66,15 @@ METRICS = {
     "quality_s": Metric("time", "s", "drawing and judging samples"),
     "save_s": Metric("time", "s", "the blocking part of the checkpoint save"),
     "first_step_s": Metric("time", "s", "from the command's start to its first step"),
+    # The start of a command, in its first record (training/engine/startup.py).
+    "start_imports_s": Metric("time", "s", "the interpreter, the CLI, JAX (and torch for images)"),
+    "start_restore_s": Metric("time", "s", "resume: restoring the checkpoint"),
+    "start_data_s": Metric("time", "s", "reading the data (and completing the config from it)"),
+    "start_init_s": Metric("time", "s", "building the run and initializing its state"),
+    "start_probe_s": Metric("time", "s", "--steps-per-call 0: timing the step"),
+    "compile_s": Metric("time", "s", "programs compiled (or loaded from the persistent cache) "
+                                     "since the last record: {name: seconds}"),
+    "compile_cached": Metric("time", "", "the names in compile_s the cache served"),
     # What `eval --json` adds about the checkpoint it evaluated.
     "model": Metric("run", "", "eval: the run's --model"),
     "dataset": Metric("run", "", "eval: the run's --dataset"),

@@ -14,7 +14,6 @@ from jaxtrain.training.engine.callbacks import (
     Announce,
     Checkpoint,
     EarlyStopping,
-    FirstStep,
     Images,
     NonFinite,
     Profile,
@@ -24,12 +23,13 @@ from jaxtrain.training.engine.calls import choose_steps_per_call
 from jaxtrain.training.engine.loop import Loop, run_loop
 from jaxtrain.training.engine.parallel import is_primary, say, sync_processes
 from jaxtrain.training.engine.run import Run
+from jaxtrain.training.engine.startup import StartCosts, Startup
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir import workdir as workdirs
 from jaxtrain.training.rundir.writers import Console, Curves, Jsonl, TensorBoard
 from jaxtrain.training.settings.config import RunConfig
 from jaxtrain.training.settings.files import to_toml
-from jaxtrain.training.sources.base import open_source
+from jaxtrain.training.sources.base import import_data_modules, open_source
 
 # Orbax logs routine warnings (e.g. a save without metrics) through absl.
 absl.logging.set_verbosity(absl.logging.ERROR)
@@ -47,9 +47,10 @@ class Extras:
 
 
 def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
-          extras: Extras = Extras(), position=None):
+          extras: Extras = Extras(), position=None, startup: Startup | None = None):
     """Trains from step `start` to the end of the run (or `stop_at_step`) with the
-    standard callbacks; returns the final state."""
+    standard callbacks; returns the final state. `startup` holds the command's start
+    so far (training/engine/startup.py)."""
     end = min(run.total_steps, stop_at_step or run.total_steps)
     manager = checkpoint.open_manager(workdir, run.config.train.keep)
     peak = extras.peak_gflops
@@ -62,7 +63,7 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
             say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
                 f"{'cached' if cached else 'measured once and cached'})")
     loop = Loop(run, workdir, state, source, start, end, dict(position or {}), peak_gflops=peak)
-    callbacks = [Announce(start, end, workdir), FirstStep(), Progress(), NonFinite(manager),
+    callbacks = [Announce(start, end, workdir), StartCosts(startup), Progress(), NonFinite(manager),
                  EarlyStopping(run.config.train.patience), Images(), Checkpoint(manager)]
     if is_primary():  # the writers
         callbacks += [Console(), Jsonl(), Curves()]
@@ -95,6 +96,7 @@ def _check_profile(run: Run, start: int, extras: Extras):
 def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
     """Starts a new run in `workdir`, data-parallel over `extras.devices` (all if None);
     with `config.train.init_from`, from another run's parameters (fine-tuning)."""
+    startup = Startup()
     workdir = Path(workdir)
     workdirs.check_not_file(workdir)
     if config.train.init_from and Path(config.train.init_from).absolute() == workdir.absolute():
@@ -106,7 +108,10 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
     # Taken before anything is read or cleared: a run being written is refused at once.
     lock = workdirs.Lock(workdir) if workdir.is_dir() and is_primary() else None
     try:
+        import_data_modules(config)
+        startup.lap("imports")
         config, start, source = prepare(config)
+        startup.lap("data")
         run = Run(config, source.steps_per_epoch, extras.devices)
         if start is not None:
             say(f"fine-tuning from {config.train.init_from} at step {config.train.init_step}"
@@ -114,11 +119,13 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
         _check_profile(run, 0, extras)
         stop_at_step = _stop_step(run, extras.stop_at_epoch)
         state = run.init_state(start)
+        startup.lap("init")
         if config.train.steps_per_call == 0:  # chosen from the step time, then saved
             seconds = choose_steps_per_call(run, state, next(source.train_batches(0)))
             config = run.config
             say(f"--steps-per-call 0: a step takes {1000 * seconds:.1f} ms, so "
                 f"{run.steps_per_call} steps a call")
+            startup.lap("probe")
         # Only now that data and config are good is the workdir made, or cleared.
         if is_primary():
             workdirs.create(workdir)
@@ -127,7 +134,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
                 workdirs.clear_run(workdir)
             (workdir / "config.toml").write_text(to_toml(config, workdir))
         sync_processes("cleared the workdir")
-        train(run, workdir, state, source, stop_at_step=stop_at_step, extras=extras)
+        train(run, workdir, state, source, stop_at_step=stop_at_step, extras=extras,
+              startup=startup)
         return run
     finally:
         if lock is not None:
@@ -139,11 +147,13 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     """Continues the run in `workdir` from its newest checkpoint that restores, on
     `extras.devices` (any number, whatever the run was saved on). `overrides` are
     TrainConfig fields that leave the architecture alone (epochs, steps, lr, ...)."""
+    startup = Startup()
     workdir = Path(workdir)
     checkpoint.check_workdir(workdir)
     lock = workdirs.Lock(workdir) if is_primary() else None
     try:
         restored = checkpoint.restore(workdir, devices=extras.devices)
+        startup.lap("restore")
         config, position = restored.config, dict(restored.position)
         overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
         if "epochs" in overrides and config.train.epochs is None:
@@ -170,7 +180,10 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
             raise ValueError(f"--stop-at-epoch {extras.stop_at_epoch} is not after the run's "
                              f"{run.where(step)}: pass a later epoch")
         _check_profile(run, step, extras)
+        import_data_modules(config)
+        startup.lap("imports")
         source = open_source(config)
+        startup.lap("data")
         check_classes(config, source)
         if source.steps_per_epoch != position["steps_per_epoch"]:
             raise ValueError(f"the data gives {source.steps_per_epoch} steps per epoch, but "
@@ -183,7 +196,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
         # The schedule may have changed (--epochs/--steps), and the optimizer is static state.
         state = restored.state.replace(tx=run.tx)
         say(f"resuming from {run.where(step)}")
-        train(run, workdir, state, source, step, stop_at_step, extras, position)
+        train(run, workdir, state, source, step, stop_at_step, extras, position, startup)
         return run
     finally:
         if lock is not None:

@@ -5,9 +5,7 @@ TensorBoard, curves, console) are in training/rundir/writers.py.
 """
 
 import math
-import os
 import time
-from pathlib import Path
 
 import jax
 from tqdm import tqdm
@@ -173,41 +171,6 @@ class Checkpoint(Callback):
 
     def on_end(self, loop):
         self.manager.wait_until_finished()
-
-
-def process_seconds() -> float | None:
-    """Seconds since this process started (Linux's /proc, 10 ms resolution), else None."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class FirstStep(Callback):
-    """How long the command took to its first finished step (interpreter, imports, data,
-    compilation: what a user waits for), said once and kept in the first record as
-    first_step_s. Only the first loop of a process reports (a benchmark or test calling
-    the trainer again would report the process's age)."""
-
-    reported = False  # by a loop of this process
-
-    def __init__(self):
-        self.seconds = None
-
-    def on_step(self, loop):  # after the first call (S steps with --steps-per-call S)
-        if not FirstStep.reported:
-            FirstStep.reported = True
-            jax.block_until_ready(loop.state.step)
-            self.seconds = process_seconds()
-            if self.seconds is not None:
-                say(f"first step done {self.seconds:.1f} s after the command started")
-
-    def on_eval(self, loop, record):
-        if self.seconds is not None:
-            seconds, self.seconds = self.seconds, None
-            return {"first_step_s": seconds}
 
 
 class Profile(Callback):
