@@ -60,6 +60,6 @@ def test_a_second_identical_command_loads_every_program_from_the_cache(tmp_path,
     for record in (first, second):
         assert {"start_imports_s", "start_data_s", "start_init_s", "first_step_s"} <= set(
             record)
-        assert {"train_step", "eval_sums"} <= set(record["compile_s"])
+        assert "train_step" in record["compile_s"]  # (eval_sums may be small: "others")
     assert "train_step" not in first["compile_cached"]
     assert set(second["compile_cached"]) == set(second["compile_s"])  # nothing compiled
