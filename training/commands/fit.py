@@ -138,6 +138,7 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
               startup=startup)
         return run
     finally:
+        startup.close()
         if lock is not None:
             lock.release()
 
@@ -199,5 +200,6 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
         train(run, workdir, state, source, step, stop_at_step, extras, position, startup)
         return run
     finally:
+        startup.close()
         if lock is not None:
             lock.release()

@@ -43,6 +43,10 @@ class Startup:
         self.parts[name] = self.parts.get(name, 0.0) + now - self.last
         self.last = now
 
+    def close(self) -> None:
+        """Stops collecting compiles (the command is over)."""
+        self.compiles.close()
+
 
 SHOWN = 4  # compiled programs named in the start line, the longest; the rest add up
 
@@ -75,11 +79,11 @@ class StartCosts(Callback):
     def __init__(self, startup: Startup | None = None):
         self.startup = startup or Startup()
         self.first_step = None
-        self.first_record = not StartCosts.reported
+        self.first_record = self.awaiting_step = not StartCosts.reported
 
     def on_step(self, loop):  # after the first call (S steps with --steps-per-call S)
-        if self.first_record and self.first_step is None:
-            StartCosts.reported = True
+        if self.awaiting_step:
+            StartCosts.reported, self.awaiting_step = True, False
             jax.block_until_ready(loop.state.step)
             self.startup.lap("first_step")
             self.first_step = process_seconds()
@@ -99,4 +103,4 @@ class StartCosts(Callback):
         return out
 
     def on_end(self, loop):
-        self.startup.compiles.close()
+        self.startup.close()
