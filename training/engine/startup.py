@@ -85,7 +85,6 @@ class StartCosts(Callback):
         if self.awaiting_step:
             StartCosts.reported, self.awaiting_step = True, False
             jax.block_until_ready(loop.state.step)
-            self.startup.lap("first_step")
             self.first_step = process_seconds()
             if self.first_step is not None:
                 say(f"first step done {self.first_step:.1f} s after the command started")
@@ -95,8 +94,7 @@ class StartCosts(Callback):
         out = {"compile_s": seconds, "compile_cached": cached} if seconds else {}
         if self.first_record:
             self.first_record = False
-            out.update({f"start_{k}_s": v for k, v in self.startup.parts.items()
-                        if k != "first_step"})
+            out.update({f"start_{k}_s": v for k, v in self.startup.parts.items()})
             if self.first_step is not None:
                 out["first_step_s"] = self.first_step
             say(describe_start(out))
