@@ -28,9 +28,18 @@ def pick(logits, rng, temperature, top_k):
 def decode_fixed_length(decoder, params, first, length, rng, temperature, top_k):
     """`length` tokens [N, length] after the tokens `first` [N], all N sequences at once,
     in one jitted `lax.scan` over positions with the decoder's key/value cache."""
-    shape = (first.shape[0], decoder.config.context)
-    cache = decoder.init(rng, jnp.zeros(shape, jnp.int32))["cache"]
+    cache = empty_cache(decoder, first.shape[0])
     return _decode(decoder, params, cache, first, rng, length, float(temperature), top_k)
+
+
+def empty_cache(decoder, n: int):
+    """The decoder's key/value cache for `n` sequences before the first token: zeros,
+    as Flax's attention and the position counter start. Made from shapes alone:
+    decoder.init would also draw fresh parameters, its initialisers each compiled on
+    their own (seconds, at each run's first evaluation)."""
+    shapes = jax.eval_shape(decoder.init, jax.random.PRNGKey(0),
+                            jnp.zeros((n, decoder.config.context), jnp.int32))["cache"]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
@@ -57,7 +66,7 @@ def continue_text(model, decoder, params, prompt: np.ndarray, length: int, rng,
         raise ValueError(f"the prompt has {len(prompt)} characters; it needs 1 to "
                          f"{context} (the model's context)")
     step = _cached_step(decoder)
-    cache = decoder.init(rng, jnp.zeros((1, context), jnp.int32))["cache"]
+    cache = empty_cache(decoder, 1)
     for token in prompt:
         logits, cache = step(params, cache, jnp.array([[token]], jnp.int32))
     tokens = list(prompt)

@@ -9,6 +9,7 @@ learned per class (prior="class"), sending `sample --class c` to c's region (REA
 "How good are the samples?").
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -236,25 +237,37 @@ class VAEFamily(Family):
 
     def sample(self, params, labels, rng):
         """Images [N, 28, 28] in [0, 1] of classes `labels` [N], from z ~ p(z | c)."""
-        return self.generate(params, labels, self.latents(params, rng, labels))
+        return np.asarray(self._sample(params, jnp.asarray(labels), rng))
 
     def epoch_images(self, params, rng, preview):
         """PNG grids written after each epoch, as {name: (images, columns)}: samples, one
         row per class, all rows from the same noise (so epochs compare); the given test
         images above their reconstructions."""
-        n = self.config.num_classes
-        labels = np.repeat(np.arange(n), n)
-        eps = jnp.tile(jax.random.normal(rng, (n, self.config.latent_dim)), (n, 1))
-        samples = self.generate(params, labels, self.latents(params, rng, labels, eps))
         images, labels = preview
-        recon = self.reconstruct(params, images, labels)
-        return {"samples": (samples, n),
+        samples, recon = jax.device_get(self._epoch_images(params, rng, jnp.asarray(images),
+                                                           jnp.asarray(labels)))
+        return {"samples": (samples, self.config.num_classes),
                 "recon": (np.concatenate([images.reshape(-1, 28, 28), recon]), len(images))}
+
+    # The samplers are jitted whole (one program each, compiled once per family): run
+    # eagerly, each of their operations would compile on its own at the first evaluation.
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _epoch_images(self, params, rng, images, labels):
+        n = self.config.num_classes
+        classes = jnp.repeat(jnp.arange(n), n)
+        eps = jnp.tile(jax.random.normal(rng, (n, self.config.latent_dim)), (n, 1))
+        return (self.generate(params, classes, self.latents(params, rng, classes, eps)),
+                self.reconstruct(params, images, labels))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _sample(self, params, labels, rng):
+        return self.generate(params, labels, self.latents(params, rng, labels))
 
     def generate(self, params, labels, z):
         """Images [N, 28, 28] in [0, 1] for classes `labels` [N] from latents `z` [N, Z]."""
         out = self.model.apply({"params": params}, z, labels, method=VAE.decode)
-        return np.asarray(decoded_image(self.config, out)).reshape(-1, 28, 28)
+        return decoded_image(self.config, out).reshape(-1, 28, 28)
 
     def reconstruct(self, params, images, labels):
         """Reconstructions [N, 28, 28] from the posterior mean (no sampling noise)."""

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.models.decoding import pick
+from jaxtrain.models.decoding import empty_cache, pick
 from jaxtrain.models.pixel_lm import (
     PixelLMFamily,
     image_to_tokens,
@@ -98,6 +98,10 @@ def test_cached_decoding_equals_the_full_forward_pass():
     full = Transformer(config).apply({"params": params}, tokens)  # [2, 196, 16]
     decoder = Transformer(config.replace(decode=True))
     cache = decoder.init(jax.random.PRNGKey(0), jnp.zeros((2, 196), jnp.int32))["cache"]
+    # The samplers' cache, made from shapes, is the one Flax's init makes.
+    for made, inited in zip(jax.tree.leaves(empty_cache(decoder, 2)), jax.tree.leaves(cache),
+                            strict=True):
+        np.testing.assert_array_equal(made, inited)
     step = jax.jit(lambda cache, token: decoder.apply({"params": params, "cache": cache},
                                                       token, mutable=["cache"]))
     for t in range(196):

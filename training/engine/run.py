@@ -60,9 +60,15 @@ class Run:
             self.trainable, s)
 
     def init_state(self, start=None):
-        """The state at step 0; `start` = (params, ema_params) to fine-tune from."""
-        state = create_state(self.family, self.config.train, self.tx, start)
-        return jax.device_put(state, self.parallel.replicated)
+        """The state at step 0; `start` = (params, ema_params) to fine-tune from. One
+        compiled program: run eagerly, the initialisers' operations would each compile
+        on their own (a 4-layer Transformer: 15.7 s cold, 6.0 s from the compilation
+        cache, against 5.7 s and 1.5 s jitted), and jitted they give the same bits."""
+        @jax.jit
+        def init_state(start):  # the name the start line reports its compile under
+            return create_state(self.family, self.config.train, self.tx, start)
+
+        return jax.device_put(init_state(start), self.parallel.replicated)
 
     def abstract_state(self):
         """The restore target: the state's shapes, replicated on this run's devices."""
