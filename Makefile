@@ -32,7 +32,7 @@ demo: install data
 	$(BIN)/jaxtrain fit --dataset fashion-mnist --epochs 1 --workdir $(DEMO_DIR) --overwrite
 	$(BIN)/jaxtrain sample --class 7 --workdir $(DEMO_DIR) --out $(DEMO_DIR)/sample_class_7.png
 	$(BIN)/jaxtrain eval --workdir $(DEMO_DIR)
-	@echo "demo done: run in $(DEMO_DIR)/ (checkpoints/, metrics.jsonl, config.toml, curves.png, tb/, samples_epoch001.png, recon_epoch001.png, sample_class_7.png)"
+	@echo "demo done: run in $(DEMO_DIR)/ (checkpoints/, metrics.jsonl, config.toml, tb/, samples_epoch001.png, recon_epoch001.png, sample_class_7.png)"
 	@echo "look at it: $(BIN)/jaxtrain runs; $(BIN)/jaxtrain plot $(DEMO_DIR); tensorboard --logdir checkpoints"
 
 test: install

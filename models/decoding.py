@@ -57,41 +57,55 @@ def _decode(decoder, params, cache, first, rng, length, temperature, top_k):
 
 def continue_text(model, decoder, params, prompt: np.ndarray, length: int, rng,
                   temperature=1.0, top_k=None) -> np.ndarray:
-    """`length` tokens following `prompt` [P] (1 <= P <= context). Within the context the
-    key/value cache makes each token cost one position; past it, the last `context`
-    tokens are run through the model again for each new token (the positions are
-    learned, so a window cannot slide inside the cache)."""
+    """`length` tokens following `prompt` [P] (1 <= P <= context), token i drawn with
+    fold_in(rng, i). Within the context the key/value cache makes each token cost one
+    position (one lax.scan, _decode); past it, the last `context` tokens are run through
+    the model again for each new token (the positions are learned, so a window cannot
+    slide inside the cache): a second scan. Two dispatches for the whole text."""
     context = decoder.config.context
     if not 1 <= len(prompt) <= context:
         raise ValueError(f"the prompt has {len(prompt)} characters; it needs 1 to "
                          f"{context} (the model's context)")
-    step = _cached_step(decoder)
-    cache = empty_cache(decoder, 1)
-    for token in prompt:
-        logits, cache = step(params, cache, jnp.array([[token]], jnp.int32))
-    tokens = list(prompt)
-    window = _window_logits(model)
-    for i in range(length):
-        token = int(pick(logits, jax.random.fold_in(rng, i), temperature, top_k)[0])
-        tokens.append(token)
-        if len(tokens) < context:
-            logits, cache = step(params, cache, jnp.array([[token]], jnp.int32))
-        else:
-            logits = window(params, jnp.array([tokens[-context:]], jnp.int32))
-    return np.array(tokens[len(prompt):], np.int32)
+    temperature = float(temperature)
+    step, cache = _cached_step(decoder), empty_cache(decoder, 1)
+    for token in prompt[:-1]:
+        cache = step(params, cache, jnp.array([[token]], jnp.int32))
+    # Token i reads the cache while the token before it has a position (P - 1 + i <
+    # context); the first past that sees exactly `context` tokens either way.
+    inside = min(length, context - len(prompt) + 1)
+    first = jnp.asarray(prompt[-1:], jnp.int32)
+    tokens = np.concatenate([prompt, np.asarray(_decode(decoder, params, cache, first, rng,
+                                                        inside, temperature, top_k))[0]])
+    if length > inside:
+        window = jnp.asarray(tokens[-context:], jnp.int32)[None]
+        more = _slide(model, params, window, rng, inside, length - inside, temperature, top_k)
+        tokens = np.concatenate([tokens, np.asarray(more)])
+    return tokens[len(prompt):].astype(np.int32)
 
 
 @functools.cache
 def _cached_step(decoder):
+    """One prompt token into the cache."""
+
     @jax.jit
     def step(params, cache, token):
-        logits, variables = decoder.apply({"params": params, "cache": cache}, token,
-                                          mutable=["cache"])
-        return logits[:, -1], variables["cache"]
+        _, variables = decoder.apply({"params": params, "cache": cache}, token,
+                                     mutable=["cache"])
+        return variables["cache"]
 
     return step
 
 
-@functools.cache
-def _window_logits(model):
-    return jax.jit(lambda params, tokens: model.apply({"params": params}, tokens)[:, -1])
+@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
+def _slide(model, params, window, rng, first, length, temperature, top_k):
+    """`length` tokens after `window` [1, T], each drawn from the model run on the T
+    tokens before it; token i with fold_in(rng, first + i)."""
+
+    def step(window, i):
+        logits = model.apply({"params": params}, window)[:, -1]
+        token = pick(logits, jax.random.fold_in(rng, i), temperature, top_k)
+        return jnp.concatenate([window[:, 1:], token[:, None].astype(window.dtype)], axis=1), \
+            token[0]
+
+    _, tokens = jax.lax.scan(step, window, first + jnp.arange(length))
+    return tokens

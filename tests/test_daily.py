@@ -65,7 +65,7 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
 
 @pytest.mark.slow
 def test_curves_plot_and_runs_table(resumed, tmp_path, data_dir, jaxtrain):
-    assert Image.open(resumed / "curves.png").size == (700, 450)  # refreshed at each eval
+    assert Image.open(resumed / "curves.png").size == (700, 450)  # drawn when a command ends
     other = tmp_path / "runs" / "other"
     jaxtrain(*fit_args(data_dir, other, 1, "--peak-gflops", 100), check=True)
     assert records(other)[-1]["mfu"] > 0  # utilisation, with a peak given

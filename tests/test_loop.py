@@ -29,7 +29,7 @@ class ArraySource:
             yield self.batches[step % len(self.batches)]
             step += 1
 
-    def eval_batches(self):
+    def eval_batches(self, batch_size=None):
         yield {**self.batches[0], "mask": np.ones(8, np.float32)}
 
     def preview(self):

@@ -64,6 +64,7 @@ METRICS = {
     "eval_s": Metric("time", "s", "evaluation of the test set"),
     "iw_s": Metric("time", "s", "the importance-weighted evaluation"),
     "quality_s": Metric("time", "s", "drawing and judging samples"),
+    "samples_s": Metric("time", "s", "drawing the evaluation's grids and text sample"),
     "save_s": Metric("time", "s", "the blocking part of the checkpoint save"),
     "first_step_s": Metric("time", "s", "from the command's start to its first step"),
     # The start of a command, in its first record (training/engine/startup.py).

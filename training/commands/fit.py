@@ -14,10 +14,10 @@ from jaxtrain.training.engine.callbacks import (
     Announce,
     Checkpoint,
     EarlyStopping,
-    Images,
     NonFinite,
     Profile,
     Progress,
+    Samples,
 )
 from jaxtrain.training.engine.calls import choose_steps_per_call
 from jaxtrain.training.engine.loop import Loop, run_loop
@@ -64,7 +64,7 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
                 f"{'cached' if cached else 'measured once and cached'})")
     loop = Loop(run, workdir, state, source, start, end, dict(position or {}), peak_gflops=peak)
     callbacks = [Announce(start, end, workdir), StartCosts(startup), Progress(), NonFinite(manager),
-                 EarlyStopping(run.config.train.patience), Images(), Checkpoint(manager)]
+                 EarlyStopping(run.config.train.patience), Samples(), Checkpoint(manager)]
     if is_primary():  # the writers
         callbacks += [Console(), Jsonl(), Curves()]
         if extras.tensorboard:

@@ -125,15 +125,16 @@ class EarlyStopping(Callback):
             return {"stopped_early": True}
 
 
-class Images(Callback):
-    """The family's PNG grids at each evaluation, from the run's fixed sampling key:
-    drawn into loop.artifacts (where TensorBoard finds them) and written with the
-    record, named by epoch for epoch runs (samples_epoch003.png), else by step."""
+class Samples(Callback):
+    """What the family draws at each evaluation from the run's fixed sampling key: its
+    PNG grids and (text runs) a generated text, into loop.artifacts, where TensorBoard
+    finds them; the grids are written with the record, named by epoch for epoch runs
+    (samples_epoch003.png), else by step. The drawing's seconds: samples_s."""
 
     def on_eval(self, loop, record):
         if not is_primary():
             return
-        run = loop.run
+        t, run = time.perf_counter(), loop.run
         params, key = local_copy(loop.state.ema_params), run_keys(run.config.train.seed)["sample"]
         grids = run.family.epoch_images(params, key, loop.source.preview())
         for name, (images, cols) in grids.items():
@@ -141,6 +142,10 @@ class Images(Callback):
             loop.artifacts.setdefault("images", {})[name] = make_grid(
                 images, cols, row_names=run.config.data.class_names if name == "samples"
                 else None)
+        text = run.family.epoch_text(params, key)
+        if text is not None:
+            loop.artifacts["text"] = text
+        return {"samples_s": time.perf_counter() - t}
 
     def on_record(self, loop, record):
         run, step = loop.run, loop.step

@@ -18,13 +18,22 @@ from jaxtrain.training.metrics import test_key
 IMAGE_DIMS = 784  # pixels of a 28x28 image
 
 
+def eval_batch_size(run: Run, source) -> int:
+    """Rows per evaluation batch: the family's eval_rows (models/family.py) rounded down
+    to a multiple of the training batch (so each device gets equal rows), at most the
+    test set rounded up; else the training batch size."""
+    b, rows = run.config.train.batch_size, run.family.eval_rows
+    return b * max(1, min((rows or 0) // b, -(-source.eval_examples // b)))
+
+
 def evaluate(run: Run, params, source) -> dict:
     """Mean test metrics over every test example (or fixed text window) exactly once.
     A family that draws noise in evaluation (the VAE's z) draws it per test example from
-    the one eval key, so the figure does not depend on the batch size."""
+    the one eval key, so the figure does not depend on the batch size (but for the
+    float rounding of the sums)."""
     key = run_keys(run.config.train.seed)["eval"]
     sums = None
-    for batch in source.eval_batches():
+    for batch in source.eval_batches(eval_batch_size(run, source)):
         s = run.eval_step(params, run.parallel.put_batch(batch), key)
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)

@@ -23,9 +23,10 @@ class Source(Protocol):
     def train_batches(self, start_step: int) -> Iterator[dict]:
         """The batches of steps start_step, start_step + 1, ... (endless)."""
 
-    def eval_batches(self) -> Iterator[dict]:
-        """Every test example (or validation window) once, in batches of the run's batch
-        size padded to full with "mask" 0 (the families sum over mask 1)."""
+    def eval_batches(self, batch_size: int | None = None) -> Iterator[dict]:
+        """Every test example (or validation window) once, in batches of `batch_size`
+        (default: the run's batch size) padded to full with "mask" 0 (the families sum
+        over mask 1)."""
 
     @property
     def eval_examples(self) -> int:

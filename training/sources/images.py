@@ -201,8 +201,8 @@ class ImageSource:
     def eval_examples(self) -> int:
         return len(self.test)
 
-    def eval_batches(self):
-        return eval_loader(self.test, self.batch_size)
+    def eval_batches(self, batch_size=None):
+        return eval_loader(self.test, batch_size or self.batch_size)
 
     def preview(self, n: int = 10):
         """The first n test images float32 [n, 784] and labels int32 [n], for PNGs."""

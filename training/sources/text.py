@@ -86,14 +86,15 @@ class TextSource:
         """Validation windows (of `context` predicted characters each)."""
         return len(self.eval_starts)
 
-    def eval_batches(self):
+    def eval_batches(self, batch_size=None):
         """The fixed validation windows, padded to full batches with mask 0."""
-        for i in range(0, len(self.eval_starts), self.batch_size):
-            starts = self.eval_starts[i:i + self.batch_size]
+        size = batch_size or self.batch_size
+        for i in range(0, len(self.eval_starts), size):
+            starts = self.eval_starts[i:i + size]
             n = len(starts)
-            starts = np.pad(starts, (0, self.batch_size - n))
+            starts = np.pad(starts, (0, size - n))
             yield {"tokens": self._windows(self.val, starts),
-                   "mask": (np.arange(self.batch_size) < n).astype(np.float32)}
+                   "mask": (np.arange(size) < n).astype(np.float32)}
 
     def preview(self):
         return None
