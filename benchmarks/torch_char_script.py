@@ -5,8 +5,8 @@ whole command: `make bench` times it against the same `jaxtrain fit` (dropout 0)
 
 The first 90% of the file trains (random windows of 64 characters, batch 12), the last
 10% validates: every 250 steps and at the end, the loss on the same 256 evenly spaced
-windows jaxtrain uses, then 200 characters sampled (without a cache, as nanoGPT's
-generate). AdamW with clipping, linear warmup (200 steps) from lr/100 then cosine decay
+windows jaxtrain uses, then as many characters sampled as jaxtrain's TensorBoard sample
+(the context's 64; without a cache, as nanoGPT's generate). AdamW with clipping, linear warmup (200 steps) from lr/100 then cosine decay
 to lr/100, as jaxtrain. Imports torch only (no JAX).
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch_reference as ref  # benchmarks/, beside this script
 
-CONTEXT, BATCH, EVAL_WINDOWS, PREVIEW = 64, 12, 256, 200
+CONTEXT, BATCH, EVAL_WINDOWS = 64, 12, 256
+PREVIEW = CONTEXT  # models/charlm.py: PREVIEW_CHARS, at most the context
 
 
 def main():

@@ -60,3 +60,9 @@ def test_side_by_side_suite_writes_json_and_table(data_dir, tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert "| VAE train step, batch 8 |" in table and "KV cache" in table
     assert "| VAE train step, batch 8, 10 steps per call |" in table
+    # The whole-command section: a cold and a warm command, and where their starts went.
+    whole = results["whole"]["cases"]["VAE fit, 4 tiny steps"]
+    assert whole["cold_s"] > 0 and whole["warm_s"]["median"] > 0
+    assert whole["start"]["warm"].startswith("start: imports") and "(cached)" in \
+        whole["start"]["warm"]
+    assert "| VAE fit, 4 tiny steps |" in table
