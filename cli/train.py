@@ -121,9 +121,11 @@ app.command(context_settings={"help_option_names": ["--help", "-h"]})(
 
 
 def _done(workdir: Path):
+    curves = workdir / "curves.png"  # drawn once the run has two evaluations
     print(f"done: checkpoints in {workdir / 'checkpoints'}, metrics in "
-          f"{workdir / 'metrics.jsonl'}, curves in {workdir / 'curves.png'}; "
-          f"`tensorboard --logdir {workdir}` shows the run", file=sys.stderr)
+          f"{workdir / 'metrics.jsonl'}"
+          + (f", curves in {curves}" if curves.exists() else "")
+          + f"; `tensorboard --logdir {workdir}` shows the run", file=sys.stderr)
 
 
 @app.command()
