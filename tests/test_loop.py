@@ -56,18 +56,35 @@ class Spy(Callback):
         self.seen.append((self.name, "record", dict(record)))
 
 
-def records_of(run, order):
+class Keeper(Callback):
+    """A writer that keeps the record (as metrics.jsonl): its on_record comes last."""
+
+    keeps_record = True
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def on_record(self, loop, record):
+        self.seen.append(("keeper", dict(record)))
+
+
+def records_of(run, order, kept=None):
     seen = []
     spies = {name: Spy(name, seen) for name in ("a", "b")}
     loop = Loop(run, None, run.init_state(), ArraySource(), 0, 4, {})
-    run_loop(loop, [spies[name] for name in order])
+    run_loop(loop, [Keeper(kept if kept is not None else []),
+                    *(spies[name] for name in order)])
     return seen
 
 
 def test_the_record_is_finished_before_the_hooks_and_order_does_not_matter():
     assert isinstance(ArraySource(), Source)  # the protocol's members, structurally
     run = vae_run(eval_every=2)  # one run: its steps compile once
-    forward, backward = records_of(run, "ab"), records_of(run, "ba")
+    kept = []
+    forward, backward = records_of(run, "ab", kept), records_of(run, "ba")
+    # The record's keeper comes after the other writers, and has their seconds.
+    assert [r["step"] for _, r in kept] == [2, 4] and all(r["writers_s"] >= 0 for _, r in kept)
+    assert not any("writers_s" in r for _, p, r in forward if p == "record")
     for seen in (forward, backward):
         assert [(n, p, r["step"]) for n, p, r in seen if n == "a"] == [
             ("a", p, s) for s in (2, 4) for p in ("eval", "save", "record")]

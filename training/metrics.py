@@ -58,7 +58,8 @@ METRICS = {
     "tokens_per_s": Metric("speed", "tokens/s", "sequence models: tokens per second"),
     "gflops": Metric("speed", "GFLOP/s", "training FLOPs per second (model FLOPs)"),
     "mfu": Metric("speed", "", "gflops / the device's peak (--peak-gflops)"),
-    "period_s": Metric("speed", "s", "the whole evaluation period: steps, eval, saves"),
+    "period_s": Metric("speed", "s", "the whole evaluation period: steps, eval, "
+                                     "samples, save (the writers then take writers_s)"),
     "train_s": Metric("time", "s", "the period's steps (data included)"),
     "data_s": Metric("time", "s", "the period's batches: reading and copying to devices"),
     "eval_s": Metric("time", "s", "evaluation of the test set"),
@@ -66,6 +67,8 @@ METRICS = {
     "quality_s": Metric("time", "s", "drawing and judging samples"),
     "samples_s": Metric("time", "s", "drawing the evaluation's grids and text sample"),
     "save_s": Metric("time", "s", "the blocking part of the checkpoint save"),
+    "writers_s": Metric("time", "s", "the record's writers but metrics.jsonl: TensorBoard, "
+                                     "PNG files, curves.png, the console line"),
     "first_step_s": Metric("time", "s", "from the command's start to its first step"),
     # The start of a command, in its first record (training/engine/startup.py).
     "start_imports_s": Metric("time", "s", "the interpreter, the CLI, JAX (and torch for images)"),
@@ -76,6 +79,8 @@ METRICS = {
     "compile_s": Metric("time", "s", "programs compiled (or loaded from the persistent cache) "
                                      "since the last record: {name: seconds}"),
     "compile_cached": Metric("time", "", "the names in compile_s the cache served"),
+    "compile_background": Metric("time", "", "the names in compile_s compiled in the "
+                                             "background during the start"),
     # What `eval --json` adds about the checkpoint it evaluated.
     "model": Metric("run", "", "eval: the run's --model"),
     "dataset": Metric("run", "", "eval: the run's --dataset"),

@@ -13,7 +13,8 @@ Hooks, in the order they fire (see training/engine/callbacks.py for the callback
   on_eval(loop, record)     the guards and decisions (a diverged loss, early stopping,
                             the images to draw); may stop the run or raise
   on_save(loop, record)     the checkpoint, which keeps what on_eval decided
-  on_record(loop, record)   the writers (JSONL, TensorBoard, PNGs, curves, console)
+  on_record(loop, record)   the writers (TensorBoard, PNGs, curves, console), then the
+                            ones that keep the record (JSONL), which also holds writers_s
   on_interrupt(loop)        on the first SIGINT/SIGTERM, between two calls
   on_end(loop)              always, last (closes writers, waits for checkpoints)
 on_eval and on_save see the record read-only and may return keys to add (a stop, the
@@ -41,6 +42,8 @@ from jaxtrain.training.sources.base import Source
 
 class Callback:
     """A feature hung off the loop; override the hooks it needs."""
+
+    keeps_record = False  # True: its on_record comes after the other writers'
 
     def on_start(self, loop: "Loop") -> None: ...
     def on_step(self, loop: "Loop") -> None: ...
@@ -201,8 +204,7 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
                         for more in added:
                             record.update(more or {})
                     record["period_s"] = time.perf_counter() - times["t0"]
-                    for cb in callbacks:
-                        cb.on_record(loop, record)
+                    _write(loop, record, callbacks)
                     period_host = []
                     times = {"t0": time.perf_counter(), "data": 0.0}
                     loop.period_start = loop.step
@@ -210,6 +212,19 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
         for cb in callbacks:
             cb.on_end(loop)
     return loop.state
+
+
+def _write(loop: Loop, record: dict, callbacks: list[Callback]) -> None:
+    """on_record: the callbacks that keep the record (`keeps_record`, metrics.jsonl) come
+    last, so it holds writers_s, the seconds the other writers took."""
+    t = time.perf_counter()
+    for cb in callbacks:
+        if not cb.keeps_record:
+            cb.on_record(loop, record)
+    record["writers_s"] = time.perf_counter() - t
+    for cb in callbacks:
+        if cb.keeps_record:
+            cb.on_record(loop, record)
 
 
 def _train_record(run: Run, host: list, train_s: float, data_s: float,

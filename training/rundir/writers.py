@@ -13,6 +13,8 @@ from jaxtrain.training.metrics import METRICS, describe, tag
 class Jsonl(Callback):
     """One JSON line per evaluation in <workdir>/metrics.jsonl."""
 
+    keeps_record = True  # written after the other writers, with their writers_s
+
     def on_start(self, loop):
         # A resumed run starts again from its checkpoint: records past it (from a run
         # killed after its last good checkpoint) would be duplicates, so they go.
