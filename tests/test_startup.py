@@ -43,11 +43,11 @@ def test_the_start_line_names_the_parts_and_the_longest_compiles():
     record = {"start_imports_s": 5.21, "start_data_s": 1.04, "first_step_s": 9.13,
               "compile_s": {"train_step": 2.3, "eval_sums": 0.6, "a": 0.2, "b": 0.1,
                             "c": 0.05, "d": 0.05},
-              "compile_cached": ["eval_sums"]}
+              "compile_cached": ["eval_sums"], "compile_background": ["train_step"]}
     assert describe_start(record) == (
-        "start: imports 5.2 s, data 1.0 s; compile train_step 2.3 s, eval_sums 0.6 s "
-        "(cached), a 0.2 s, b 0.1 s, 2 others 0.1 s; first step 9.1 s after the command "
-        "started")
+        "start: imports 5.2 s, data 1.0 s; compile train_step 2.3 s (background), eval_sums "
+        "0.6 s (cached), a 0.2 s, b 0.1 s, 2 others 0.1 s; first step 9.1 s after the "
+        "command started")
 
 
 @pytest.mark.slow
@@ -62,4 +62,6 @@ def test_a_second_identical_command_loads_every_program_from_the_cache(tmp_path,
             record)
         assert "train_step" in record["compile_s"]  # (eval_sums may be small: "others")
     assert "train_step" not in first["compile_cached"]
+    # The first call's program compiled in the background while the state initialized.
+    assert first["compile_background"][0] == "train_step"
     assert set(second["compile_cached"]) == set(second["compile_s"])  # nothing compiled

@@ -20,8 +20,10 @@ from jaxtrain.training.engine.callbacks import (
     Samples,
 )
 from jaxtrain.training.engine.calls import choose_steps_per_call
+from jaxtrain.training.engine.evaluate import eval_batch_size
 from jaxtrain.training.engine.loop import Loop, run_loop
 from jaxtrain.training.engine.parallel import is_primary, say, sync_processes
+from jaxtrain.training.engine.precompile import Precompile
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import StartCosts, Startup
 from jaxtrain.training.rundir import checkpoint
@@ -118,6 +120,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
                 + (f", frozen: {','.join(config.train.freeze)}" if config.train.freeze else ""))
         _check_profile(run, 0, extras)
         stop_at_step = _stop_step(run, extras.stop_at_epoch)
+        # The first programs compile in a thread while the state initializes.
+        startup.precompile = Precompile(run, source, 0, eval_batch_size(run, source))
         state = run.init_state(start)
         startup.lap("init")
         if config.train.steps_per_call == 0:  # chosen from the step time, then saved
@@ -194,6 +198,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
             checkpoint.move_aside(workdir, restored.broken)
             (workdir / "config.toml").write_text(to_toml(config, workdir))  # what runs now
         sync_processes("moved broken checkpoints aside")
+        startup.precompile = Precompile(run, source, step, eval_batch_size(run, source))
         # The schedule may have changed (--epochs/--steps), and the optimizer is static state.
         state = restored.state.replace(tx=run.tx)
         say(f"resuming from {run.where(step)}")
