@@ -97,8 +97,19 @@ def trainable_mask(params, patterns):
 
 def run_keys(seed: int) -> dict:
     """The run's independent key streams, all derived from the one seed."""
-    init, train, eval_, sample = jax.random.split(jax.random.PRNGKey(seed), 4)
+    if -2**31 <= seed < 2**31:
+        init, train, eval_, sample = _split_seed(seed)
+    else:  # a seed wider than the jitted int32 argument
+        init, train, eval_, sample = jax.random.split(jax.random.PRNGKey(seed), 4)
     return {"init": init, "train": train, "eval": eval_, "sample": sample}
+
+
+@jax.jit
+def _split_seed(seed):
+    """One compiled program (eagerly, seeding, splitting and unstacking compile three;
+    0.8 s of a cold start), with the same bits."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return keys[0], keys[1], keys[2], keys[3]
 
 
 def create_state(family, train: TrainConfig, tx, start=None) -> TrainState:
