@@ -5,9 +5,10 @@ whole command: `make bench` times it against the same `jaxtrain fit` (dropout 0)
 
 The first 90% of the file trains (random windows of 64 characters, batch 12), the last
 10% validates: every 250 steps and at the end, the loss on the same 256 evenly spaced
-windows jaxtrain uses, then as many characters sampled as jaxtrain's TensorBoard sample
-(the context's 64; without a cache, as nanoGPT's generate). AdamW with clipping, linear warmup (200 steps) from lr/100 then cosine decay
-to lr/100, as jaxtrain. Imports torch only (no JAX).
+windows jaxtrain uses, then as many characters sampled as its TensorBoard sample
+(the context's 64; without a cache, as nanoGPT's generate). AdamW with clipping, linear
+warmup (200 steps) from lr/100 then cosine decay to lr/100, as jaxtrain. Imports torch
+only (no JAX).
 """
 
 import argparse
