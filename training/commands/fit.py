@@ -52,7 +52,8 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
           extras: Extras = Extras(), position=None, startup: Startup | None = None):
     """Trains from step `start` to the end of the run (or `stop_at_step`) with the
     standard callbacks; returns the final state. `startup` holds the command's start
-    so far (training/engine/startup.py)."""
+    so far (training/engine/startup.py); without it (a caller that is not a command,
+    such as a benchmark) the records have no start or compile report."""
     end = min(run.total_steps, stop_at_step or run.total_steps)
     manager = checkpoint.open_manager(workdir, run.config.train.keep)
     peak = extras.peak_gflops
@@ -65,8 +66,10 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
             say(f"peak {peak:.0f} GFLOP/s (float32 matmul, "
                 f"{'cached' if cached else 'measured once and cached'})")
     loop = Loop(run, workdir, state, source, start, end, dict(position or {}), peak_gflops=peak)
-    callbacks = [Announce(start, end, workdir), StartCosts(startup), Progress(), NonFinite(manager),
+    callbacks = [Announce(start, end, workdir), Progress(), NonFinite(manager),
                  EarlyStopping(run.config.train.patience), Samples(), Checkpoint(manager)]
+    if startup is not None:  # a command's, whose start the first record tells
+        callbacks.insert(1, StartCosts(startup))
     if is_primary():  # the writers
         callbacks += [Console(), Jsonl(), Curves()]
         if extras.tensorboard:
