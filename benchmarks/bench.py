@@ -414,16 +414,16 @@ def markdown(results):
               f"| `jaxtrain --help` | {fmt(c['help_s'], 2)} s |",
               f"| `jaxtrain sample --class 7` (VAE, end to end) | {fmt(c['sample_s'], 2)} s |"]
     if "whole" in results:
-        lines += whole_markdown(results["whole"], m)
+        lines += whole_markdown(results["whole"])
     return "\n".join(lines) + "\n"
 
 
-def whole_markdown(whole, m):
+def whole_markdown(whole):
     """The whole-command section: a table, then each case's start lines."""
     lines = ["", "Whole commands, timed from the shell (interpreter, imports, data, compiles, "
              "steps, evaluations, saves, exit). Cold: an empty compilation cache; warm: the "
-             f"cache the cold run filled (median of {m['repeats_long']} for the 20-step fit). "
-             "Ratio: the PyTorch script's seconds / jaxtrain's.", "",
+             "cache the cold run filled (the median, min-max, where a case ran it more than "
+             "once). Ratio: the PyTorch script's seconds / jaxtrain's.", "",
              "| command | jaxtrain, cold cache | jaxtrain, warm cache | PyTorch script | "
              "ratio cold / warm |", "|---|---|---|---|---|"]
     for name, r in whole["cases"].items():

@@ -140,6 +140,33 @@ def resume_case(data_dir: Path, flags: list[str], train_images: int):
             "first_line": first}
 
 
+def whole_commands(record, data_dir: Path, quick: bool):
+    """The issue's whole commands on the GPU, cold and warm compilation cache
+    (bench.whole_command), against the PyTorch CUDA scripts: the default VAE for 3 epochs
+    (time to its first step is in its start line), the digits Transformer for 1 epoch,
+    nanoGPT's baby GPT for 2000 steps on the Vim manual."""
+    images = ["--dataset", "fashion-mnist", "--data-dir", str(data_dir), "--no-download"]
+    here = Path(__file__).resolve().parent
+    if quick:  # the code path, tiny
+        record("whole", "VAE fit, 4 tiny steps", bench.whole_command,
+               [*images, "--steps", 4, "--batch-size", 8, "--encoder-widths", 32,
+                "--decoder-widths", 32], None, 1)
+        return
+    record("whole", "VAE fit, 3 epochs", bench.whole_command, [*images, "--epochs", 3],
+           [sys.executable, str(here / "torch_vae_script.py"), "--dataset", "fashion-mnist",
+            "--data-dir", str(data_dir), "--epochs", "3"], 1)
+    record("whole", "digits Transformer, 1 epoch", bench.whole_command,
+           ["--model", "transformer", *images, "--epochs", 1], None, 1)
+    text = bench.vim_manual()
+    if text:
+        record("whole", "baby GPT, 2000 steps", bench.whole_command,
+               ["--model", "transformer", "--dataset", "text", "--data-file", text,
+                "--context", 64, "--batch-size", 12, "--steps", 2000, "--dropout", 0,
+                "--eval-every", 250],
+               [sys.executable, str(here / "torch_char_script.py"), "--data-file", str(text),
+                "--steps", "2000"], 1)
+
+
 def markdown(results) -> str:
     m = results["machine"]
     lines = [f"Measured {m['date']} on {m['gpu']} ({m['host_cores']} CPU cores), jax "
@@ -168,6 +195,12 @@ def markdown(results) -> str:
                          f"state arrays differ after step {r['step']} "
                          f"({'bitwise equal' if r['bitwise_equal'] else 'NOT equal'}); "
                          f"`{r['first_line']}`")
+    whole = {k: r for k, r in results["whole"]["cases"].items() if "error" not in r}
+    if whole:
+        lines += bench.whole_markdown({"cases": whole})
+    for name, r in results["whole"]["cases"].items():
+        if "error" in r:
+            lines.append(f"\n{name} (whole command): error: {r['error'][:300]}")
     return "\n".join(lines) + "\n"
 
 
@@ -178,6 +211,8 @@ def main():
                         help="holds FashionMNIST/raw/ (the IDX files)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
+    parser.add_argument("--section", choices=("all", "whole", "steps"), default="all",
+                        help="whole: only the whole commands; steps: all but them")
     args = parser.parse_args()
     quick, repeats = args.quick, 1 if args.quick else args.repeats
     gpu = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "no GPU (CPU fallback)"
@@ -185,7 +220,7 @@ def main():
                            "jax_devices": str(jax.devices()), "host_cores": bench.os.cpu_count(),
                            "jax": jax.__version__, "torch": torch.__version__,
                            "repeats": repeats, "xla_flags": bench.os.environ.get("XLA_FLAGS", "")},
-               "cases": {}, "checks": {}}
+               "cases": {}, "checks": {}, "whole": {"cases": {}}}
     args.out.mkdir(parents=True, exist_ok=True)
 
     def record(group, name, fn, *a, **extra):
@@ -198,10 +233,15 @@ def main():
             out = {"error": f"{type(e).__name__}: {e}", **extra}
         out["case_s"] = time.perf_counter() - t0
         print(f"{name}: {out['case_s']:.0f} s", file=sys.stderr, flush=True)
-        results[group][name] = out
+        (results["whole"]["cases"] if group == "whole" else results[group])[name] = out
         (args.out / "gpu_bench.json").write_text(json.dumps(results, indent=1) + "\n")
         (args.out / "gpu_bench.md").write_text(markdown(results))
 
+    if args.section in ("all", "whole"):
+        whole_commands(record, args.data_dir, quick)
+    if args.section == "whole":
+        print(markdown(results))
+        return
     tiny = dict(layers=1, d_model=32, heads=2) if quick else {}
     steps, b = (1, 4) if quick else (20, 32)
     text = TransformerConfig(**tiny, context=16 if quick else 256, vocab_size=65,

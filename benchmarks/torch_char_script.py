@@ -28,16 +28,18 @@ def main():
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     text = open(args.data_file, encoding="utf-8").read()
     vocab = sorted(set(text))
     index = {c: i for i, c in enumerate(vocab)}
-    tokens = torch.tensor([index[c] for c in text])
+    tokens = torch.tensor([index[c] for c in text], device=device)
     split = int(0.9 * len(tokens))
     train, val = tokens[:split], tokens[split:]
     starts = np.linspace(0, len(val) - CONTEXT - 1, EVAL_WINDOWS).round().astype(np.int64)
     val_windows = torch.stack([val[s:s + CONTEXT + 1] for s in starts])
-    model = ref.TorchTransformer(len(vocab), len(vocab), CONTEXT, 4, 128, 4, 0.0)
+    model = ref.TorchTransformer(len(vocab), len(vocab), CONTEXT, 4, 128, 4, 0.0).to(device)
     step = ref.make_step(model, ref.lm_loss, lr=args.lr)
 
     def lr_at(i):
