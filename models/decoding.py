@@ -37,9 +37,13 @@ def empty_cache(decoder, n: int):
     as Flax's attention and the position counter start. Made from shapes alone:
     decoder.init would also draw fresh parameters, its initialisers each compiled on
     their own (seconds, at each run's first evaluation)."""
-    shapes = jax.eval_shape(decoder.init, jax.random.PRNGKey(0),
-                            jnp.zeros((n, decoder.config.context), jnp.int32))["cache"]
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), _cache_shapes(decoder, n))
+
+
+@functools.cache
+def _cache_shapes(decoder, n: int):
+    return jax.eval_shape(decoder.init, jax.random.PRNGKey(0),
+                          jnp.zeros((n, decoder.config.context), jnp.int32))["cache"]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))

@@ -4,10 +4,12 @@ sees, so the order of the callbacks does not matter."""
 
 import numpy as np
 import pytest
+from conftest import records
 from test_accumulate import image_batches
 from test_steps_per_call import vae_run
 
 from jaxtrain.training.engine.loop import Callback, Loop, run_loop
+from jaxtrain.training.rundir.writers import Curves, Jsonl
 from jaxtrain.training.sources.base import Source
 
 TIMES = ("train_s", "data_s", "eval_s", "period_s", "samples_per_s", "gflops")
@@ -101,3 +103,32 @@ def test_the_record_is_finished_before_the_hooks_and_order_does_not_matter():
         return [{k: v for k, v in r.items() if k not in TIMES}
                 for n, p, r in seen if n == "a" and p == "record"]
     assert final(forward) == final(backward)
+
+
+class FullDisk(Callback):
+    def on_record(self, loop, record):
+        raise OSError("No space left on device")
+
+
+def test_curves_draw_the_newest_record_and_a_failing_writer_keeps_it(tmp_path, monkeypatch):
+    """The record's keepers (metrics.jsonl, then curves.png drawn from it, in the list's
+    order) come after the other writers, wherever they are listed, even when one of
+    those fails."""
+    monkeypatch.setattr(Curves, "SPACING", 0)  # a drawing at every evaluation
+    run = vae_run(eval_every=2)
+    drawn = []
+
+    def draw(self, loop):
+        drawn.append(len(records(loop.workdir)))
+        self.drawn = True
+
+    monkeypatch.setattr(Curves, "draw", draw)
+    run_loop(Loop(run, tmp_path, run.init_state(), ArraySource(), 0, 4, {}),
+             [Jsonl(), Curves()])
+    assert drawn == [1, 2]  # each drawing saw the record of its evaluation
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(OSError):
+        run_loop(Loop(run, other, run.init_state(), ArraySource(), 0, 4, {}),
+                 [Jsonl(), FullDisk()])
+    assert [r["step"] for r in records(other)] == [2]

@@ -67,8 +67,8 @@ METRICS = {
     "quality_s": Metric("time", "s", "drawing and judging samples"),
     "samples_s": Metric("time", "s", "drawing the evaluation's grids and text sample"),
     "save_s": Metric("time", "s", "the blocking part of the checkpoint save"),
-    "writers_s": Metric("time", "s", "the record's writers but metrics.jsonl: TensorBoard, "
-                                     "PNG files, curves.png, the console line"),
+    "writers_s": Metric("time", "s", "the record's writers before metrics.jsonl: "
+                                     "TensorBoard, PNG files, the console line"),
     "first_step_s": Metric("time", "s", "from the command's start to its first step"),
     # The start of a command, in its first record (training/engine/startup.py).
     "start_imports_s": Metric("time", "s", "the interpreter, the CLI, JAX (and torch for images)"),

@@ -67,7 +67,8 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
                 f"{'cached' if cached else 'measured once and cached'})")
     loop = Loop(run, workdir, state, source, start, end, dict(position or {}), peak_gflops=peak)
     callbacks = [Announce(start, end, workdir), Progress(), NonFinite(manager),
-                 EarlyStopping(run.config.train.patience), Samples(), Checkpoint(manager)]
+                 EarlyStopping(run.config.train.patience), Samples(extras.tensorboard),
+                 Checkpoint(manager)]
     if startup is not None:  # a command's, whose start the first record tells
         callbacks.insert(1, StartCosts(startup))
     if is_primary():  # the writers
@@ -128,6 +129,7 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
         state = run.init_state(start)
         startup.lap("init")
         if config.train.steps_per_call == 0:  # chosen from the step time, then saved
+            startup.precompile.wait(everything=True)  # the timed steps run alone
             seconds = choose_steps_per_call(run, state, next(source.train_batches(0)))
             config = run.config
             say(f"--steps-per-call 0: a step takes {1000 * seconds:.1f} ms, so "

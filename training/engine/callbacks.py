@@ -129,7 +129,11 @@ class Samples(Callback):
     """What the family draws at each evaluation from the run's fixed sampling key: its
     PNG grids and (text runs) a generated text, into loop.artifacts, where TensorBoard
     finds them; the grids are written with the record, named by epoch for epoch runs
-    (samples_epoch003.png), else by step. The drawing's seconds: samples_s."""
+    (samples_epoch003.png), else by step. The text only for TensorBoard (`text`). The
+    drawing's seconds: samples_s."""
+
+    def __init__(self, text: bool = True):
+        self.text = text
 
     def on_eval(self, loop, record):
         if not is_primary():
@@ -142,7 +146,7 @@ class Samples(Callback):
             loop.artifacts.setdefault("images", {})[name] = make_grid(
                 images, cols, row_names=run.config.data.class_names if name == "samples"
                 else None)
-        text = run.family.epoch_text(params, key)
+        text = run.family.epoch_text(params, key) if self.text else None
         if text is not None:
             loop.artifacts["text"] = text
         return {"samples_s": time.perf_counter() - t}

@@ -13,8 +13,8 @@ Hooks, in the order they fire (see training/engine/callbacks.py for the callback
   on_eval(loop, record)     the guards and decisions (a diverged loss, early stopping,
                             the images to draw); may stop the run or raise
   on_save(loop, record)     the checkpoint, which keeps what on_eval decided
-  on_record(loop, record)   the writers (TensorBoard, PNGs, curves, console), then the
-                            ones that keep the record (JSONL), which also holds writers_s
+  on_record(loop, record)   the writers (TensorBoard, PNGs, console), then the ones that
+                            keep the record (JSONL, which also holds writers_s; curves)
   on_interrupt(loop)        on the first SIGINT/SIGTERM, between two calls
   on_end(loop)              always, last (closes writers, waits for checkpoints)
 on_eval and on_save see the record read-only and may return keys to add (a stop, the
@@ -218,16 +218,19 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
 
 
 def _write(loop: Loop, record: dict, callbacks: list[Callback]) -> None:
-    """on_record: the callbacks that keep the record (`keeps_record`, metrics.jsonl) come
-    last, so it holds writers_s, the seconds the other writers took."""
+    """on_record: the callbacks that keep the record (`keeps_record`: metrics.jsonl, then
+    curves.png drawn from it, in the list's order) come last, so it holds writers_s,
+    the seconds the other writers took, and a writer that fails does not lose it."""
     t = time.perf_counter()
-    for cb in callbacks:
-        if not cb.keeps_record:
-            cb.on_record(loop, record)
-    record["writers_s"] = time.perf_counter() - t
-    for cb in callbacks:
-        if cb.keeps_record:
-            cb.on_record(loop, record)
+    try:
+        for cb in callbacks:
+            if not cb.keeps_record:
+                cb.on_record(loop, record)
+    finally:  # a writer that fails (a full disk) does not cost the record
+        record["writers_s"] = time.perf_counter() - t
+        for cb in callbacks:
+            if cb.keeps_record:
+                cb.on_record(loop, record)
 
 
 def _train_record(run: Run, host: list, train_s: float, data_s: float,

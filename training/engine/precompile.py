@@ -36,9 +36,10 @@ class Precompile:
 
     def __init__(self, run: Run, source: Source, start: int, eval_batch_size: int):
         self.names: list[str] = []  # the programs compiled here
-        self.trained = threading.Event()
+        self.trained, self.done = threading.Event(), threading.Event()
         if jax.process_count() > 1:
             self.trained.set()
+            self.done.set()
             return
         # Read here, in the main thread: sources are not meant for two threads.
         self.train_batch = next(source.train_batches(start))
@@ -72,9 +73,11 @@ class Precompile:
             pass
         finally:
             self.trained.set()
+            self.done.set()
 
-    def wait(self) -> list[str]:
-        """Waits for the training program; returns the names of the programs compiled
-        here so far."""
-        self.trained.wait()
+    def wait(self, everything: bool = False) -> list[str]:
+        """Waits for the training program (`everything`: and the evaluation's, so that
+        timed steps have the cores to themselves); returns the names of the programs
+        compiled here so far."""
+        (self.done if everything else self.trained).wait()
         return list(self.names)

@@ -94,6 +94,7 @@ class Curves(Callback):
     plot` draws it at any time, TensorBoard shows the curves live."""
 
     SPACING = 100
+    keeps_record = True  # it draws from metrics.jsonl: after Jsonl (before it in the list)
 
     def __init__(self):
         self.last, self.cost = time.perf_counter(), 1.5  # a guess at the first drawing
@@ -106,8 +107,11 @@ class Curves(Callback):
 
     def on_end(self, loop):
         path = loop.workdir / "metrics.jsonl"
-        if not self.drawn and len(path.read_text().splitlines()) >= 2:
-            self.draw(loop)
+        if not self.drawn and path.exists() and len(path.read_text().splitlines()) >= 2:
+            try:
+                self.draw(loop)
+            except (ValueError, OSError):  # never in the way of how the run ended
+                pass
 
     def draw(self, loop):
         from jaxtrain.training.rundir.plot import plot_runs
