@@ -17,6 +17,7 @@ import threading
 import jax
 import numpy as np
 
+from jaxtrain.training.engine.loop import Loop
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.steps import run_keys
 from jaxtrain.training.sources.base import Source
@@ -48,10 +49,10 @@ class Precompile:
         threading.Thread(target=self._compile, name="jaxtrain-precompile", daemon=True).start()
 
     def _first_call_steps(self) -> int:
-        """The steps of the run's first call (training/engine/loop.py:Loop.call_steps)."""
-        s, every, start = self.run.steps_per_call, self.run.eval_every, self.start
-        period_end = min(self.run.total_steps, (start // every + 1) * every)
-        return s if s > 1 and start % every % s == 0 and start + s <= period_end else 1
+        """The steps of the run's first call, as the loop will count them."""
+        loop = Loop(self.run, None, None, None, self.start, self.run.total_steps, {},
+                    step=self.start, period_start=self.start)
+        return loop.call_steps()
 
     def _compile(self):
         run, parallel = self.run, self.run.parallel
