@@ -11,6 +11,21 @@ import sys
 import numpy as np
 import pytest
 
+# Tests compile with LLVM's optimizations off and XLA:CPU's older loop emitters: a tiny
+# Transformer's train step compiles in 2.1 s instead of 8.7 s, and steps run 2-3x slower,
+# which tests of a few tiny steps hardly feel (the suite is mostly compiling: 825 -> 535 s
+# on 2 cores). Every program in one test compiles alike, so resume, accumulation and
+# data parallelism compare bitwise as for users; the one claim that holds only for the
+# default compile (S steps in one lax.scan are S single steps, bitwise) is tested in
+# processes with DEFAULT_XLA. Users' speed is `make bench`'s. Set before JAX starts its
+# backend, so this process and every CLI process a test starts get the flags.
+# (xdist's workers inherit the flags from the process that started them.)
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+_user_flags = os.environ.get("XLA_FLAGS", "").replace(TEST_XLA_FLAGS, "").strip()
+DEFAULT_XLA = {"XLA_FLAGS": _user_flags, "JAXTRAIN_DEFAULT_XLA": "1"}
+if not os.environ.get("JAXTRAIN_DEFAULT_XLA"):
+    os.environ["XLA_FLAGS"] = f"{_user_flags} {TEST_XLA_FLAGS}".strip()
+
 N_TRAIN, N_TEST = 64, 30  # 30 test images: the last eval batch of 8 is partial
 
 # A tiny model and run, so a CLI call costs seconds: 8 steps per epoch.

@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, assert_one_line_error, cli, fit_args, popen
+from conftest import DEFAULT_XLA, TINY, assert_one_line_error, cli, fit_args, popen
 from events import read_events
 from PIL import Image
 
@@ -40,6 +40,15 @@ def straight(tmp_path_factory, data_dir):
     """A run trained from start to end without stopping."""
     workdir = tmp_path_factory.mktemp("straight")
     cli(*fit_args(data_dir, workdir, EPOCHS))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def straight_default(tmp_path_factory, data_dir):
+    """The straight run compiled as users' runs are (conftest.DEFAULT_XLA): what S steps
+    in one call equal bitwise."""
+    workdir = tmp_path_factory.mktemp("straight_default")
+    cli(*fit_args(data_dir, workdir, EPOCHS), env=DEFAULT_XLA)
     return workdir
 
 
@@ -100,16 +109,17 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path, data_dir, straight, jax
 
 @pytest.mark.slow
 def test_steps_per_call_stopped_and_resumed_equals_the_straight_run(tmp_path, data_dir,
-                                                                    straight, jaxtrain):
+                                                                    straight_default):
     """3 steps a call (8-step epochs: 3 + 3 + 1 + 1) trains what 1 step a call does, on a
-    CPU bitwise, through a stop and a resume; the setting is saved with the run."""
+    CPU bitwise, through a stop and a resume; the setting is saved with the run. Both
+    runs compile as users' do (conftest.DEFAULT_XLA)."""
     workdir = tmp_path / "run"
-    jaxtrain(*fit_args(data_dir, workdir, EPOCHS, "--steps-per-call", 3, "--stop-at-epoch", 1,
-                       "--log-every", 2), check=True)
-    jaxtrain("resume", "--workdir", workdir, check=True)
-    assert_same_run(straight, workdir)
+    cli(*fit_args(data_dir, workdir, EPOCHS, "--steps-per-call", 3, "--stop-at-epoch", 1,
+                  "--log-every", 2), env=DEFAULT_XLA)
+    cli("resume", "--workdir", workdir, env=DEFAULT_XLA)
+    assert_same_run(straight_default, workdir)
     assert "steps_per_call = 3" in (workdir / "config.toml").read_text()
-    lines = [(workdir / "metrics.jsonl"), (straight / "metrics.jsonl")]
+    lines = [(workdir / "metrics.jsonl"), (straight_default / "metrics.jsonl")]
     a, b = ([json.loads(line) for line in f.read_text().splitlines()] for f in lines)
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     assert [r["train_steps"] for r in a] == [8] * EPOCHS
@@ -117,22 +127,21 @@ def test_steps_per_call_stopped_and_resumed_equals_the_straight_run(tmp_path, da
 
 @pytest.mark.slow
 def test_steps_per_call_chosen_from_the_step_time_is_saved_and_kept(tmp_path, data_dir,
-                                                                   straight, jaxtrain):
+                                                                   straight_default):
     """--steps-per-call 0: fit times the step, says the S it chose and saves it; the run
     (stopped and resumed) is the straight one's, as any S is on a CPU."""
     workdir = tmp_path / "run"
-    out = jaxtrain(*fit_args(data_dir, workdir, EPOCHS, "--steps-per-call", 0,
-                             "--stop-at-epoch", 1),
-                   check=True)
+    out = cli(*fit_args(data_dir, workdir, EPOCHS, "--steps-per-call", 0, "--stop-at-epoch", 1),
+              env=DEFAULT_XLA)
     chosen = re.search(r"--steps-per-call 0: a step takes [0-9.]+ ms, so (\d+) steps a call",
                        out.stderr)
     assert chosen, out.stderr
     s = int(chosen.group(1))
     assert 1 <= s <= 8  # at most the steps between evaluations
     assert f"steps_per_call = {s}" in (workdir / "config.toml").read_text()
-    jaxtrain("resume", "--workdir", workdir, check=True)
+    cli("resume", "--workdir", workdir, env=DEFAULT_XLA)
     assert f"steps_per_call = {s}" in (workdir / "config.toml").read_text()
-    assert_same_run(straight, workdir)
+    assert_same_run(straight_default, workdir)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 between device counts. Losses agree to rtol 1e-5 and parameters to atol 1e-5, not
 bitwise: the gradient is summed in a different order when the batch is split."""
 
+import os
 import socket
 
 import jax
@@ -12,7 +13,7 @@ from conftest import TINY, cli, fit_args, popen, records
 from jaxtrain.training.engine.parallel import DataParallel, initialize_distributed
 from jaxtrain.training.rundir import checkpoint
 
-TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+TWO_DEVICES = {"XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=2"}
 
 
 def fit(data_dir, workdir, devices, *extra):

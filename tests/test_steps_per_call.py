@@ -1,11 +1,15 @@
 """--steps-per-call S: S optimizer steps in one lax.scan call are the S single steps (on a
 CPU, bitwise), and the loop's calls start at the same steps wherever a run resumes."""
 
+import os
+import subprocess
+import sys
 import types
 
 import jax
 import numpy as np
 import pytest
+from conftest import DEFAULT_XLA
 from test_accumulate import CASES
 
 from jaxtrain.training.engine.calls import choose_steps_per_call, steps_for
@@ -18,7 +22,14 @@ S = 3
 
 @pytest.mark.slow
 def test_one_call_of_s_steps_is_s_single_steps_bitwise():
-    """The text Transformer with dropout (the VAE: tests/test_cli.py, through the loop)."""
+    """The text Transformer with dropout (the VAE: tests/test_cli.py, through the loop),
+    compiled as users get it (conftest.DEFAULT_XLA): this file run as a script."""
+    proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True,
+                          env={**os.environ, **DEFAULT_XLA}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+def s_steps_are_single_steps():
     make, batches = CASES["text"]
     model, model_config, data = make()
     config = RunConfig(model, model_config, data,
@@ -99,3 +110,7 @@ def test_choosing_steps_per_call_leaves_the_state_untouched():
     assert (run.train_steps is None) == (run.steps_per_call == 1)
     for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(x, np.asarray(y))
+
+
+if __name__ == "__main__":
+    s_steps_are_single_steps()
