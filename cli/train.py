@@ -106,13 +106,16 @@ def source_architecture(init_from):
         raise ValueError(f"--init-from {init_from} holds no jaxtrain run ({path.name} is "
                          "missing): pass the --workdir of a run made by `jaxtrain fit`")
     from jaxtrain.models.configs import saved_fields
+    from jaxtrain.models.fields import user_fields
     from jaxtrain.training.settings.config import MODELS
 
     values = read_file(path).values
     layer = {k: values[k] for k in ("model", "model_config") if k in values}
-    if layer.get("model") in MODELS:
-        layer["model_config"] = saved_fields(MODELS[layer["model"]],
-                                             layer.get("model_config", {}))
+    if layer.get("model") in MODELS:  # settings a flag sets (not how blocks are laid out)
+        cls = MODELS[layer["model"]]
+        settable = {f.name for f in user_fields(cls)}
+        layer["model_config"] = {k: v for k, v in saved_fields(
+            cls, layer.get("model_config", {})).items() if k in settable}
     return Layer(f"the run in {init_from}", layer)
 
 

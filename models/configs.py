@@ -81,10 +81,14 @@ class TransformerConfig:
     output_size: int = setting(PATCH_SYMBOLS, cli=False)
     num_classes: int = setting(10, cli=False)
     decode: bool = setting(False, cli=False)
+    # The blocks as one nn.scan over stacked parameters (one block compiled, whatever the
+    # depth) or unrolled, Block_0, Block_1, ... (runs saved before 2026-12-01).
+    scan_layers: bool = setting(True, cli=False)
 
-    # Settings that leave the parameters alone: a fine-tuned run may change them.
-    NOT_ARCHITECTURE = ("dropout", "decode")
-    LEGACY = {}
+    # Settings that leave the parameters alone: a fine-tuned run may change them
+    # (scan_layers changes their layout only: prepare converts them).
+    NOT_ARCHITECTURE = ("dropout", "decode", "scan_layers")
+    LEGACY = {"scan_layers": False}
 
     def __post_init__(self):
         validate(self)

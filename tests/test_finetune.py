@@ -1,14 +1,18 @@
 """Fine-tuning: a run started from another run's parameters, with parts frozen."""
 
+import dataclasses
+import json
+import re
 import subprocess
 
 import jax
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, records
 from flax.traverse_util import flatten_dict
 from test_folder import write_folder
 
+from jaxtrain.models.transformer import STACKED, relayout
 from jaxtrain.training.engine.steps import _matches
 from jaxtrain.training.rundir import checkpoint
 
@@ -134,23 +138,55 @@ def test_freeze_patterns_match_whole_path_components():
     assert _matches("Block", "Block_3/LayerNorm_0/scale")
 
 
+def legacy_text_run(workdir, data_file):
+    """A 2-layer text Transformer saved with unrolled blocks (Block_0, Block_1), as every
+    run before scan_layers was: fit in this process with scan_layers False."""
+    from jaxtrain.training.commands.fit import fit
+    from jaxtrain.training.settings.files import Layer, resolve
+
+    config, _ = resolve([Layer("flag", {
+        "model": "transformer", "data": {"dataset": "text", "data_file": str(data_file)},
+        "train": {"batch_size": 4, "steps": 6, "warmup_steps": 2, "eval_every": 3},
+        "model_config": {"layers": 2, "d_model": 16, "heads": 2, "context": 16}})])
+    fit(dataclasses.replace(config, model_config=config.model_config.replace(
+        scan_layers=False)), workdir)
+
+
 @pytest.mark.slow
-def test_text_fine_tune_keeps_the_vocabulary(tmp_path, jaxtrain):
+def test_text_fine_tune_keeps_the_vocabulary(tmp_path, jaxtrain, capsys):
+    """A run with unrolled blocks (saved before scan_layers) still evaluates, and a new
+    run fine-tuned from it stacks its blocks; --freeze Block_0 freezes exactly layer 0."""
     first, second = tmp_path / "first.txt", tmp_path / "second.txt"
     first.write_text("the quick brown fox jumps over the lazy dog.\n" * 30)
     second.write_text("a lazy dog jumps over the brown fox.\n" * 30)
     common = ["--model", "transformer", "--dataset", "text", "--context", 16,
               "--batch-size", 4, "--steps", 6, "--warmup-steps", 2, "--eval-every", 3]
-    jaxtrain("fit", *common, "--data-file", first, "--layers", 2, "--d-model", 16,
-             "--heads", 2, "--workdir", tmp_path / "a", check=True)
-    jaxtrain("fit", *common, "--data-file", second, "--init-from", tmp_path / "a",
-             "--freeze", "embed,Block_0", "--workdir", tmp_path / "b", check=True)
-    a, b = latest(tmp_path / "a"), latest(tmp_path / "b")
+    legacy_text_run(tmp_path / "a", first)
+    capsys.readouterr()  # its progress
+    a = latest(tmp_path / "a")
+    assert not a.config.model_config.scan_layers and "Block_1" in a.state.params
+    evaluated = json.loads(jaxtrain("eval", "--workdir", tmp_path / "a", "--json",
+                                    check=True).stdout)
+    assert evaluated["test_loss"] == records(tmp_path / "a")[-1]["test_loss"]
+    tune = ["fit", *common, "--data-file", second, "--init-from", tmp_path / "a",
+            "--freeze", "embed,Block_0"]
+    listed = jaxtrain(*tune, "--list-params", check=True).stdout
+    assert re.search(r"Block_0/Dense_0/kernel +\(16, 64\) +1,024 +frozen", listed), listed
+    assert re.search(r"Block_1/Dense_0/kernel +\(16, 64\) +1,024 +trained", listed), listed
+    jaxtrain(*tune, "--workdir", tmp_path / "b", check=True)
+    b = latest(tmp_path / "b")
     assert b.config.data.vocab == a.config.data.vocab  # the first text's characters
-    old, new = flat(a.state.params), flat(b.state.params)
-    for path in old:
-        frozen = path.startswith(("Embed_0", "Block_0/"))
-        assert np.array_equal(new[path], old[path]) == frozen, path
+    assert b.config.model_config.scan_layers and STACKED in b.state.params
+    for tree in ("params", "ema_params"):
+        old = flat(relayout(getattr(a.state, tree), scan_layers=True))
+        new = flat(getattr(b.state, tree))
+        assert old.keys() == new.keys()
+        for path in old:
+            if path.startswith(STACKED + "/"):  # layer 0 frozen, layer 1 trained
+                np.testing.assert_array_equal(new[path][0], old[path][0], err_msg=path)
+                assert not np.array_equal(new[path][1], old[path][1]), path
+            else:
+                assert np.array_equal(new[path], old[path]) == path.startswith("Embed_0"), path
     third = tmp_path / "third.txt"
     third.write_text("ZEBRAS QUIZ\n" * 60)
     assert_one_line_error(

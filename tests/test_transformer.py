@@ -14,7 +14,14 @@ from jaxtrain.models.pixel_lm import (
     sequence_nll,
     tokens_to_image,
 )
-from jaxtrain.models.transformer import Transformer, TransformerConfig, causal_attention
+from jaxtrain.models.transformer import (
+    STACKED,
+    Transformer,
+    TransformerConfig,
+    causal_attention,
+    relayout,
+    scan_unroll,
+)
 
 TINY = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.1)
 
@@ -54,6 +61,49 @@ def test_shapes_and_parameter_count():
     assert sum(p.size for p in jax.tree.leaves(params)) == expected
     logits = Transformer(TINY).apply({"params": params}, jnp.zeros((2, 196), jnp.int32))
     assert logits.shape == (2, 196, 16)
+
+
+def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
+    """New runs scan one block over stacked parameters; runs saved before keep the
+    unrolled Block_0, Block_1, ... (their config lacks scan_layers). relayout moves
+    the same numbers between the two, both ways, and both networks agree on them."""
+    config = TransformerConfig(layers=3, d_model=16, heads=2, context=12, vocab_size=20,
+                               output_size=20)
+    from jaxtrain.models.configs import saved_fields
+
+    assert saved_fields(TransformerConfig, {})["scan_layers"] is False  # a saved old run
+    assert config.scan_layers  # a new one
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, 20)
+    stacked = Transformer(config).init(jax.random.PRNGKey(0), tokens)["params"]
+    assert jax.tree.leaves(stacked[STACKED])[0].shape[0] == 3 and "Block_0" not in stacked
+    unrolled = relayout(stacked, scan_layers=False)
+    assert {"Block_0", "Block_1", "Block_2"} <= set(unrolled) and STACKED not in unrolled
+    np.testing.assert_array_equal(unrolled["Block_1"]["Dense_0"]["kernel"],
+                                  stacked[STACKED]["Dense_0"]["kernel"][1])
+    back = relayout(unrolled, scan_layers=True)
+    assert jax.tree.structure(back) == jax.tree.structure(stacked)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(stacked), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert relayout(stacked, scan_layers=True) is stacked
+    # Both ways of compiling the scan (a GPU loops over the layers, a CPU unrolls them:
+    # scan_unroll) compute what the unrolled blocks do, gradients included.
+    assert scan_unroll(config, "gpu") == 1 and scan_unroll(config, "cpu") == 3
+    old = Transformer(config.replace(scan_layers=False))
+
+    def loss(model, params):
+        return jnp.sum(model.apply({"params": params}, tokens) ** 2)
+
+    expected, expected_grads = jax.value_and_grad(loss, 1)(old, unrolled)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(expected_grads))
+    for unroll in (1, 3):
+        value, grads = jax.value_and_grad(loss, 1)(Transformer(config, unroll=unroll), stacked)
+        np.testing.assert_allclose(value, expected, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(relayout(grads, scan_layers=False)),
+                        jax.tree.leaves(expected_grads), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+    # The sampler's key/value cache is stacked like the parameters.
+    cache = empty_cache(Transformer(config.replace(decode=True, dropout=0.0)), 2)
+    assert cache[STACKED]["MultiHeadDotProductAttention_0"]["cached_key"].shape[0] == 3
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxtrain.models.configs import PATCH_SYMBOLS
 from jaxtrain.models.fields import flag_name
+from jaxtrain.models.transformer import layer_paths, relayout
 from jaxtrain.training.engine.steps import param_path, param_shapes, trainable_mask
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import RunConfig
@@ -99,7 +100,10 @@ def prepare(config: RunConfig, open_data: bool = True):
     check_same_architecture(config, restored.config, where)
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, init_from=str(where), init_step=str(restored.step)))
-    return config, (restored.state.params, restored.state.ema_params), source
+    start = (restored.state.params, restored.state.ema_params)
+    if config.model == "transformer":  # a run saved with unrolled blocks: stack them
+        start = tuple(relayout(p, config.model_config.scan_layers) for p in start)
+    return config, start, source
 
 
 def list_params(config: RunConfig) -> str:
@@ -108,8 +112,13 @@ def list_params(config: RunConfig) -> str:
     shapes = param_shapes(config.family())
     trainable = (trainable_mask(shapes, config.train.freeze) if config.train.freeze
                  else jax.tree.map(lambda _: True, shapes))
-    rows = [(param_path(path), s.shape, int(np.prod(s.shape)), t) for (path, s), t in
-            zip(jax.tree_util.tree_flatten_with_path(shapes)[0], jax.tree.leaves(trainable))]
+    rows = []  # a stacked leaf (scanned layers) gives one row per layer, as unrolled
+    for (path, s), t in zip(jax.tree_util.tree_flatten_with_path(shapes)[0],
+                            jax.tree.leaves(trainable)):
+        layers = layer_paths(param_path(path), s)
+        names, shape = (layers, s.shape[1:]) if layers else ([param_path(path)], s.shape)
+        rows += [(name, shape, int(np.prod(shape)), bool(np.broadcast_to(t, len(names))[i]))
+                 for i, name in enumerate(names)]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'parameter':<{width}}  {'shape':<14} {'size':>10}  state"]
     lines += [f"{p:<{width}}  {str(tuple(s)):<14} {n:>10,}  {'trained' if t else 'frozen'}"

@@ -11,9 +11,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
+from jaxtrain.models.transformer import layer_paths
 from jaxtrain.training.metrics import train_key
 from jaxtrain.training.settings.config import TrainConfig
 
@@ -44,15 +46,38 @@ def make_schedule(train: TrainConfig, total_steps: int):
 
 
 def make_optimizer(train: TrainConfig, schedule, trainable=None):
-    """Clipping then AdamW. With a `trainable` mask (a pytree of bools like the params),
-    frozen parameters get zero updates (no weight decay either) and stay out of the
-    clipping norm: optax.multi_transform over the labels "train" and "frozen"."""
+    """Clipping then AdamW. With a `trainable` mask (see trainable_mask), frozen
+    parameters get zero updates (no weight decay either) and stay out of the clipping
+    norm: optax.multi_transform over the labels "train" and "frozen", then, where a
+    stacked leaf is frozen in some layers only, those layers' updates are zeroed (their
+    gradients are zero already: make_train_step)."""
     tx = optax.chain(optax.clip_by_global_norm(train.grad_clip),
                      optax.adamw(schedule, weight_decay=train.weight_decay))
     if trainable is None:
         return tx
-    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
-    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    labels = jax.tree.map(lambda t: "frozen" if t is False else "train", trainable)
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    if not any(isinstance(t, np.ndarray) for t in jax.tree.leaves(trainable)):
+        return tx  # the optimizer state of runs frozen whole leaf by whole leaf, as before
+    return optax.chain(tx, optax.stateless(
+        lambda updates, params=None: freeze(updates, jnp.zeros_like, trainable)))
+
+
+def freeze(tree, frozen, trainable):
+    """`tree` with its frozen parts replaced by `frozen(leaf)` (a leaf of the same shape):
+    whole leaves where `trainable` says False, the frozen layers of a stacked leaf where it
+    holds a bool per layer (trainable_mask)."""
+    def one(x, t):
+        if t is True:
+            return x
+        return frozen(x) if t is False else jnp.where(layer_rows(t, x), x, frozen(x))
+
+    return jax.tree.map(one, tree, trainable)
+
+
+def layer_rows(t: np.ndarray, x):
+    """A stacked leaf's per-layer bools [L] shaped to broadcast against it: [L, 1, ...]."""
+    return jnp.asarray(t).reshape(t.shape + (1,) * (x.ndim - 1))
 
 
 def param_shapes(family):
@@ -75,24 +100,35 @@ def _matches(pattern: str, path: str) -> bool:
                for i in range(len(parts) - len(wanted) + 1))
 
 
+def leaf_names(path: str, leaf) -> list[str]:
+    """The names a parameter answers to: its path, or for a leaf that stacks the layers
+    of scanned blocks, one name per layer as the unrolled layout has them (Block_0/...,
+    models/transformer.py:layer_paths)."""
+    return layer_paths(path, leaf) or [path]
+
+
 def trainable_mask(params, patterns):
-    """A pytree of bools like `params`: False where a `patterns` entry matches the path.
+    """A pytree like `params`: True (trained) or False (frozen) per leaf, or for a leaf
+    that stacks layers and is frozen in some of them, a numpy bool per layer. False where
+    a `patterns` entry matches the path (a stacked leaf's layers: Block_0/..., Block_1/...).
     A pattern that matches nothing, or one that freezes everything, is an error."""
     for pattern in patterns:
         try:
             re.compile(pattern)
         except re.error as e:
             raise ValueError(f"--freeze {pattern!r} is not a valid pattern ({e})") from None
-    paths = jax.tree_util.tree_map_with_path(lambda path, _: param_path(path), params)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [leaf_names(param_path(path), leaf) for path, leaf in leaves]
     for pattern in patterns:
-        if not any(_matches(pattern, p) for p in jax.tree.leaves(paths)):
+        if not any(_matches(pattern, n) for leaf in names for n in leaf):
             raise ValueError(f"--freeze {pattern!r} matches no parameter: see the paths with "
                              "`jaxtrain fit ... --list-params`")
-    mask = jax.tree.map(lambda p: not any(_matches(q, p) for q in patterns), paths)
-    if not any(jax.tree.leaves(mask)):
+    trained = [[not any(_matches(q, n) for q in patterns) for n in leaf] for leaf in names]
+    if not any(any(rows) for rows in trained):
         raise ValueError(f"--freeze {','.join(patterns)} freezes every parameter: nothing "
                          "would train; freeze less")
-    return mask
+    return jax.tree.unflatten(treedef, [
+        all(rows) if all(rows) or not any(rows) else np.array(rows) for rows in trained])
 
 
 def run_keys(seed: int) -> dict:
@@ -134,12 +170,17 @@ def ema_decay_at(step, decay):
 
 
 def update_ema(ema_params, params, decay, trainable=None):
-    """decay * ema + (1 - decay) * params; frozen leaves (trainable False) are kept as
-    they are, bitwise (the float update would move them when ema != params)."""
+    """decay * ema + (1 - decay) * params; frozen leaves and layers (trainable_mask) are
+    kept as they are, bitwise (the float update would move them when ema != params)."""
+    def one(e, p, t=True):
+        if t is False:
+            return e
+        new = decay * e + (1.0 - decay) * p
+        return new if t is True else jnp.where(layer_rows(t, e), new, e)
+
     if trainable is None:
-        return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
-    return jax.tree.map(lambda e, p, t: decay * e + (1.0 - decay) * p if t else e,
-                        ema_params, params, trainable)
+        return jax.tree.map(one, ema_params, params)
+    return jax.tree.map(one, ema_params, params, trainable)
 
 
 def gpu_determinism(family) -> dict:
@@ -172,8 +213,7 @@ def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, tr
         # Frozen leaves get a zero gradient that XLA need not compute (their weight
         # gradients drop out of the program); the optimizer zeroes their updates too.
         def loss_fn(params, batch, rng):
-            params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p),
-                                  params, trainable)
+            params = freeze(params, jax.lax.stop_gradient, trainable)
             return family.train_loss(params, batch, rng)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
