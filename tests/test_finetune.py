@@ -192,3 +192,8 @@ def test_text_fine_tune_keeps_the_vocabulary(tmp_path, jaxtrain, capsys):
     assert_one_line_error(
         jaxtrain("fit", *common, "--data-file", third, "--init-from", tmp_path / "a",
                  "--workdir", tmp_path / "c"), "characters the run in", "never saw")
+    # The run with unrolled blocks also trains on as it is.
+    jaxtrain("resume", "--workdir", tmp_path / "a", "--steps", 9, check=True)
+    resumed = latest(tmp_path / "a")
+    assert resumed.step == 9 and not resumed.config.model_config.scan_layers
+    assert "Block_1" in resumed.state.params
