@@ -203,9 +203,10 @@ def blocks(config: TransformerConfig, attention: str, dtype, unroll: int | None 
 def scan_unroll(config: TransformerConfig, backend: str | None = None) -> int:
     """Layers per iteration of the blocks' scan. On a GPU 1: XLA compiles (and autotunes)
     one block, whatever the depth. On a CPU all of them, one program unrolled as before
-    the scan: there the looped backward pass was 23-35% slower a step (baby GPT, 4
-    layers: 115 against 85-94 ms) for 1-2 s less compile (README: "Compile time"). The
-    parameters are stacked either way, so checkpoints move between the two."""
+    the scan: there the looped backward pass made a step 16-35% slower (baby GPT, 4
+    layers: 105-129 ms against 85-94 ms) and saved no compile time below 8 layers
+    (benchmarks/results/compile_time.md). The parameters are stacked either way, so
+    checkpoints move between the two."""
     return config.layers if (backend or jax.default_backend()) == "cpu" else 1
 
 

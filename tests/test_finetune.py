@@ -12,8 +12,8 @@ from conftest import assert_one_line_error, records
 from flax.traverse_util import flatten_dict
 from test_folder import write_folder
 
-from jaxtrain.models.transformer import STACKED, relayout
-from jaxtrain.training.engine.steps import _matches
+from jaxtrain.models.transformer import STACKED, Transformer, TransformerConfig, relayout
+from jaxtrain.training.engine.steps import _matches, partly_frozen, trainable_mask
 from jaxtrain.training.rundir import checkpoint
 
 FROZEN = ("encoder", "mean", "logvar")
@@ -138,6 +138,23 @@ def test_freeze_patterns_match_whole_path_components():
     assert _matches("Block", "Block_3/LayerNorm_0/scale")
 
 
+def test_scanned_blocks_are_frozen_by_their_layer_names():
+    """Stacked blocks answer to Block_0/..., Block_1/...: freezing every layer freezes the
+    stacked leaves whole; freezing some (partly_frozen) makes `fit` unroll the run
+    (prepare.with_layout), and a mask of the stacked leaves refuses it."""
+    config = TransformerConfig(layers=2, d_model=16, heads=2, context=8, vocab_size=10,
+                               output_size=10)
+    shapes = jax.eval_shape(lambda: Transformer(config).init(
+        jax.random.PRNGKey(0), jax.numpy.zeros((1, 8), jax.numpy.int32))["params"])
+    mask = trainable_mask(shapes, ["Block"])
+    assert not any(jax.tree.leaves(mask[STACKED])) and mask["Embed_0"]["embedding"] is True
+    assert not partly_frozen(shapes, ["Block", "embed"]) and partly_frozen(shapes, ["Block_0"])
+    with pytest.raises(ValueError, match="some of the scanned blocks"):
+        trainable_mask(shapes, ["Block_0"])
+    with pytest.raises(ValueError, match="matches no parameter"):
+        trainable_mask(shapes, ["Blocks"])  # layers are named as unrolled
+
+
 def legacy_text_run(workdir, data_file):
     """A 2-layer text Transformer saved with unrolled blocks (Block_0, Block_1), as every
     run before scan_layers was: fit in this process with scan_layers False."""
@@ -154,8 +171,9 @@ def legacy_text_run(workdir, data_file):
 
 @pytest.mark.slow
 def test_text_fine_tune_keeps_the_vocabulary(tmp_path, jaxtrain, capsys):
-    """A run with unrolled blocks (saved before scan_layers) still evaluates, and a new
-    run fine-tuned from it stacks its blocks; --freeze Block_0 freezes exactly layer 0."""
+    """A run with unrolled blocks (saved before scan_layers) still evaluates, and a run
+    fine-tuned from it stacks its blocks; --freeze Block_0 of stacked blocks unrolls
+    them again and freezes exactly layer 0."""
     first, second = tmp_path / "first.txt", tmp_path / "second.txt"
     first.write_text("the quick brown fox jumps over the lazy dog.\n" * 30)
     second.write_text("a lazy dog jumps over the brown fox.\n" * 30)
@@ -168,30 +186,37 @@ def test_text_fine_tune_keeps_the_vocabulary(tmp_path, jaxtrain, capsys):
     evaluated = json.loads(jaxtrain("eval", "--workdir", tmp_path / "a", "--json",
                                     check=True).stdout)
     assert evaluated["test_loss"] == records(tmp_path / "a")[-1]["test_loss"]
-    tune = ["fit", *common, "--data-file", second, "--init-from", tmp_path / "a",
+
+    jaxtrain("fit", *common, "--data-file", second, "--init-from", tmp_path / "a",
+             "--freeze", "embed", "--workdir", tmp_path / "b", check=True)
+    b = latest(tmp_path / "b")
+    assert b.config.data.vocab == a.config.data.vocab  # the first text's characters
+    assert b.config.model_config.scan_layers and STACKED in b.state.params
+    old, new = flat(relayout(a.state.params, scan_layers=True)), flat(b.state.params)
+    assert old.keys() == new.keys()
+    for path in old:
+        assert np.array_equal(new[path], old[path]) == path.startswith("Embed_0"), path
+
+    tune = ["fit", *common, "--data-file", second, "--init-from", tmp_path / "b",
             "--freeze", "embed,Block_0"]
     listed = jaxtrain(*tune, "--list-params", check=True).stdout
     assert re.search(r"Block_0/Dense_0/kernel +\(16, 64\) +1,024 +frozen", listed), listed
     assert re.search(r"Block_1/Dense_0/kernel +\(16, 64\) +1,024 +trained", listed), listed
-    jaxtrain(*tune, "--workdir", tmp_path / "b", check=True)
-    b = latest(tmp_path / "b")
-    assert b.config.data.vocab == a.config.data.vocab  # the first text's characters
-    assert b.config.model_config.scan_layers and STACKED in b.state.params
+    jaxtrain(*tune, "--workdir", tmp_path / "c", check=True)
+    c = latest(tmp_path / "c")
+    assert not c.config.model_config.scan_layers  # whole frozen leaves: no weight gradients
     for tree in ("params", "ema_params"):
-        old = flat(relayout(getattr(a.state, tree), scan_layers=True))
-        new = flat(getattr(b.state, tree))
+        old = flat(relayout(getattr(b.state, tree), scan_layers=False))
+        new = flat(getattr(c.state, tree))
         assert old.keys() == new.keys()
         for path in old:
-            if path.startswith(STACKED + "/"):  # layer 0 frozen, layer 1 trained
-                np.testing.assert_array_equal(new[path][0], old[path][0], err_msg=path)
-                assert not np.array_equal(new[path][1], old[path][1]), path
-            else:
-                assert np.array_equal(new[path], old[path]) == path.startswith("Embed_0"), path
+            frozen = path.startswith(("Embed_0", "Block_0/"))
+            assert np.array_equal(new[path], old[path]) == frozen, path
     third = tmp_path / "third.txt"
     third.write_text("ZEBRAS QUIZ\n" * 60)
     assert_one_line_error(
         jaxtrain("fit", *common, "--data-file", third, "--init-from", tmp_path / "a",
-                 "--workdir", tmp_path / "c"), "characters the run in", "never saw")
+                 "--workdir", tmp_path / "d"), "characters the run in", "never saw")
     # The run with unrolled blocks also trains on as it is.
     jaxtrain("resume", "--workdir", tmp_path / "a", "--steps", 9, check=True)
     resumed = latest(tmp_path / "a")

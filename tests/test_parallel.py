@@ -13,7 +13,8 @@ from conftest import TINY, cli, fit_args, popen, records
 from jaxtrain.training.engine.parallel import DataParallel, initialize_distributed
 from jaxtrain.training.rundir import checkpoint
 
-TWO_DEVICES = {"XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=2"}
+TWO_DEVICES = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=2"}
 
 
 def fit(data_dir, workdir, devices, *extra):

@@ -13,7 +13,12 @@ import numpy as np
 from jaxtrain.models.configs import PATCH_SYMBOLS
 from jaxtrain.models.fields import flag_name
 from jaxtrain.models.transformer import layer_paths, relayout
-from jaxtrain.training.engine.steps import param_path, param_shapes, trainable_mask
+from jaxtrain.training.engine.steps import (
+    param_path,
+    param_shapes,
+    partly_frozen,
+    trainable_mask,
+)
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import RunConfig
 from jaxtrain.training.sources.base import open_source
@@ -77,6 +82,18 @@ def with_classes(config: RunConfig, class_names) -> RunConfig:
                                model_config=model_config)
 
 
+def with_layout(config: RunConfig) -> RunConfig:
+    """A Transformer whose --freeze stops partway through its blocks (`Block_0` of four)
+    trains them unrolled (Block_0, Block_1, ...; scan_layers False, saved with the run):
+    a frozen layer is then whole leaves, which optax.multi_transform leaves out and whose
+    weight gradients XLA drops. In the scan every layer computes them."""
+    c = config.model_config
+    if (config.model != "transformer" or not config.train.freeze or not c.scan_layers
+            or not partly_frozen(param_shapes(config.family()), config.train.freeze)):
+        return config
+    return dataclasses.replace(config, model_config=c.replace(scan_layers=False))
+
+
 def prepare(config: RunConfig, open_data: bool = True):
     """A new run's config completed from its data (a text's vocabulary, a folder's
     classes) and, with --init-from, from the run it fine-tunes; returns (config, the
@@ -94,6 +111,7 @@ def prepare(config: RunConfig, open_data: bool = True):
     config = with_vocab(config, restored and restored.config.data.vocab)
     source = open_source(config) if open_data or config.data.dataset == "folder" else None
     config = with_classes(config, source.class_names if source else None)
+    config = with_layout(config)
     if restored is None:
         return config, None, source
     where = Path(config.train.init_from).absolute()
@@ -101,7 +119,7 @@ def prepare(config: RunConfig, open_data: bool = True):
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, init_from=str(where), init_step=str(restored.step)))
     start = (restored.state.params, restored.state.ema_params)
-    if config.model == "transformer":  # a run saved with unrolled blocks: stack them
+    if config.model == "transformer":  # blocks saved in the other layout: move them
         start = tuple(relayout(p, config.model_config.scan_layers) for p in start)
     return config, start, source
 
@@ -117,8 +135,7 @@ def list_params(config: RunConfig) -> str:
                             jax.tree.leaves(trainable)):
         layers = layer_paths(param_path(path), s)
         names, shape = (layers, s.shape[1:]) if layers else ([param_path(path)], s.shape)
-        rows += [(name, shape, int(np.prod(shape)), bool(np.broadcast_to(t, len(names))[i]))
-                 for i, name in enumerate(names)]
+        rows += [(name, shape, int(np.prod(shape)), t) for name in names]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'parameter':<{width}}  {'shape':<14} {'size':>10}  state"]
     lines += [f"{p:<{width}}  {str(tuple(s)):<14} {n:>10,}  {'trained' if t else 'frozen'}"

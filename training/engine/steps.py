@@ -11,7 +11,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax.training import train_state
 
@@ -46,38 +45,15 @@ def make_schedule(train: TrainConfig, total_steps: int):
 
 
 def make_optimizer(train: TrainConfig, schedule, trainable=None):
-    """Clipping then AdamW. With a `trainable` mask (see trainable_mask), frozen
-    parameters get zero updates (no weight decay either) and stay out of the clipping
-    norm: optax.multi_transform over the labels "train" and "frozen", then, where a
-    stacked leaf is frozen in some layers only, those layers' updates are zeroed (their
-    gradients are zero already: make_train_step)."""
+    """Clipping then AdamW. With a `trainable` mask (a pytree of bools like the params),
+    frozen parameters get zero updates (no weight decay either) and stay out of the
+    clipping norm: optax.multi_transform over the labels "train" and "frozen"."""
     tx = optax.chain(optax.clip_by_global_norm(train.grad_clip),
                      optax.adamw(schedule, weight_decay=train.weight_decay))
     if trainable is None:
         return tx
-    labels = jax.tree.map(lambda t: "frozen" if t is False else "train", trainable)
-    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
-    if not any(isinstance(t, np.ndarray) for t in jax.tree.leaves(trainable)):
-        return tx  # the optimizer state of runs frozen whole leaf by whole leaf, as before
-    return optax.chain(tx, optax.stateless(
-        lambda updates, params=None: freeze(updates, jnp.zeros_like, trainable)))
-
-
-def freeze(tree, frozen, trainable):
-    """`tree` with its frozen parts replaced by `frozen(leaf)` (a leaf of the same shape):
-    whole leaves where `trainable` says False, the frozen layers of a stacked leaf where it
-    holds a bool per layer (trainable_mask)."""
-    def one(x, t):
-        if t is True:
-            return x
-        return frozen(x) if t is False else jnp.where(layer_rows(t, x), x, frozen(x))
-
-    return jax.tree.map(one, tree, trainable)
-
-
-def layer_rows(t: np.ndarray, x):
-    """A stacked leaf's per-layer bools [L] shaped to broadcast against it: [L, 1, ...]."""
-    return jnp.asarray(t).reshape(t.shape + (1,) * (x.ndim - 1))
+    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def param_shapes(family):
@@ -107,11 +83,10 @@ def leaf_names(path: str, leaf) -> list[str]:
     return layer_paths(path, leaf) or [path]
 
 
-def trainable_mask(params, patterns):
-    """A pytree like `params`: True (trained) or False (frozen) per leaf, or for a leaf
-    that stacks layers and is frozen in some of them, a numpy bool per layer. False where
-    a `patterns` entry matches the path (a stacked leaf's layers: Block_0/..., Block_1/...).
-    A pattern that matches nothing, or one that freezes everything, is an error."""
+def _trained(params, patterns):
+    """(treedef, per leaf a bool per name: trained, not matched by a pattern) after
+    checking the patterns. A pattern that matches nothing, or one that freezes
+    everything, is an error."""
     for pattern in patterns:
         try:
             re.compile(pattern)
@@ -127,8 +102,24 @@ def trainable_mask(params, patterns):
     if not any(any(rows) for rows in trained):
         raise ValueError(f"--freeze {','.join(patterns)} freezes every parameter: nothing "
                          "would train; freeze less")
-    return jax.tree.unflatten(treedef, [
-        all(rows) if all(rows) or not any(rows) else np.array(rows) for rows in trained])
+    return treedef, trained
+
+
+def partly_frozen(params, patterns) -> bool:
+    """Whether `patterns` freeze some layers of a stacked leaf and not others (`--freeze
+    Block_0` of scanned blocks): training/commands/prepare.py then unrolls the run."""
+    return any(any(rows) and not all(rows) for rows in _trained(params, patterns)[1])
+
+
+def trainable_mask(params, patterns):
+    """A pytree of bools like `params`: False (frozen) where a `patterns` entry matches
+    the path; a stacked leaf's layers match as Block_0/..., Block_1/..., and must be
+    frozen all alike (see partly_frozen)."""
+    treedef, trained = _trained(params, patterns)
+    if any(any(rows) and not all(rows) for rows in trained):
+        raise ValueError(f"--freeze {','.join(patterns)} freezes some of the scanned blocks "
+                         "only: train such a run with unrolled blocks (scan_layers false)")
+    return jax.tree.unflatten(treedef, [all(rows) for rows in trained])
 
 
 def run_keys(seed: int) -> dict:
@@ -170,17 +161,12 @@ def ema_decay_at(step, decay):
 
 
 def update_ema(ema_params, params, decay, trainable=None):
-    """decay * ema + (1 - decay) * params; frozen leaves and layers (trainable_mask) are
-    kept as they are, bitwise (the float update would move them when ema != params)."""
-    def one(e, p, t=True):
-        if t is False:
-            return e
-        new = decay * e + (1.0 - decay) * p
-        return new if t is True else jnp.where(layer_rows(t, e), new, e)
-
+    """decay * ema + (1 - decay) * params; frozen leaves (trainable False) are kept as
+    they are, bitwise (the float update would move them when ema != params)."""
     if trainable is None:
-        return jax.tree.map(one, ema_params, params)
-    return jax.tree.map(one, ema_params, params, trainable)
+        return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+    return jax.tree.map(lambda e, p, t: decay * e + (1.0 - decay) * p if t else e,
+                        ema_params, params, trainable)
 
 
 def gpu_determinism(family) -> dict:
@@ -213,7 +199,8 @@ def make_train_step(family, schedule, ema_decay, parallel=None, accumulate=1, tr
         # Frozen leaves get a zero gradient that XLA need not compute (their weight
         # gradients drop out of the program); the optimizer zeroes their updates too.
         def loss_fn(params, batch, rng):
-            params = freeze(params, jax.lax.stop_gradient, trainable)
+            params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p),
+                                  params, trainable)
             return family.train_loss(params, batch, rng)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
