@@ -108,7 +108,11 @@ def _trained(params, patterns):
 def partly_frozen(params, patterns) -> bool:
     """Whether `patterns` freeze some layers of a stacked leaf and not others (`--freeze
     Block_0` of scanned blocks): training/commands/prepare.py then unrolls the run."""
-    return any(any(rows) and not all(rows) for rows in _trained(params, patterns)[1])
+    return _partly(_trained(params, patterns)[1])
+
+
+def _partly(trained) -> bool:
+    return any(any(rows) and not all(rows) for rows in trained)
 
 
 def trainable_mask(params, patterns):
@@ -116,7 +120,7 @@ def trainable_mask(params, patterns):
     the path; a stacked leaf's layers match as Block_0/..., Block_1/..., and must be
     frozen all alike (see partly_frozen)."""
     treedef, trained = _trained(params, patterns)
-    if any(any(rows) and not all(rows) for rows in trained):
+    if _partly(trained):
         raise ValueError(f"--freeze {','.join(patterns)} freezes some of the scanned blocks "
                          "only: train such a run with unrolled blocks (scan_layers false)")
     return jax.tree.unflatten(treedef, [all(rows) for rows in trained])
