@@ -1,4 +1,6 @@
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,3 +89,18 @@ def test_fashion_mnist_found_offline_from_debian_package(tmp_path, monkeypatch):
     train, test = data.load_datasets("fashion-mnist", tmp_path / "cache", download=False)
     assert (len(train), len(test)) == (N_TRAIN, N_TEST)
     assert (tmp_path / "cache" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+def test_reading_images_imports_no_torchdynamo_and_leaves_it_importable(data_dir):
+    """training/sources/vision.py: torchvision without torch._dynamo (1.4 s of the start);
+    TorchDynamo itself still imports whole afterwards."""
+    code = ("import sys; from jaxtrain.training.sources import images as data; "
+            f"train, _ = data.load_datasets('mnist', {str(data_dir)!r}, download=False); "
+            "assert len(train) > 0; "
+            "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'; "
+            "import torch._dynamo.utils as u; r = sys.modules['torchvision.ops.roi_align']; "
+            "assert u.__file__ and callable(u.is_compile_supported); "
+            "print(r.is_compile_supported.__module__, u.is_compile_supported.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["jaxtrain.training.sources.vision", "torch._dynamo.utils"]

@@ -67,7 +67,10 @@ def read_images(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images uint8 [N, 28, 28], labels int64 [N], class names) of an ImageFolder
     layout, through torchvision's ImageFolder and a DataLoader."""
     from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
+
+    from jaxtrain.training.sources.vision import import_torchvision
+
+    ImageFolder = import_torchvision().datasets.ImageFolder
 
     classes = _class_folders(root)
     for name in classes:

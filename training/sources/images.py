@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch.utils.data import DataLoader, Dataset
+
+from jaxtrain.training.sources.vision import import_torchvision
+
+torchvision = import_torchvision()
 
 # Debian's package dataset-fashion-mnist: real Fashion-MNIST, no network needed.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
