@@ -113,32 +113,38 @@ def metrics_page() -> str:
     return HEADER + "\n".join(parts) + "\n"
 
 
+def _option(param) -> tuple[str, str]:
+    """(the option's spelling, its help with the default) from click's attributes."""
+    if param.param_type_name == "argument":
+        spelling = param.name.upper() + ("..." if param.nargs == -1 else "")
+        return spelling, param.help or ""
+    spelling = " / ".join(param.opts + param.secondary_opts)
+    default = param.default
+    text = param.help or ""
+    if default not in (None, False, ()) and "[default" not in text:
+        shown = param.opts[0] if default is True else default
+        text += f" [default: {str(shown).replace(str(Path.home()), '~')}]"
+    return spelling, text
+
+
 def cli_page() -> str:
     import typer.main
 
     from jaxtrain.cli.main import app
+    from jaxtrain.cli.options import config_fields
 
-    group = typer.main.get_command(app)
-    # The data folder's default is this machine's: write it as a reader's.
-    local = ((default_data_dir(), "~/.cache/jaxtrain"), (str(Path.home()), "~"))
+    settings = config_fields()  # fit's settings: settings.md
     parts = ["# Commands", "",
-             "Every `jaxtrain` command and its options, from the command line's own help "
+             "Every `jaxtrain` command and its options, from the command line itself "
              "(`jaxtrain COMMAND --help` says the same). `fit`'s settings are on the "
              "[settings page](settings.md); its other options are here.", ""]
-    for name, command in group.commands.items():
-        ctx = command.make_context(name, [], resilient_parsing=True)
+    for name, command in typer.main.get_command(app).commands.items():
         parts += [f"## `jaxtrain {name}`", "", command.help.strip(), "",
                   "| option | help |", "|---|---|"]
         for param in command.params:
-            if getattr(param, "rich_help_panel", None) in (*SECTIONS, "model_config"):
-                continue  # a setting: settings.md
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            opts, text = record
-            for path, shown in local:
-                text = text.replace(path, shown)
-            parts.append(f"| `{opts}` | {_cell(text)} |")
+            if not (name == "fit" and param.name in settings):
+                spelling, text = _option(param)
+                parts.append(f"| `{spelling}` | {_cell(text)} |")
         parts.append("")
     return HEADER + "\n".join(parts)
 
