@@ -162,7 +162,7 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         names = stale()
         if names:
-            print(f"docs/reference/{', '.join(names)} differ from the code: run `{COMMAND}`")
+            print(f"stale reference pages (docs/reference/{', '.join(names)}): run `{COMMAND}`")
         return 1 if names else 0
     OUT.mkdir(exist_ok=True)
     for name, page in PAGES.items():

@@ -130,8 +130,8 @@ def check(args: list[str]) -> None:
 
 def test_the_reference_pages_are_what_the_code_writes():
     stale = generator().stale()
-    assert not stale, (f"docs/reference/{', '.join(stale)} differ from the code: run "
-                       "`python docs/generate.py` (or `make docs`) and commit the pages")
+    assert not stale, (f"stale reference pages (docs/reference/{', '.join(stale)}): run "
+                       "`python docs/generate.py` (or `make docs`) and commit them")
 
 
 def test_every_command_line_in_the_docs_parses():
