@@ -88,6 +88,8 @@ def check(args: list[str]) -> None:
     """Raises if `jaxtrain ARGS` names an unknown command or flag or a value the command
     line refuses; runs nothing."""
     group = typer.main.get_command(app)
+    if args == ["--help"]:
+        return
     if not args or args[0] not in group.commands:
         raise ValueError(f"no command {args[:1]}: the commands are {', '.join(group.commands)}")
     name, command = args[0], group.commands[args[0]]
