@@ -15,6 +15,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -187,14 +188,30 @@ def test_the_readme_is_a_front_page():
     assert "make test" in text and "make demo" in text  # CI's .ci/run runs `make test`
 
 
+def build_site(root: Path, site: Path) -> subprocess.CompletedProcess:
+    """`mkdocs build --strict` of the site in `root` (not --quiet: it would hide the
+    warnings that --strict turns into a failure)."""
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
+                           "--site-dir", str(site)], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
 def test_the_site_builds_strict(tmp_path):
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
-                           "--site-dir", str(tmp_path / "site")], cwd=ROOT,
-                          capture_output=True, text=True,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    proc = build_site(ROOT, tmp_path / "site")
     assert proc.returncode == 0, (
         f"`mkdocs build --strict` failed (mkdocs and mkdocs-material come with `make "
         f"install`, the [docs] extra):\n{proc.stdout}{proc.stderr}")
     assert (tmp_path / "site" / "reference" / "settings" / "index.html").is_file()
     print(f"mkdocs build --strict: {time.perf_counter() - started:.1f} s")
+
+
+def test_the_strict_build_refuses_a_broken_anchor(tmp_path):
+    for path in ("mkdocs.yml", "CHANGELOG.md"):
+        shutil.copy(ROOT / path, tmp_path / path)
+    for folder in ("docs", "benchmarks/results"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    with open(tmp_path / "docs" / "index.md", "a") as f:
+        f.write("\n[a link](training.md#no-such-section)\n")
+    proc = build_site(tmp_path, tmp_path / "site")
+    assert proc.returncode != 0 and "no-such-section" in proc.stdout + proc.stderr
