@@ -186,6 +186,9 @@ def test_the_readme_is_a_front_page():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 200
     assert "make test" in text and "make demo" in text  # CI's .ci/run runs `make test`
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    missing = [t for t in targets if "://" not in t and not (ROOT / t).exists()]
+    assert targets and not missing, f"README.md links to missing files: {missing}"
 
 
 def build_site(root: Path, site: Path) -> subprocess.CompletedProcess:
