@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR := checkpoints/demo
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install install-gpu demo test test-fast lint data bench gpu-carry clean
+.PHONY: install install-gpu demo test test-fast lint docs data bench gpu-carry clean
 
 install: $(VENV)/.installed
 
@@ -13,12 +13,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 # JAX's CUDA 13 build on top (the [cuda] extra), for a machine with an NVIDIA GPU.
 install-gpu: install
-	$(BIN)/python -m pip install --quiet -e '.[test,cuda]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,cuda]'
 
 # Fashion-MNIST from Debian's package: real data that needs no download at run time.
 data:
@@ -45,16 +45,21 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 
-# jaxtrain against PyTorch eager, side by side (about 15 minutes): benchmarks/results/.
+# The reference pages regenerated from the code, then the site, strict, into site/.
+docs: install
+	$(BIN)/python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# jaxtrain against PyTorch eager, side by side (about 26 minutes): benchmarks/results/.
 bench: install data
 	$(BIN)/python benchmarks/bench.py --dataset fashion-mnist
 
-# What benchmarks/gpu_check.sh takes to a GPU machine that cannot download (README: "On
-# a GPU"): two small wheels its Python may lack, and Fashion-MNIST.
+# What benchmarks/gpu_check.sh takes to a GPU machine that cannot download (docs/gpu.md):
+# two small wheels its Python may lack, and Fashion-MNIST.
 gpu-carry: install data
 	mkdir -p .gpu-carry/wheels .gpu-carry/fashion-mnist
 	$(BIN)/python -m pip download --quiet --no-deps -d .gpu-carry/wheels tensorboardX tomli-w
 	cp /usr/share/datasets/fashion-mnist/*.gz .gpu-carry/fashion-mnist/
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site

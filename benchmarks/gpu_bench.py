@@ -1,5 +1,5 @@
 """jaxtrain against PyTorch CUDA eager on one GPU, side by side: benchmarks/gpu_check.sh
-runs it (README: "On a GPU").
+runs it (docs/gpu.md).
 
     python benchmarks/gpu_bench.py --out DIR --data-dir DIR [--quick]
 

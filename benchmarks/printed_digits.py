@@ -5,7 +5,7 @@ shifted and thickened at random, white on black like MNIST, as 56x56 PNGs.
     python benchmarks/printed_digits.py OUT [--train 600 --test 100 --seed 0]
 
 gives OUT/train/<digit>/*.png and OUT/test/<digit>/*.png. It is a second image dataset
-for a machine without MNIST (the README's fine-tuning and folder examples use it).
+for a machine without MNIST (docs/training.md's fine-tuning and folder examples use it).
 """
 
 import argparse

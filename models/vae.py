@@ -5,8 +5,8 @@ The encoder sees the class as a one-hot vector concatenated to the pixels; the d
 as the one-hot vector concatenated to each layer's input (condition="every-layer",
 Sohn et al.'s CVAE) or a projection of it added to z (condition="latent", the Flax/JAX
 tutorials'). The encoder still puts each class in a region of z, so the prior is
-learned per class (prior="class"), sending `sample --class c` to c's region (README:
-"How good are the samples?").
+learned per class (prior="class"), sending `sample --class c` to c's region (docs/evaluating.md:
+"Why the VAE's defaults are what they are").
 """
 
 import functools
@@ -151,7 +151,7 @@ class VAEFamily(Family):
     def __init__(self, config: VAEConfig, precision: str = "float32"):
         self.config = config
         self.model = VAE(config, PRECISIONS[precision])
-        # What the test loss scores: eval and the README say which.
+        # What the test loss scores: eval and docs/evaluating.md say which.
         self.target_pixels = "binary" if config.binarize else "grey"
         self.flops_per_example = train_flops_per_example(config)
 

@@ -56,7 +56,7 @@ def test_bf16_trains_like_float32(model):
     bf16_state, bf16 = train_losses(tiny_run(model, "bf16"))
     assert bf16[0] == pytest.approx(f32[0], rel=0.02)  # same parameters at step 0
     assert bf16[-1] < 0.9 * bf16[0]  # it learns
-    # Tolerance stated in the README: after 30 steps, within 3% of float32's loss.
+    # Tolerance stated in docs/gpu.md: after 30 steps, within 3% of float32's loss.
     assert bf16[-1] == pytest.approx(f32[-1], rel=0.03)
     for leaf in jax.tree.leaves((bf16_state.params, bf16_state.opt_state, bf16_state.ema_params)):
         assert leaf.dtype != jnp.bfloat16  # parameters and optimizer state stay float32

@@ -179,7 +179,7 @@ def gpu_determinism(family) -> dict:
     and no timing-based autotuning. {} on a CPU (deterministic already) and for cuDNN's
     attention, which fails to compile with them (jax 0.11.2, H200, measured): such a run
     relies on the persistent compilation cache handing every later process the program
-    the first one compiled (README: "On a GPU")."""
+    the first one compiled (docs/gpu.md)."""
     if jax.default_backend() != "gpu" or family.attention == "cudnn":
         return {}
     return {"xla_gpu_deterministic_ops": True}
