@@ -124,18 +124,23 @@ def torch_steps(step, batch, steps):
     return run
 
 
-def vae_step(batch_size, steps, repeats, peak, per_call=1):
+def torch_vae(vae: VAEConfig):
+    """ref.TorchVAE of `vae`'s sizes."""
+    return ref.TorchVAE(vae.encoder_widths, vae.decoder_widths, vae.latent_dim)
+
+
+def vae_step(batch_size, steps, repeats, peak, per_call=1, vae=VAEConfig()):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
     labels = rng.integers(0, 10, batch_size)
-    ours = jax_steps(VAEFamily(VAEConfig()), {"image": images, "label": labels.astype(np.int32)},
+    ours = jax_steps(VAEFamily(vae), {"image": images, "label": labels.astype(np.int32)},
                      steps, batch_size, per_call)
-    theirs = torch_steps(ref.make_step(ref.TorchVAE(), ref.vae_loss, lr=2e-3),
+    theirs = torch_steps(ref.make_step(torch_vae(vae), ref.vae_loss, lr=2e-3),
                          (torch.from_numpy(images / np.float32(255)), torch.from_numpy(labels)),
                          steps)
     out = side_by_side(ours, theirs, batch_size * steps, repeats)
     out["unit"] = "samples/s"
-    flops = VAEFamily(VAEConfig()).flops_per_example
+    flops = VAEFamily(vae).flops_per_example
     out["gflops"] = out["jax"]["median"] * flops / 1e9
     out["peak_share"] = out["gflops"] / peak
     return out
@@ -204,9 +209,9 @@ class ClassicTorchEpoch:
     """The classic PyTorch VAE script's epoch (pytorch/examples vae/main.py): a torchvision
     dataset with ToTensor per image through a shuffling DataLoader, a train pass, a test
     pass, then torch.save of model and optimizer. The model is jaxtrain's (TorchVAE), on
-    `device` (the script's `.to(device)` idiom for a GPU)."""
+    `device` (the script's `.to(device)` idiom for a GPU), of `vae`'s sizes."""
 
-    def __init__(self, dataset, data_dir, batch_size, device="cpu"):
+    def __init__(self, dataset, data_dir, batch_size, device="cpu", vae=VAEConfig()):
         from torchvision import datasets, transforms
 
         cls = datasets.FashionMNIST if dataset == "fashion-mnist" else datasets.MNIST
@@ -217,7 +222,7 @@ class ClassicTorchEpoch:
         self.test = torch.utils.data.DataLoader(
             cls(root, train=False, transform=to_tensor), batch_size=batch_size)
         self.device = device
-        self.model = ref.TorchVAE().to(device)
+        self.model = torch_vae(vae).to(device)
         self.step = ref.make_step(self.model, ref.vae_loss, lr=2e-3)
         self.path = Path(tempfile.mkdtemp()) / "vae.pt"
 
@@ -233,12 +238,12 @@ class ClassicTorchEpoch:
         torch.save({"model": self.model.state_dict()}, self.path)
 
 
-def whole_epoch(dataset, data_dir, batch_size, repeats, device="cpu"):
+def whole_epoch(dataset, data_dir, batch_size, repeats, device="cpu", vae=VAEConfig()):
     """One epoch of `jaxtrain fit` (data, steps, eval, images, checkpoint) against the
     classic PyTorch script's epoch, alternating, after one warm-up epoch each."""
     source = data.ImageSource(dataset, data_dir, False, batch_size, seed=0)
     spe = source.steps_per_epoch
-    config = RunConfig("vae", VAEConfig(), DataConfig(dataset, str(data_dir), download=False),
+    config = RunConfig("vae", vae, DataConfig(dataset, str(data_dir), download=False),
                        TrainConfig(epochs=repeats + 1, batch_size=batch_size,
                                    warmup_steps=min(200, spe)))
     run = Run(config, spe)
@@ -251,7 +256,7 @@ def whole_epoch(dataset, data_dir, batch_size, repeats, device="cpu"):
         e = next(epoch)
         state = train(run, workdir, state, source, e * spe, (e + 1) * spe)
 
-    classic = ClassicTorchEpoch(dataset, data_dir, batch_size, device)
+    classic = ClassicTorchEpoch(dataset, data_dir, batch_size, device, vae)
 
     def theirs():
         torch.set_num_threads(os.cpu_count())  # PyTorch's default
@@ -472,14 +477,18 @@ def main():
 
     results["matmul_peak"] = case("matmul peak", matmul_peak, n, repeats)
     peak = results["matmul_peak"]["peak_gflops"]
+    # quick: the code paths, with models as tiny as the tests' (compiling is their cost)
+    vae = VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4) if quick \
+        else VAEConfig()
     for b in (8,) if quick else (64, 128, 512):
         results["cases"][f"VAE train step, batch {b}"] = case(
-            f"VAE step {b}", vae_step, b, 2 if quick else max(10, 6400 // b), repeats, peak)
+            f"VAE step {b}", vae_step, b, 2 if quick else max(10, 6400 // b), repeats, peak,
+            1, vae)
     # The same steps, PER_CALL to a call of the compiled program (--steps-per-call).
     b = 8 if quick else 128
     results["cases"][f"VAE train step, batch {b}, {PER_CALL} steps per call"] = case(
         f"VAE step {b} x{PER_CALL}", vae_step, b, 2 * PER_CALL if quick else 6400 // b,
-        repeats, peak, PER_CALL)
+        repeats, peak, PER_CALL, vae)
     tiny = dict(layers=1, d_model=32, heads=2) if quick else {}
     digits = TransformerConfig(**tiny)
     text_ctx = 16 if quick else 256
@@ -496,12 +505,13 @@ def main():
         results["cases"][f"Transformer {name}, batch {b}"] = case(
             f"Transformer {name}", transformer_step, kind, config, b, steps, few, peak)
     epoch = case("whole VAE epoch", whole_epoch, args.dataset, args.data_dir,
-                 8 if quick else 128, few)
+                 8 if quick else 128, few, "cpu", vae)
     epoch["batch_size"] = 8 if quick else 128
     results["epoch"] = epoch
+    drawn = 2 if quick else 16
     results["sampling"] = case("KV-cache sampling", kv_cache_sampling,
-                               digits.replace(dropout=0.0), 16, repeats)
-    results["sampling"]["n"] = 16
+                               digits.replace(dropout=0.0), drawn, repeats)
+    results["sampling"]["n"] = drawn
     results["commands"] = {
         "help_s": command_seconds(["--help"], repeats),
         "sample_s": command_seconds(["sample", "--workdir", epoch["workdir"], "--class", "7",

@@ -300,12 +300,13 @@ TRANSFORMER = ["--model", "transformer", "--layers", "1", "--d-model", "32", "--
 
 
 @pytest.mark.slow
-def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain):
+@pytest.mark.default_xla  # its time is drawing samples: 100 a grid, 196 tokens each
+def test_transformer_digits_fit_resume_sample_eval(tmp_path, judged_data_dir, jaxtrain):
     """The same trainer, checkpoints and commands serve the Transformer; resume is exact
     (dropout and dynamic binarization keys come from the step), with gradient
     accumulation too."""
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    args = ["fit", "--data-dir", data_dir, "--epochs", 2, *TRANSFORMER, "--accumulate", 2]
+    args = ["fit", "--data-dir", judged_data_dir, "--epochs", 2, *TRANSFORMER, "--accumulate", 2]
     jaxtrain(*args, "--workdir", straight, check=True)
     jaxtrain(*args, "--workdir", stopped, "--stop-at-epoch", 1, check=True)
     jaxtrain("resume", "--workdir", stopped, check=True)

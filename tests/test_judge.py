@@ -115,11 +115,13 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
 def test_judge_command_eval_samples_and_final_eval(tmp_path, jaxtrain):
     """The CLI end to end: `judge` trains and keeps it; `fit --final-eval samples=N`
     and `eval --samples N` report the same scores."""
-    data_dir = tmp_path / "data"  # its own: other tests may have left a judge in theirs
-    write_dataset(data_dir)
+    # Its own data, without a judge; 16 training images, so that the judge's 1,000
+    # steps are batches of 16.
+    data_dir = tmp_path / "data"
+    write_dataset(data_dir, n_train=16)
     proc = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
                     check=True)
-    assert "judge of mnist (64 training images, 10 classes), trained in" in proc.stdout
+    assert "judge of mnist (16 training images, 10 classes), trained in" in proc.stdout
     assert (data_dir / "MNIST" / "jaxtrain-judge.msgpack").exists()
     again = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
                      check=True)

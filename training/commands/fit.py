@@ -22,7 +22,7 @@ from jaxtrain.training.engine.callbacks import (
 from jaxtrain.training.engine.calls import choose_steps_per_call
 from jaxtrain.training.engine.evaluate import eval_batch_size
 from jaxtrain.training.engine.loop import Loop, run_loop
-from jaxtrain.training.engine.parallel import is_primary, say, sync_processes
+from jaxtrain.training.engine.parallel import DataParallel, is_primary, say, sync_processes
 from jaxtrain.training.engine.precompile import Precompile
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import StartCosts, Startup
@@ -114,6 +114,9 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
     # Taken before anything is read or cleared: a run being written is refused at once.
     lock = workdirs.Lock(workdir) if workdir.is_dir() and is_primary() else None
     try:
+        # Device and batch errors come before the data's imports (seconds).
+        DataParallel(extras.devices).check_batch_size(config.train.batch_size,
+                                                      config.train.accumulate)
         import_data_modules(config)
         startup.lap("imports")
         config, start, source = prepare(config)
