@@ -14,6 +14,7 @@ from jaxtrain.cli.app import (
     DEVICES_HELP,
     PEAK_HELP,
     WORKDIR_HELP,
+    PanelCommand,
     app,
     check_peak,
     check_positive,
@@ -21,34 +22,50 @@ from jaxtrain.cli.app import (
     parse_profile_steps,
     start_jax,
 )
-from jaxtrain.cli.options import parse_flags, with_signature
+from jaxtrain.cli.options import choices_metavar, on_off, parse_flags, with_signature
+from jaxtrain.training.settings.config import MODELS
+from jaxtrain.training.settings.files import DEFAULT_MODEL
 
 COMMAND_OPTIONS = [
-    option("model", Optional[str], None, "--model",
-            help="Model family: vae or transformer [default: vae]."),
-    option("workdir", Optional[Path], None, "--workdir",
-            help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
-    option("config", Optional[Path], None, "--config",
-            help="A TOML file of settings (see --print-config); flags override it."),
-    option("preset", Optional[str], None, "--preset",
-            help="Start from a shipped preset (`jaxtrain presets` lists them); --config and "
-                 "flags override it."),
-    option("print_config", bool, False, "--print-config",
-            help="Print the resolved config as TOML and exit, without training."),
-    option("list_params", bool, False, "--list-params",
-            help="Print the parameter paths, shapes and sizes, and which --freeze keeps "
-                 "fixed, then exit."),
-    option("overwrite", bool, False, "--overwrite", help="Replace a run already in the workdir."),
-    option("stop_at_epoch", Optional[int], None, "--stop-at-epoch",
-            help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
-                 "job)."),
-    option("devices", Optional[int], None, "--devices", help=DEVICES_HELP),
-    option("profile_steps", Optional[str], None, "--profile-steps",
-            help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
-    option("peak_gflops", Optional[str], None, "--peak-gflops", help=PEAK_HELP),
-    option("tensorboard", bool, True, "--tensorboard/--no-tensorboard",
-            help="Write TensorBoard event files into <workdir>/tb/."),
+    option("model", Optional[str], None, "--model", metavar=choices_metavar(MODELS),
+           help=f"Model family. [default: {DEFAULT_MODEL}]", rich_help_panel="Run"),
+    option("workdir", Optional[Path], None, "--workdir", rich_help_panel="Run",
+           help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
+    option("config", Optional[Path], None, "--config", rich_help_panel="Run",
+           help="A TOML file of settings (see --print-config); flags override it."),
+    option("preset", Optional[str], None, "--preset", rich_help_panel="Run",
+           help="Start from a shipped preset (`jaxtrain presets` lists them); --config and "
+                "flags override it."),
+    option("print_config", bool, False, "--print-config", rich_help_panel="Run",
+           help="Print the resolved config as TOML and exit, without training."),
+    option("list_params", bool, False, "--list-params", rich_help_panel="Run",
+           help="Print the parameter paths, shapes and sizes, and which --freeze keeps "
+                "fixed, then exit."),
+    option("overwrite", bool, False, "--overwrite", rich_help_panel="Run",
+           help="Replace a run already in the workdir."),
+    option("stop_at_epoch", Optional[int], None, "--stop-at-epoch", rich_help_panel="Run",
+           help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
+                "job)."),
+    option("devices", Optional[int], None, "--devices", help=DEVICES_HELP,
+           rich_help_panel="Run"),
+    option("profile_steps", Optional[str], None, "--profile-steps", rich_help_panel="Output",
+           help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
+    option("peak_gflops", Optional[str], None, "--peak-gflops", help=PEAK_HELP,
+           rich_help_panel="Output"),
+    option("tensorboard", bool, True, "--tensorboard/--no-tensorboard", show_default=False,
+           help=f"Write TensorBoard event files into <workdir>/tb/. {on_off(True)}",
+           rich_help_panel="Output"),
 ]
+
+# \b keeps the lines as written (click rewraps a paragraph otherwise).
+FIT_EXAMPLES = """Examples:
+
+\b
+  jaxtrain fit --dataset fashion-mnist --epochs 2      the VAE, about a minute on a CPU
+  jaxtrain fit --model transformer --steps 500         the digits Transformer, short
+  jaxtrain fit --preset baby-gpt --data-file input.txt a character model of a text file
+  jaxtrain fit --config run.toml --seed 1              a saved config (--print-config)
+"""
 
 
 def fit(**options):
@@ -119,8 +136,7 @@ def source_architecture(init_from):
     return Layer(f"the run in {init_from}", layer)
 
 
-app.command(context_settings={"help_option_names": ["--help", "-h"]})(
-    with_signature(fit, COMMAND_OPTIONS))
+app.command(cls=PanelCommand, epilog=FIT_EXAMPLES)(with_signature(fit, COMMAND_OPTIONS))
 
 
 def _done(workdir: Path):
@@ -152,8 +168,9 @@ def resume(
     profile_steps: Optional[str] = typer.Option(
         None, help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
     peak_gflops: Optional[str] = typer.Option(None, help=PEAK_HELP),
-    tensorboard: bool = typer.Option(True, help="Write TensorBoard event files into "
-                                                "<workdir>/tb/."),
+    tensorboard: bool = typer.Option(True, show_default=False,
+                                     help="Write TensorBoard event files into <workdir>/tb/. "
+                                          + on_off(True)),
 ):
     """Continue a run from its latest checkpoint, with its saved settings."""
     for flag, value in (("--epochs", epochs), ("--steps", steps),

@@ -83,30 +83,27 @@ class TrainConfig:
     steps: int | None = setting(
         None, "Optimizer steps in the run, instead of --epochs.", gt=0)
     eval_every: int | None = setting(
-        None, "Steps between evaluations and checkpoints [default: one epoch].", gt=0)
+        None, "Steps between evaluations and checkpoints.", gt=0, shown="one epoch")
     batch_size: int = setting(128, "Examples per step and per eval batch.", gt=0)
     accumulate: int = setting(
         1, "Split each step's batch into this many micro-batches whose gradients are "
         "averaged (a device holds one micro-batch's activations at a time).", gt=0)
     steps_per_call: int = setting(
-        1, "Optimizer steps per call of the compiled program (a lax.scan over this many "
-        "batches): fewer dispatches for small models. 0: chosen by fit from the step time "
-        "(calls of about 20 ms, at most 32 steps) and saved with the run. Evaluation, "
-        "checkpoints, logs and Ctrl-C happen between calls; the steps are the same on a "
-        "CPU.", ge=0)
+        1, "Optimizer steps per call of the compiled program (a lax.scan): fewer "
+        "dispatches for small models; 0: fit picks calls of about 20 ms (at most 32 "
+        "steps) and saves the choice.", ge=0)
     lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
     warmup_steps: int | None = setting(
-        None, "Linear warmup steps from lr/100 before cosine decay [default: a tenth of the "
-        "run's steps; the Transformers: 200].", ge=0)
+        None, "Linear warmup steps from lr/100 before cosine decay.", ge=0,
+        shown="a tenth of the run's steps")
     weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.", ge=0)
     grad_clip: float = setting(1.0, "Clip gradients to this global norm.", gt=0)
     ema_decay: float = setting(0.998, "Decay of the parameter EMA used for eval and sampling.",
                                ge=0, lt=1)
     precision: str = setting(
-        "float32", "Precision of the models' matmuls: float32, or bf16 (bfloat16 matmuls and "
-        "activations, for GPUs; parameters, optimizer state, LayerNorm statistics, logits and "
-        "losses stay float32, so every NLL keeps its meaning). On a CPU without AVX-512 BF16 "
-        "bf16 is emulated, hence slower.", choices=PRECISION_NAMES)
+        "float32", "Precision of the matmuls and activations; bf16 is for GPUs (a CPU "
+        "without AVX-512 BF16 emulates it) and keeps parameters, optimizer state and losses "
+        "in float32.", choices=PRECISION_NAMES)
     seed: int = setting(0, "Seed of initialisation, data order and sampling.")
     keep: int = setting(3, "Latest checkpoints to keep (the best one is kept too).", gt=0)
     patience: int = setting(
