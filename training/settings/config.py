@@ -132,6 +132,9 @@ class TrainConfig:
             raise SettingError("epochs", "and --steps: give the run's length as exactly one "
                                          "of --epochs and --steps")
         validate(self)
+        if self.steps and self.warmup_steps is not None and self.warmup_steps >= self.steps:
+            raise SettingError("warmup_steps", f"{self.warmup_steps} must be smaller than the "
+                               f"run's {self.steps} steps: lower --warmup-steps or raise --steps")
         if self.init_step is not None and not (self.init_step == "best"
                                                or self.init_step.isdigit()):
             raise SettingError("init_step", f"takes a step number or best, got "

@@ -157,6 +157,12 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
             for key, value in values.items():
                 merged[section][key] = value
                 setters[(section, key)] = layer
+    train = merged["train"]
+    if ("train", "warmup_steps") not in setters and train.get("warmup_steps") and \
+            train.get("steps"):
+        # A family's warmup (the Transformer's 200) is at most a tenth of a short run, as
+        # the VAE's is; a value a layer sets stays as set (TrainConfig checks it).
+        train["warmup_steps"] = min(train["warmup_steps"], train["steps"] // 10)
     classes = {**SECTIONS, "model_config": model_config_class(model)}
     try:
         built = {s: cls(**{k: _coerce(cls, k, v) for k, v in merged[s].items()})
