@@ -80,7 +80,7 @@ DEVICES_HELP = ("Train data-parallel on this many devices, the batch split betwe
                 "--xla_force_host_platform_device_count=N].")
 PEAK_HELP = ("The device's peak GFLOP/s, to report model FLOP utilisation in %; 'auto' "
              "measures a float32 matmul once and caches it.")
-STEP_HELP = "Checkpoint step, or 'best' (lowest test loss) [default: latest]."
+STEP_HELP = "Checkpoint step, 'latest' or 'best' (lowest test loss). [default: latest]"
 
 
 def option(name, annotation, default, *decls, **kwargs):
@@ -118,12 +118,16 @@ def check_peak(text: Optional[str]):
 
 
 def parse_step(text: Optional[str]):
-    if text is None or text == "best":
+    """--step: None (the latest) for 'latest', 'best', or a step number."""
+    if text is None or text == "latest":
+        return None
+    if text == "best":
         return text
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"--step takes a step number or 'best', got {text!r}") from None
+        raise ValueError(f"--step takes a step number, 'latest' or 'best', got "
+                         f"{text!r}") from None
 
 
 def start_jax(devices_env=True):
