@@ -21,15 +21,17 @@ from jaxtrain.cli.app import (
 @app.command()
 def sample(
     label: Optional[str] = typer.Option(
-        None, "--class", help="Image models: class to generate (0-9, a folder dataset's "
-                              "class name), or 'all' for one row per class."),
+        None, "--class", help="Image models: class to generate: 0-9, a class name "
+                              "(fashion-mnist's: sneaker, bag...; a folder's subfolders), or "
+                              "'all' for one row per class."),
     prompt: Optional[str] = typer.Option(
         None, help="Text: the text to continue; the result is printed."),
     length: int = typer.Option(500, help="Text: characters to generate."),
     num: int = typer.Option(64, help="Number of images (with 'all': spread over the rows)."),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
-    out: Optional[Path] = typer.Option(None, help="PNG to write [default: "
-                                                  "<workdir>/sample_class_<class>.png]."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write (text: a file to write the "
+                                                  "text to, besides printing it). [default: "
+                                                  "<workdir>/sample_class_<class>.png]"),
     seed: int = typer.Option(0, help="Seed of the sampling."),
     step: Optional[str] = typer.Option(None, help=STEP_HELP),
     temperature: Optional[float] = typer.Option(

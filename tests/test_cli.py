@@ -66,7 +66,8 @@ def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     for key in ("train_loss", "train_recon", "train_kl", "train_grad_norm", "lr",
                 "samples_per_s", "test_loss", "test_recon", "test_kl"):
         assert np.isfinite(record[key]), key
-    assert Image.open(workdir / "samples_epoch001.png").size == (302, 302)  # 10 x 10 of 28 + 2
+    width, height = Image.open(workdir / "samples_epoch001.png").size  # 10 x 10 of 28 + 2
+    assert height == 302 and width > 302  # and a margin naming the rows' classes
     assert Image.open(workdir / "recon_epoch001.png").size == (302, 62)  # inputs, outputs
 
     out = tmp_path / "sevens.png"
@@ -75,7 +76,8 @@ def test_fit_sample_resume_eval(tmp_path, data_dir, jaxtrain):
     image.load()
     assert image.size == (4 * 30 + 2, 4 * 30 + 2)
     assert jaxtrain("sample", "--class", "all", "--num", 20, "--workdir", workdir).returncode == 0
-    assert Image.open(workdir / "sample_class_all.png").size == (2 * 30 + 2, 10 * 30 + 2)
+    width, height = Image.open(workdir / "sample_class_all.png").size
+    assert height == 10 * 30 + 2 and width > 2 * 30 + 2  # rows named
 
     jaxtrain("resume", "--workdir", workdir, "--epochs", 2, check=True)
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
@@ -323,7 +325,7 @@ def test_transformer_digits_fit_resume_sample_eval(tmp_path, data_dir, jaxtrain)
     assert jaxtrain("sample", "--class", 7, "--num", 4, "--workdir", straight, "--out", out,
                     "--temperature", 0.8, "--top-k", 4).returncode == 0
     assert Image.open(out).size == (2 * 30 + 2, 2 * 30 + 2)
-    assert Image.open(straight / "samples_epoch002.png").size == (302, 302)
+    assert Image.open(straight / "samples_epoch002.png").size[1] == 302
     # The judge scores the Transformer's binary samples against the binarized test set.
     scored = json.loads(jaxtrain("eval", "--workdir", straight, "--samples", 2, "--json",
                                  check=True).stdout)

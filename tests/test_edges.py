@@ -2,7 +2,10 @@
 that are never silently ignored. In-process and cheap: validation paths that fail
 before anything compiles, or small helpers."""
 
+import ast
+import importlib.util
 import json
+from pathlib import Path
 
 import jax
 import pytest
@@ -34,3 +37,27 @@ def test_plot_of_an_unknown_metric_lists_the_known_ones(tmp_path, jaxtrain):
         {"step": 8, "train_loss": 3.0, "test_loss": 2.0, "test_kl": 1.0}) + "\n")
     proc = jaxtrain("plot", tmp_path, "--metric", "nope", "--out", tmp_path / "x.png")
     assert_one_line_error(proc, "--metric nope", "pass one of", "test_kl, test_loss")
+
+
+def torchvision_classes(name: str) -> list:
+    """A torchvision dataset class's `classes`, read from its source (importing torch
+    would cost this test 5 s)."""
+    folder = importlib.util.find_spec("torchvision").submodule_search_locations[0]
+    tree = ast.parse((Path(folder) / "datasets" / "mnist.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+    return next(ast.literal_eval(n.value) for n in cls.body if isinstance(n, ast.Assign)
+                and n.targets[0].id == "classes")
+
+
+def test_built_in_datasets_name_their_classes():
+    from jaxtrain.training.commands.restored import class_index
+    from jaxtrain.training.settings.config import DATASET_CLASSES, DataConfig
+
+    assert DATASET_CLASSES["fashion-mnist"] == tuple(torchvision_classes("FashionMNIST"))
+    names = DataConfig(dataset="fashion-mnist").labels
+    assert [class_index(x, 10, names) for x in ("sneaker", "Ankle boot", "ankle-boot",
+                                                "t-shirt", "3")] == [7, 9, 9, 0, 3]
+    with pytest.raises(ValueError, match="one of T-shirt/top, Trouser"):
+        class_index("shoe", 10, names)
+    assert DataConfig(dataset="mnist").labels == tuple("0123456789")
+    assert DataConfig(dataset="text", data_file="/x").labels is None

@@ -144,7 +144,7 @@ class Samples(Callback):
         for name, (images, cols) in grids.items():
             # The samples grid has one row per class (models/family.py).
             loop.artifacts.setdefault("images", {})[name] = make_grid(
-                images, cols, row_names=run.config.data.class_names if name == "samples"
+                images, cols, row_names=run.config.data.labels if name == "samples"
                 else None)
         text = run.family.epoch_text(params, key) if self.text else None
         if text is not None:

@@ -26,6 +26,13 @@ DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
 PRECISION_NAMES = ("float32", "bf16")  # models/family.py:PRECISIONS gives their dtypes
 
+# The classes' names of the built-in datasets, as torchvision names them
+# (torchvision.datasets.FashionMNIST.classes; MNIST's are its digits), kept here so that
+# naming a class costs no torch import. A folder dataset's are its subfolders.
+DATASET_CLASSES = {"mnist": tuple("0123456789"),
+                   "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
+
 # Defaults that differ between families and tasks ({section: {field: value}}), applied
 # over the field defaults: everything not named here is the field's own default.
 FAMILY_DEFAULTS = {
@@ -74,6 +81,11 @@ class DataConfig:
     @property
     def is_text(self) -> bool:
         return self.dataset == "text"
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The classes' names: a folder's subfolders, a built-in dataset's, None for text."""
+        return self.class_names or DATASET_CLASSES.get(self.dataset)
 
 
 @dataclasses.dataclass(frozen=True)
