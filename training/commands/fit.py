@@ -26,6 +26,7 @@ from jaxtrain.training.engine.parallel import is_primary, say, sync_processes
 from jaxtrain.training.engine.precompile import Precompile
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import StartCosts, Startup
+from jaxtrain.training.host.signals import GUARD
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir import workdir as workdirs
 from jaxtrain.training.rundir.writers import Console, Curves, Jsonl, TensorBoard
@@ -104,6 +105,7 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
     with `config.train.init_from`, from another run's parameters (fine-tuning)."""
     startup = Startup()
     workdir = Path(workdir)
+    GUARD.workdir = workdir.absolute()  # where a signal looks for checkpoints
     workdirs.check_not_file(workdir)
     if config.train.init_from and Path(config.train.init_from).absolute() == workdir.absolute():
         raise ValueError(f"--init-from {config.train.init_from} is the new run's own workdir: "
@@ -159,6 +161,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     TrainConfig fields that leave the architecture alone (epochs, steps, lr, ...)."""
     startup = Startup()
     workdir = Path(workdir)
+    GUARD.workdir = workdir.absolute()
     checkpoint.check_workdir(workdir)
     lock = workdirs.Lock(workdir) if is_primary() else None
     try:
