@@ -95,6 +95,9 @@ def fit(**options):
                              "of the run it starts from (leave --model out)")
         config, workdir = resolve([base, *layers])
     workdir = Path(workdir) if workdir else Path("checkpoints") / config.model
+    if config.train.freeze and not config.train.init_from:
+        print(f"warning: --freeze {','.join(config.train.freeze)} without --init-from keeps "
+              "those parameters at their random initialisation", file=sys.stderr)
     if options["print_config"]:
         print(to_toml(config, workdir), end="")
         return
@@ -110,7 +113,7 @@ def fit(**options):
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
     commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras)
-    _done(workdir)
+    _done(workdir, options["tensorboard"])
 
 
 def source_architecture(init_from):
@@ -139,12 +142,13 @@ def source_architecture(init_from):
 app.command(cls=PanelCommand, epilog=FIT_EXAMPLES)(with_signature(fit, COMMAND_OPTIONS))
 
 
-def _done(workdir: Path):
+def _done(workdir: Path, tensorboard: bool):
     curves = workdir / "curves.png"  # drawn once the run has two evaluations
     print(f"done: checkpoints in {workdir / 'checkpoints'}, metrics in "
           f"{workdir / 'metrics.jsonl'}"
           + (f", curves in {curves}" if curves.exists() else "")
-          + f"; `tensorboard --logdir {workdir}` shows the run", file=sys.stderr)
+          + (f"; `tensorboard --logdir {workdir}` shows the run" if tensorboard else ""),
+          file=sys.stderr)
 
 
 @app.command()
@@ -185,4 +189,4 @@ def resume(
                  "patience": patience}
     commands.resume(workdir, overrides, data_dir=data_dir and data_dir.absolute(),
                     data_file=data_file and data_file.absolute(), extras=extras)
-    _done(workdir)
+    _done(workdir, tensorboard)

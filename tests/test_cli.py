@@ -383,6 +383,10 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
     out = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
                    "--temperature", 0).stdout
     assert out.startswith("to be") and len(out.rstrip("\n")) >= 45
+    written = tmp_path / "t.txt"  # --out writes the text too (it was silently ignored)
+    proc = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
+                    "--temperature", 0, "--out", written, check=True)
+    assert written.read_text() == proc.stdout.rstrip("\n") == out.rstrip("\n")
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--class", 1),
                           "--class applies to image models")
     assert_one_line_error(jaxtrain("eval", "--workdir", straight, "--samples", 2),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 import pytest
-from conftest import assert_one_line_error
+from conftest import TINY, assert_one_line_error
 
 from jaxtrain.cli.app import parse_step
 from jaxtrain.training.engine.parallel import DataParallel
@@ -61,3 +61,38 @@ def test_built_in_datasets_name_their_classes():
         class_index("shoe", 10, names)
     assert DataConfig(dataset="mnist").labels == tuple("0123456789")
     assert DataConfig(dataset="text", data_file="/x").labels is None
+
+
+def test_freeze_without_init_from_warns(jaxtrain):
+    proc = jaxtrain("fit", "--freeze", "encoder", "--print-config", check=True)
+    assert "warning: --freeze encoder without --init-from" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_short_run_says_its_plan_units_and_how_to_go_on(tmp_path, data_dir, jaxtrain):
+    workdir = tmp_path / "run"
+    proc = jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, *TINY, "--steps", 6,
+                    "--eval-every", 3, "--no-tensorboard", "--stop-at-epoch", 1)
+    assert proc.returncode == 0, proc.stderr
+    # --stop-at-epoch past the end is said, not silently dropped; the plan comes first.
+    assert "--stop-at-epoch 1 is not before the run's end (step 6/6)" in proc.stderr
+    assert "training vae on mnist: 6 steps (batch 8), " in proc.stderr
+    assert "parameters;" in proc.stderr
+    first, second = proc.stdout.splitlines()
+    for line in (first, second):  # both losses per image, and labelled so
+        assert "train loss" in line and " nats/image  test loss " in line
+        assert line.count("nats/image") == 2, line
+    assert "(with start-up)" in first and "(with start-up)" not in second
+    assert "tensorboard" not in proc.stderr.strip().splitlines()[-1]  # --no-tensorboard
+
+    out = jaxtrain("eval", "--workdir", workdir, check=True).stdout
+    assert "step 6 (epoch 0.75)" in out  # 8 steps an epoch; not 0.75000000001
+    assert_one_line_error(jaxtrain("resume", "--workdir", workdir, "--steps", 3),
+                          "--steps 3 is not more than the 6 steps", "--steps 7 or more")
+    proc = jaxtrain("resume", "--workdir", workdir, "--steps", 20, "--stop-at-epoch", 2,
+                    check=True)
+    assert f"stopped at step 16/20 (--stop-at-epoch); continue with: jaxtrain resume " \
+           f"--workdir {workdir}" in proc.stderr
+    proc = jaxtrain("sample", "--class", "all", "--num", 5, "--workdir", workdir, check=True)
+    assert "--num 5 with --class all: drawing 1 per class, one row each (10 images)" \
+        in proc.stderr

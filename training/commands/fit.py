@@ -79,9 +79,13 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
     if extras.profile_steps:
         callbacks.insert(0, Profile(*extras.profile_steps))
     try:
-        return run_loop(loop, callbacks)
+        state = run_loop(loop, callbacks)
     finally:
         manager.close()
+    if loop.step < run.total_steps and loop.stop_reason is None and is_primary():
+        say(f"stopped at {run.where(loop.step)} (--stop-at-epoch); continue with: jaxtrain "
+            f"resume --workdir {workdir}")
+    return state
 
 
 def _stop_step(run: Run, stop_at_epoch):
@@ -89,7 +93,12 @@ def _stop_step(run: Run, stop_at_epoch):
         return None
     if not run.steps_per_epoch:
         raise ValueError("--stop-at-epoch needs a run measured in epochs")
-    return stop_at_epoch * run.steps_per_epoch
+    step = stop_at_epoch * run.steps_per_epoch
+    if step >= run.total_steps:
+        say(f"--stop-at-epoch {stop_at_epoch} is not before the run's end ("
+            f"{run.where(run.total_steps)}): the run trains to its end")
+        return None
+    return step
 
 
 def _check_profile(run: Run, start: int, extras: Extras):
@@ -186,8 +195,13 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
             position["stopped_early"] = False
         if step >= run.total_steps:
             unit = "--epochs" if config.train.epochs else "--steps"
+            done = step // run.steps_per_epoch if config.train.epochs else step
+            if overrides.get(unit[2:]) is not None:  # a new length, not past what is done
+                raise ValueError(f"{unit} {overrides[unit[2:]]} is not more than the "
+                                 f"{done} {unit[2:]} the run in {workdir} has trained: pass "
+                                 f"{unit} {done + 1} or more")
             raise ValueError(f"the run in {workdir} already finished ({run.where(step)}): pass "
-                             f"{unit} N (larger) to train longer")
+                             f"{unit} N (larger than {done}) to train longer")
         stop_at_step = _stop_step(run, extras.stop_at_epoch)
         if stop_at_step is not None and stop_at_step <= step:
             raise ValueError(f"--stop-at-epoch {extras.stop_at_epoch} is not after the run's "

@@ -1,5 +1,6 @@
 """The commands that use a saved run without training it: evaluate a checkpoint, sample."""
 
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
         cols = -(-num // num_classes)
         labels = np.repeat(np.arange(num_classes), cols)
         row_names = names
+        if cols * num_classes != num:
+            print(f"--num {num} with --class all: drawing {cols} per class, one row each "
+                  f"({cols * num_classes} images)", file=sys.stderr)
     else:
         index = class_index(label, num_classes, names)
         cols = int(np.ceil(np.sqrt(num)))
