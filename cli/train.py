@@ -61,15 +61,19 @@ COMMAND_OPTIONS = [
 FIT_EXAMPLES = """Examples:
 
 \b
-  jaxtrain fit --dataset fashion-mnist --epochs 2      the VAE, about a minute on a CPU
+  jaxtrain fit --dataset fashion-mnist --epochs 2      the VAE on Fashion-MNIST
   jaxtrain fit --model transformer --steps 500         the digits Transformer, short
   jaxtrain fit --preset baby-gpt --data-file input.txt a character model of a text file
   jaxtrain fit --config run.toml --seed 1              a saved config (--print-config)
 """
 
 
+TEXT_PLACEHOLDER = "PATH/TO/TEXT.txt"  # what --print-config shows for a text file not given
+
+
 def fit(**options):
     """Train a new run. Settings: defaults < --preset < --config FILE < flags."""
+    from jaxtrain.models.fields import SettingError
     from jaxtrain.training.settings.files import Layer, read_file, read_preset, resolve, to_toml
 
     check_positive("--stop-at-epoch", options["stop_at_epoch"])
@@ -83,7 +87,14 @@ def fit(**options):
         if options[key] is not None:
             flags[key] = str(options[key])
     layers.append(Layer("flag", flags))
-    config, workdir = resolve(layers)
+    try:
+        config, workdir = resolve(layers)
+    except SettingError as e:
+        if not (options["print_config"] and e.key == "data_file"):
+            raise
+        # A text preset or config printed alone: its text file is the user's to name.
+        layers.insert(0, Layer("placeholder", {"data": {"data_file": TEXT_PLACEHOLDER}}))
+        config, workdir = resolve(layers)
     if config.train.init_from:
         # A fine-tuned run takes the architecture of the run it starts from, unless a
         # layer above sets it (commands.fit then names what differs).
@@ -99,7 +110,11 @@ def fit(**options):
         print(f"warning: --freeze {','.join(config.train.freeze)} without --init-from keeps "
               "those parameters at their random initialisation", file=sys.stderr)
     if options["print_config"]:
-        print(to_toml(config, workdir), end="")
+        text = to_toml(config, workdir)
+        if config.data.data_file == TEXT_PLACEHOLDER:
+            text = text.replace(f'data_file = "{TEXT_PLACEHOLDER}"', f'data_file = '
+                                f'"{TEXT_PLACEHOLDER}"  # your text file (or --data-file)')
+        print(text, end="")
         return
     start_jax()
     from jaxtrain.training.commands import fit as commands

@@ -96,3 +96,41 @@ def test_a_short_run_says_its_plan_units_and_how_to_go_on(tmp_path, data_dir, ja
     proc = jaxtrain("sample", "--class", "all", "--num", 5, "--workdir", workdir, check=True)
     assert "--num 5 with --class all: drawing 1 per class, one row each (10 images)" \
         in proc.stderr
+
+
+def test_folder_needs_its_data_dir_and_a_text_preset_prints_alone(jaxtrain):
+    assert_one_line_error(jaxtrain("fit", "--dataset", "folder", "--print-config"),
+                          "--dataset folder needs --data-dir PATH")
+    proc = jaxtrain("fit", "--preset", "baby-gpt", "--print-config", check=True)
+    assert 'data_file = "PATH/TO/TEXT.txt"  # your text file (or --data-file)' in proc.stdout
+    assert_one_line_error(jaxtrain("fit", "--preset", "baby-gpt"), "needs --data-file PATH")
+
+
+def test_data_dir_may_name_the_raw_folder_and_a_failed_download_leaves_no_folders(
+        tmp_path, data_dir, monkeypatch):
+    from jaxtrain.training.sources import images
+    from jaxtrain.training.sources.images import data_root, load_split
+
+    raw = data_dir / "MNIST" / "raw"
+    assert data_root("mnist", raw) == data_root("mnist", raw.parent) == data_dir
+    pixels, _ = load_split("mnist", raw, train=False, download=False)
+    assert pixels.shape == (30, 28, 28)
+    # Files straight in a folder of another name: said where they must go.
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for f in raw.iterdir():
+        (loose / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ValueError, match=f"in {loose} itself, but torchvision reads them from "
+                                         f"{loose}/MNIST/raw"):
+        load_split("mnist", loose, train=False, download=False)
+    # A download that fails, as torchvision's does offline: what it made goes again.
+    class MNIST:  # torchvision's, offline: makes its folders, then fails
+        def __init__(self, root, train, download):
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setitem(images.TORCHVISION_CLASSES, "mnist", MNIST)
+    empty = tmp_path / "cache"
+    with pytest.raises(ValueError, match="the download failed"):
+        load_split("mnist", empty, train=False, download=True)
+    assert not empty.exists()

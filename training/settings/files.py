@@ -157,6 +157,10 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
             for key, value in values.items():
                 merged[section][key] = value
                 setters[(section, key)] = layer
+    if merged["data"].get("dataset") == "folder" and ("data", "data_dir") not in setters:
+        # The default is the cache of the built-in datasets, never a folder of your images.
+        raise ConfigError("--dataset folder needs --data-dir PATH (a folder with one "
+                          "subfolder of images per class)")
     train = merged["train"]
     if ("train", "warmup_steps") not in setters and train.get("warmup_steps") and \
             train.get("steps"):
