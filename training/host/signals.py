@@ -37,6 +37,8 @@ class Guard:
     def install(self):
         self.signum, self.loop_running, self.workdir = None, False, None
         self._waiting, self._said = False, False
+        if threading.current_thread() is not threading.main_thread():
+            return  # (a caller in a thread: signals are the main thread's to take)
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def uninstall(self):
