@@ -141,8 +141,8 @@ class Console(Callback):
             rate += f" {record['gflops']:.1f} GFLOP/s"
             if "mfu" in record:
                 rate += f" ({100 * record['mfu']:.0f}% of peak)"
-            if "first_step_s" in record or "start_imports_s" in record:
-                rate += " (with start-up)"  # the command's first period: compiles in it
+            if loop.period_start == loop.start:  # the command's first period: its
+                rate += " (with start-up)"      # programs' first calls, compiles in it
             parts.append(rate)
         parts.append(f"{record['period_s']:.1f}s")
         print("  ".join(parts), flush=True)
