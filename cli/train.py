@@ -23,8 +23,7 @@ from jaxtrain.cli.app import (
     start_jax,
 )
 from jaxtrain.cli.options import choices_metavar, on_off, parse_flags, with_signature
-from jaxtrain.training.settings.config import MODELS
-from jaxtrain.training.settings.files import DEFAULT_MODEL
+from jaxtrain.training.settings.config import DEFAULT_MODEL, MODELS
 
 COMMAND_OPTIONS = [
     option("model", Optional[str], None, "--model", metavar=choices_metavar(MODELS),

@@ -17,6 +17,7 @@ from jaxtrain.models.fields import SettingError, setting, validate
 
 # --model -> its architecture's config class.
 MODELS = {"vae": VAEConfig, "transformer": TransformerConfig}
+DEFAULT_MODEL = "vae"
 # (--model, task) -> "module:class" of the family that trains it (models/family.py); the
 # task is text for --dataset text, else images. Imported (with JAX) only when a run is built.
 FAMILIES = {("vae", "images"): "vae:VAEFamily",

@@ -22,6 +22,7 @@ import tomli_w
 
 from jaxtrain.models.fields import SettingError, base_type, flag_name, user_fields
 from jaxtrain.training.settings.config import (
+    DEFAULT_MODEL,
     FAMILY_DEFAULTS,
     MODELS,
     SECTIONS,
@@ -35,7 +36,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOP_LEVEL = ("model", "workdir")
-DEFAULT_MODEL = "vae"
 
 
 class ConfigError(ValueError):
