@@ -15,8 +15,9 @@ from typer.core import TyperCommand
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Train, resume, sample and evaluate class-conditional generative models "
-                       "(a VAE, a small Transformer) on MNIST-family data with JAX, Flax, Optax "
-                       "and Orbax; plot and list runs.")
+                       "(a VAE, a small Transformer) on MNIST-family images, your own image "
+                       "folders or a text file, with JAX, Flax, Optax and Orbax; plot and list "
+                       "runs. `jaxtrain COMMAND -h` describes a command.")
 
 # The order of the help's panels; options without one come last, under "Options".
 PANELS = ("Run", "Data", "Model", "Optimisation", "Evaluation", "Fine-tuning", "Output")
