@@ -106,6 +106,7 @@ def test_folder_needs_its_data_dir_and_a_text_preset_prints_alone(jaxtrain):
     assert_one_line_error(jaxtrain("fit", "--preset", "baby-gpt"), "needs --data-file PATH")
 
 
+@pytest.mark.slow  # seconds only, but the first import of torch in a worker costs 5 s
 def test_data_dir_may_name_the_raw_folder_and_a_failed_download_leaves_no_folders(
         tmp_path, data_dir, monkeypatch):
     from jaxtrain.training.sources import images
