@@ -7,8 +7,6 @@ and training/rundir/writers.py) and hands them to the loop (training/engine/loop
 import dataclasses
 from pathlib import Path
 
-import absl.logging
-
 from jaxtrain.training.commands.prepare import check_classes, prepare, with_data
 from jaxtrain.training.engine.callbacks import (
     Announce,
@@ -33,9 +31,6 @@ from jaxtrain.training.rundir.writers import Console, Curves, Jsonl, TensorBoard
 from jaxtrain.training.settings.config import RunConfig
 from jaxtrain.training.settings.files import to_toml
 from jaxtrain.training.sources.base import import_data_modules, open_source
-
-# Orbax logs routine warnings (e.g. a save without metrics) through absl.
-absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 @dataclasses.dataclass(frozen=True)
