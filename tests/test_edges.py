@@ -85,8 +85,9 @@ def test_a_short_run_says_its_plan_units_and_how_to_go_on(tmp_path, data_dir, ja
     assert "(with start-up)" in first and "(with start-up)" not in second
     assert "tensorboard" not in proc.stderr.strip().splitlines()[-1]  # --no-tensorboard
 
-    out = jaxtrain("eval", "--workdir", workdir, check=True).stdout
-    assert "step 6 (epoch 0.75)" in out  # 8 steps an epoch; not 0.75000000001
+    proc = jaxtrain("eval", "--workdir", workdir, check=True)
+    assert "step 6 (epoch 0.75)" in proc.stdout  # 8 steps an epoch; not 0.75000000001
+    assert "WARNING" not in proc.stderr  # Orbax's absl chatter stays out
     assert_one_line_error(jaxtrain("resume", "--workdir", workdir, "--steps", 3),
                           "--steps 3 is not more than the 6 steps", "--steps 7 or more")
     proc = jaxtrain("resume", "--workdir", workdir, "--steps", 20, "--stop-at-epoch", 2,
