@@ -73,7 +73,14 @@ TEXT_PLACEHOLDER = "PATH/TO/TEXT.txt"  # what --print-config shows for a text fi
 def fit(**options):
     """Train a new run. Settings: defaults < --preset < --config FILE < flags."""
     from jaxtrain.models.fields import SettingError
-    from jaxtrain.training.settings.files import Layer, read_file, read_preset, resolve, to_toml
+    from jaxtrain.training.settings.files import (
+        Layer,
+        read_file,
+        read_preset,
+        resolve,
+        sets,
+        to_toml,
+    )
 
     check_positive("--stop-at-epoch", options["stop_at_epoch"])
     layers = []
@@ -126,7 +133,8 @@ def fit(**options):
     extras = commands.Extras(options["stop_at_epoch"], options["devices"],
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
-    commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras)
+    commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
+                 warmup_given=sets(layers, "train", "warmup_steps"))
     _done(workdir, options["tensorboard"])
 
 

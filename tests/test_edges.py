@@ -136,3 +136,23 @@ def test_data_dir_may_name_the_raw_folder_and_a_failed_download_leaves_no_folder
     with pytest.raises(ValueError, match="the download failed"):
         load_split("mnist", empty, train=False, download=True)
     assert not empty.exists()
+
+
+def test_a_transformer_run_of_short_epochs_fits_its_family_warmup(monkeypatch, jaxtrain):
+    """The family's 200 warmup steps in a run of one 8-step epoch: a tenth of the run;
+    fit learns from the CLI whether a layer set it (then it stays, and is checked)."""
+    from jaxtrain.training.commands import fit as commands
+    from jaxtrain.training.settings.config import with_family_warmup
+    from jaxtrain.training.settings.files import Layer, resolve
+
+    config = resolve([Layer("flag", {"model": "transformer", "train": {"epochs": 1}})])[0]
+    assert config.train.warmup_steps == 200
+    assert with_family_warmup(config, 8).train.warmup_steps == 0
+    assert with_family_warmup(config, 5000).train.warmup_steps == 200
+    given = []
+    monkeypatch.setattr(commands, "fit", lambda *a, warmup_given, **k: given.append(
+        warmup_given))
+    monkeypatch.setattr("jaxtrain.cli.train.start_jax", lambda: None)
+    jaxtrain("fit", "--model", "transformer", "--epochs", 1, check=True)
+    jaxtrain("fit", "--model", "transformer", "--epochs", 1, "--warmup-steps", 5, check=True)
+    assert given == [False, True]

@@ -28,7 +28,7 @@ from jaxtrain.training.host.signals import GUARD
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir import workdir as workdirs
 from jaxtrain.training.rundir.writers import Console, Curves, Jsonl, TensorBoard
-from jaxtrain.training.settings.config import RunConfig
+from jaxtrain.training.settings.config import RunConfig, with_family_warmup
 from jaxtrain.training.settings.files import to_toml
 from jaxtrain.training.sources.base import import_data_modules, open_source
 
@@ -104,9 +104,11 @@ def _check_profile(run: Run, start: int, extras: Extras):
                              f"command trains ({start}-{run.total_steps}), first < last")
 
 
-def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
+def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
+        warmup_given: bool = True):
     """Starts a new run in `workdir`, data-parallel over `extras.devices` (all if None);
-    with `config.train.init_from`, from another run's parameters (fine-tuning)."""
+    with `config.train.init_from`, from another run's parameters (fine-tuning). Without
+    `warmup_given`, the warmup is the family's default, fitted to a short run."""
     startup = Startup()
     workdir = Path(workdir)
     GUARD.workdir = workdir.absolute()  # where a signal looks for checkpoints
@@ -124,6 +126,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
         startup.lap("imports")
         config, start, source = prepare(config)
         startup.lap("data")
+        if not warmup_given:
+            config = with_family_warmup(config, source.steps_per_epoch)
         run = Run(config, source.steps_per_epoch, extras.devices)
         if start is not None:
             say(f"fine-tuning from {config.train.init_from} at step {config.train.init_step}"

@@ -28,7 +28,8 @@ class Announce(Callback):
     def on_start(self, loop):
         run, train = loop.run, loop.run.config.train
         # The plan first: how long (epochs or steps), how big (parameters).
-        length = (f"{train.epochs} epochs of {run.steps_per_epoch} steps ({run.total_steps:,} "
+        length = (f"{train.epochs} epoch{'s' if train.epochs > 1 else ''} of "
+                  f"{run.steps_per_epoch} steps ({run.total_steps:,} "
                   f"steps" if train.epochs else f"{run.total_steps:,} steps (")
         params = sum(x.size for x in jax.tree.leaves(loop.state.params))
         where = (f"from {run.where(self.start)} " if self.start else "") + \

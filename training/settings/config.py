@@ -45,6 +45,22 @@ FAMILY_DEFAULTS = {
 }
 
 
+def family_warmup(warmup: int, total_steps: int) -> int:
+    """A family's default warmup (the Transformer's 200), at most a tenth of the run, as
+    the VAE's default is: a short run never fails on a --warmup-steps nobody passed."""
+    return min(warmup, total_steps // 10)
+
+
+def with_family_warmup(config: "RunConfig", steps_per_epoch: int | None) -> "RunConfig":
+    """A run in epochs whose warmup is its family's default, that warmup fitted to the
+    run once the data gives its steps per epoch (a run in steps has it at resolve)."""
+    train = config.train
+    if not (train.warmup_steps and train.epochs and steps_per_epoch):
+        return config
+    warmup = family_warmup(train.warmup_steps, train.epochs * steps_per_epoch)
+    return dataclasses.replace(config, train=dataclasses.replace(train, warmup_steps=warmup))
+
+
 class RunMismatch(ValueError):
     """The workdir holds a run this command cannot use (unlike a damaged checkpoint,
     an older checkpoint would not help)."""

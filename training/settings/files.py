@@ -27,6 +27,7 @@ from jaxtrain.training.settings.config import (
     MODELS,
     SECTIONS,
     RunConfig,
+    family_warmup,
     model_config_class,
 )
 
@@ -164,9 +165,9 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
     train = merged["train"]
     if ("train", "warmup_steps") not in setters and train.get("warmup_steps") and \
             train.get("steps"):
-        # A family's warmup (the Transformer's 200) is at most a tenth of a short run, as
-        # the VAE's is; a value a layer sets stays as set (TrainConfig checks it).
-        train["warmup_steps"] = min(train["warmup_steps"], train["steps"] // 10)
+        # A value a layer sets stays as set (TrainConfig checks it); a run in epochs has
+        # its family's warmup fitted once its data is known (commands/fit.py).
+        train["warmup_steps"] = family_warmup(train["warmup_steps"], train["steps"])
     classes = {**SECTIONS, "model_config": model_config_class(model)}
     try:
         built = {s: cls(**{k: _coerce(cls, k, v) for k, v in merged[s].items()})
@@ -183,6 +184,11 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
     except TypeError as e:  # a value of the wrong type that the dataclass could not take
         raise ConfigError(str(e)) from None
     return config, top.get("workdir")
+
+
+def sets(layers: list[Layer], section: str, key: str) -> bool:
+    """Whether any of the layers sets the key (else it comes from the defaults)."""
+    return any(key in layer.values.get(section, {}) for layer in layers)
 
 
 def to_toml(config: RunConfig, workdir=None) -> str:
