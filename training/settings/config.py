@@ -123,7 +123,8 @@ class TrainConfig:
         "steps) and saves the choice.", ge=0)
     lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
     warmup_steps: int | None = setting(
-        None, "Linear warmup steps from lr/100 before cosine decay.", ge=0,
+        None, "Linear warmup steps from lr/100 before cosine decay (a family's default: "
+        "at most a tenth of the run).", ge=0,
         shown="a tenth of the run's steps")
     weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.", ge=0)
     grad_clip: float = setting(1.0, "Clip gradients to this global norm.", gt=0)
