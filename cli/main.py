@@ -19,13 +19,16 @@ from jaxtrain.cli.app import app
 def main():
     """Entry point: runs the app and turns user errors into one line on stderr."""
     from jaxtrain.training.errors import Diverged, Interrupted
+    from jaxtrain.training.host.signals import GUARD
 
+    GUARD.install()  # before JAX loads: Ctrl-C at any moment is one line and exit 130
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
         sys.exit(130)
     except (Interrupted, Diverged) as e:
-        print(str(e) if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)
+        if GUARD.claim():  # (a second Ctrl-C's thread may have said it: one line)
+            print(str(e) if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except (ValueError, OSError) as e:  # boundary errors name the value and the fix
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -42,6 +45,8 @@ def main():
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         print(f"error: {e.format_message()}{where}", file=sys.stderr)
         sys.exit(e.exit_code)
+    finally:
+        GUARD.uninstall()
     sys.exit(code if isinstance(code, int) else 0)
 
 

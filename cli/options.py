@@ -34,13 +34,29 @@ def config_fields() -> dict:
     return out
 
 
+# The help's panels (cli/app.py:PANELS): a data or model setting goes in its section's; a
+# training setting in TRAIN_PANELS' panel, or Optimisation.
+SECTION_PANELS = {"data": "Data", "model_config": "Model"}
+TRAIN_PANELS = {"eval_every": "Evaluation", "keep": "Evaluation", "patience": "Evaluation",
+                "final_eval": "Evaluation", "init_from": "Fine-tuning",
+                "init_step": "Fine-tuning", "freeze": "Fine-tuning", "log_every": "Output"}
+
+
+def on_off(value: bool) -> str:
+    """How the help shows a boolean's default, everywhere: '[default: on]'."""
+    return f"[default: {'on' if value else 'off'}]"
+
+
 def _default_text(section: str, f) -> str:
-    """'[default: 10]', '[default: vae 128, transformer 32]', '[default: 0.1; text 256]'."""
+    """'[default: 10]', '[default: vae 128, transformer 32]', '[default: one epoch; text
+    250]': the field's default (or its `shown` words) once, then the families' own."""
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(default, bool):
+        return on_off(default)
     if isinstance(default, tuple):
         default = ",".join(map(str, default))
-    elif isinstance(default, bool):
-        default = str(default).lower()
+    if default is None:
+        default = f.metadata.get("shown")
     overrides = {family: values[section][f.name] for family, values in FAMILY_DEFAULTS.items()
                  if values.get(section, {}).get(f.name) is not None}
     shown = ", ".join(f"{family} {value}" for family, value in overrides.items())
@@ -51,6 +67,11 @@ def _default_text(section: str, f) -> str:
         else ""
 
 
+def choices_metavar(choices) -> str:
+    """'[vae|transformer]': the choices where the help shows an option's value."""
+    return f"[{'|'.join(choices)}]"
+
+
 def config_parameters() -> list[inspect.Parameter]:
     """Typer parameters for every user setting (keyword-only, default None)."""
     params = []
@@ -58,15 +79,17 @@ def config_parameters() -> list[inspect.Parameter]:
         kind = base_type(f.type)
         bounds = describe_bounds(f)
         help_text = " ".join(filter(None, [
-            f.metadata["help"],
-            f"One of: {', '.join(f.metadata['choices'])}." if f.metadata.get("choices") else "",
-            f"Must be {bounds}." if bounds else "", _default_text(section, f)]))
+            f.metadata["help"], f"Must be {bounds}." if bounds else "",
+            _default_text(section, f)]))
         decls = [f"--{flag_name(name)}/--no-{flag_name(name)}"] if kind is bool \
             else [f"--{flag_name(name)}"]
+        choices = f.metadata.get("choices")
+        panel = SECTION_PANELS.get(section) or TRAIN_PANELS.get(name, "Optimisation")
         params.append(inspect.Parameter(
             name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[_TYPES[kind]],
             default=typer.Option(None, *decls, help=help_text, show_default=False,
-                                 rich_help_panel=section)))
+                                 metavar=choices_metavar(choices) if choices else None,
+                                 rich_help_panel=panel)))
     return params
 
 

@@ -14,6 +14,7 @@ from jaxtrain.cli.app import (
     DEVICES_HELP,
     PEAK_HELP,
     WORKDIR_HELP,
+    PanelCommand,
     app,
     check_peak,
     check_positive,
@@ -21,39 +22,65 @@ from jaxtrain.cli.app import (
     parse_profile_steps,
     start_jax,
 )
-from jaxtrain.cli.options import parse_flags, with_signature
+from jaxtrain.cli.options import choices_metavar, on_off, parse_flags, with_signature
+from jaxtrain.training.settings.config import DEFAULT_MODEL, MODELS
 
 COMMAND_OPTIONS = [
-    option("model", Optional[str], None, "--model",
-            help="Model family: vae or transformer [default: vae]."),
-    option("workdir", Optional[Path], None, "--workdir",
-            help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
-    option("config", Optional[Path], None, "--config",
-            help="A TOML file of settings (see --print-config); flags override it."),
-    option("preset", Optional[str], None, "--preset",
-            help="Start from a shipped preset (`jaxtrain presets` lists them); --config and "
-                 "flags override it."),
-    option("print_config", bool, False, "--print-config",
-            help="Print the resolved config as TOML and exit, without training."),
-    option("list_params", bool, False, "--list-params",
-            help="Print the parameter paths, shapes and sizes, and which --freeze keeps "
-                 "fixed, then exit."),
-    option("overwrite", bool, False, "--overwrite", help="Replace a run already in the workdir."),
-    option("stop_at_epoch", Optional[int], None, "--stop-at-epoch",
-            help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
-                 "job)."),
-    option("devices", Optional[int], None, "--devices", help=DEVICES_HELP),
-    option("profile_steps", Optional[str], None, "--profile-steps",
-            help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
-    option("peak_gflops", Optional[str], None, "--peak-gflops", help=PEAK_HELP),
-    option("tensorboard", bool, True, "--tensorboard/--no-tensorboard",
-            help="Write TensorBoard event files into <workdir>/tb/."),
+    option("model", Optional[str], None, "--model", metavar=choices_metavar(MODELS),
+           help=f"Model family. [default: {DEFAULT_MODEL}]", rich_help_panel="Run"),
+    option("workdir", Optional[Path], None, "--workdir", rich_help_panel="Run",
+           help=WORKDIR_HELP + " [default: checkpoints/<model>]"),
+    option("config", Optional[Path], None, "--config", rich_help_panel="Run",
+           help="A TOML file of settings (see --print-config); flags override it."),
+    option("preset", Optional[str], None, "--preset", rich_help_panel="Run",
+           help="Start from a shipped preset (`jaxtrain presets` lists them); --config and "
+                "flags override it."),
+    option("print_config", bool, False, "--print-config", rich_help_panel="Run",
+           help="Print the resolved config as TOML and exit, without training."),
+    option("list_params", bool, False, "--list-params", rich_help_panel="Run",
+           help="Print the parameter paths, shapes and sizes, and which --freeze keeps "
+                "fixed, then exit."),
+    option("overwrite", bool, False, "--overwrite", rich_help_panel="Run",
+           help="Replace a run already in the workdir."),
+    option("stop_at_epoch", Optional[int], None, "--stop-at-epoch", rich_help_panel="Run",
+           help="Stop after this epoch, leaving the run resumable (e.g. for a time-limited "
+                "job)."),
+    option("devices", Optional[int], None, "--devices", help=DEVICES_HELP,
+           rich_help_panel="Run"),
+    option("profile_steps", Optional[str], None, "--profile-steps", rich_help_panel="Output",
+           help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
+    option("peak_gflops", Optional[str], None, "--peak-gflops", help=PEAK_HELP,
+           rich_help_panel="Output"),
+    option("tensorboard", bool, True, "--tensorboard/--no-tensorboard", show_default=False,
+           help=f"Write TensorBoard event files into <workdir>/tb/. {on_off(True)}",
+           rich_help_panel="Output"),
 ]
+
+# \b keeps the lines as written (click rewraps a paragraph otherwise).
+FIT_EXAMPLES = """Examples:
+
+\b
+  jaxtrain fit --dataset fashion-mnist --epochs 2      the VAE on Fashion-MNIST
+  jaxtrain fit --model transformer --steps 500         the digits Transformer, short
+  jaxtrain fit --preset baby-gpt --data-file input.txt a character model of a text file
+  jaxtrain fit --config run.toml --seed 1              a saved config (--print-config)
+"""
+
+
+TEXT_PLACEHOLDER = "PATH/TO/TEXT.txt"  # what --print-config shows for a text file not given
 
 
 def fit(**options):
     """Train a new run. Settings: defaults < --preset < --config FILE < flags."""
-    from jaxtrain.training.settings.files import Layer, read_file, read_preset, resolve, to_toml
+    from jaxtrain.models.fields import SettingError
+    from jaxtrain.training.settings.files import (
+        Layer,
+        read_file,
+        read_preset,
+        resolve,
+        sets,
+        to_toml,
+    )
 
     check_positive("--stop-at-epoch", options["stop_at_epoch"])
     layers = []
@@ -66,7 +93,14 @@ def fit(**options):
         if options[key] is not None:
             flags[key] = str(options[key])
     layers.append(Layer("flag", flags))
-    config, workdir = resolve(layers)
+    try:
+        config, workdir = resolve(layers)
+    except SettingError as e:
+        if not (options["print_config"] and e.key == "data_file"):
+            raise
+        # A text preset or config printed alone: its text file is the user's to name.
+        layers.insert(0, Layer("placeholder", {"data": {"data_file": TEXT_PLACEHOLDER}}))
+        config, workdir = resolve(layers)
     if config.train.init_from:
         # A fine-tuned run takes the architecture of the run it starts from, unless a
         # layer above sets it (commands.fit then names what differs).
@@ -78,8 +112,15 @@ def fit(**options):
                              "of the run it starts from (leave --model out)")
         config, workdir = resolve([base, *layers])
     workdir = Path(workdir) if workdir else Path("checkpoints") / config.model
+    if config.train.freeze and not config.train.init_from:
+        print(f"warning: --freeze {','.join(config.train.freeze)} without --init-from keeps "
+              "those parameters at their random initialisation", file=sys.stderr)
     if options["print_config"]:
-        print(to_toml(config, workdir), end="")
+        text = to_toml(config, workdir)
+        if config.data.data_file == TEXT_PLACEHOLDER:
+            text = text.replace(f'data_file = "{TEXT_PLACEHOLDER}"', f'data_file = '
+                                f'"{TEXT_PLACEHOLDER}"  # your text file (or --data-file)')
+        print(text, end="")
         return
     start_jax()
     from jaxtrain.training.commands import fit as commands
@@ -92,8 +133,9 @@ def fit(**options):
     extras = commands.Extras(options["stop_at_epoch"], options["devices"],
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
-    commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras)
-    _done(workdir)
+    commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
+                 warmup_given=sets(layers, "train", "warmup_steps"))
+    _done(workdir, options["tensorboard"])
 
 
 def source_architecture(init_from):
@@ -119,16 +161,16 @@ def source_architecture(init_from):
     return Layer(f"the run in {init_from}", layer)
 
 
-app.command(context_settings={"help_option_names": ["--help", "-h"]})(
-    with_signature(fit, COMMAND_OPTIONS))
+app.command(cls=PanelCommand, epilog=FIT_EXAMPLES)(with_signature(fit, COMMAND_OPTIONS))
 
 
-def _done(workdir: Path):
+def _done(workdir: Path, tensorboard: bool):
     curves = workdir / "curves.png"  # drawn once the run has two evaluations
     print(f"done: checkpoints in {workdir / 'checkpoints'}, metrics in "
           f"{workdir / 'metrics.jsonl'}"
           + (f", curves in {curves}" if curves.exists() else "")
-          + f"; `tensorboard --logdir {workdir}` shows the run", file=sys.stderr)
+          + (f"; `tensorboard --logdir {workdir}` shows the run" if tensorboard else ""),
+          file=sys.stderr)
 
 
 @app.command()
@@ -152,8 +194,9 @@ def resume(
     profile_steps: Optional[str] = typer.Option(
         None, help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
     peak_gflops: Optional[str] = typer.Option(None, help=PEAK_HELP),
-    tensorboard: bool = typer.Option(True, help="Write TensorBoard event files into "
-                                                "<workdir>/tb/."),
+    tensorboard: bool = typer.Option(True, show_default=False,
+                                     help="Write TensorBoard event files into <workdir>/tb/. "
+                                          + on_off(True)),
 ):
     """Continue a run from its latest checkpoint, with its saved settings."""
     for flag, value in (("--epochs", epochs), ("--steps", steps),
@@ -168,4 +211,4 @@ def resume(
                  "patience": patience}
     commands.resume(workdir, overrides, data_dir=data_dir and data_dir.absolute(),
                     data_file=data_file and data_file.absolute(), extras=extras)
-    _done(workdir)
+    _done(workdir, tensorboard)

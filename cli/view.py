@@ -21,15 +21,17 @@ from jaxtrain.cli.app import (
 @app.command()
 def sample(
     label: Optional[str] = typer.Option(
-        None, "--class", help="Image models: class to generate (0-9, a folder dataset's "
-                              "class name), or 'all' for one row per class."),
+        None, "--class", help="Image models: class to generate: 0-9, a class name "
+                              "(fashion-mnist's: sneaker, bag...; a folder's subfolders), or "
+                              "'all' for one row per class."),
     prompt: Optional[str] = typer.Option(
         None, help="Text: the text to continue; the result is printed."),
     length: int = typer.Option(500, help="Text: characters to generate."),
     num: int = typer.Option(64, help="Number of images (with 'all': spread over the rows)."),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, help=WORKDIR_HELP),
-    out: Optional[Path] = typer.Option(None, help="PNG to write [default: "
-                                                  "<workdir>/sample_class_<class>.png]."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write (text: a file to write the "
+                                                  "text to, besides printing it). [default: "
+                                                  "<workdir>/sample_class_<class>.png]"),
     seed: int = typer.Option(0, help="Seed of the sampling."),
     step: Optional[str] = typer.Option(None, help=STEP_HELP),
     temperature: Optional[float] = typer.Option(
@@ -53,6 +55,10 @@ def sample(
 
     result = restored.sample(workdir, label, prompt, num, out=out, seed=seed, step=step,
                              length=length, temperature=temperature, top_k=top_k)
+    if prompt is not None and out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result)
+        print(f"wrote {out}", file=sys.stderr)
     print(result if prompt is not None else f"wrote {result}")
 
 
@@ -94,13 +100,15 @@ def eval_(
         from jaxtrain.training.scoring import quality as scores
 
         quality = {k: m.pop(k) for k in scores.KEYS if k in m}
-        where = f"step {m.pop('step')}" + (f" (epoch {m.pop('epoch')})" if "epoch" in m else "")
+        epoch = m.pop("epoch", None)  # a fraction mid-epoch (or in a run of --steps)
+        where = f"step {m.pop('step')}" + ("" if epoch is None else
+                                           f" (epoch {epoch:.2f})".replace(".00)", ")"))
         unit = "character" if m["dataset"] == "text" else "image"
         targets = {"binary": ", binarized pixels", "grey": ", grey-level pixels"}.get(
             m.pop("targets", None), "")
         print(f"{m.pop('model')} on {m.pop('dataset')} ({m.pop('test_examples')} test "
               f"{'windows' if unit == 'character' else 'images'}{targets}), {where}: "
-              f"{describe(m)}; losses in nats per {unit}")
+              f"{describe(m, f'nats/{unit}')}")
         if iw:
             print(f"importance-weighted NLL ({iw['iw_samples']} samples per image): "
                   f"{iw['test_iw_nll']:.2f} nats/image ({iw['test_iw_bits_per_dim']:.4f} "

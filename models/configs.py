@@ -33,13 +33,12 @@ class VAEConfig:
         "always the true -ELBO).", ge=0)
     condition: str = setting(
         "every-layer", "vae: how the decoder sees the class: every-layer (the one-hot label "
-        "concatenated to the input of every decoder layer, as in Sohn et al.'s CVAE) or "
-        "latent (a learned projection of it added to z, as runs before 2026-11-27 did).",
+        "joins every decoder layer's input, Sohn et al.'s CVAE) or latent (a learned "
+        "projection added to z, runs before 2026-11-27).",
         choices=CONDITIONS)
     prior: str = setting(
         "class", "vae: p(z | c), what sampling draws z from: class (a learned diagonal "
-        "Gaussian per class, starting at N(0, I)) or standard (N(0, I) for every class, as "
-        "runs before 2026-11-27 did).", choices=PRIORS)
+        "Gaussian per class) or standard (N(0, I), runs before 2026-11-27).", choices=PRIORS)
     binarize: bool = setting(
         False, "vae: train on binarized images (a fresh draw each time an image is seen) "
         "and test on the digits Transformer's fixed binarization, so likelihoods compare "

@@ -28,12 +28,13 @@ def flag_name(key: str) -> str:
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, factory=None, cli: bool = True,
-            ge=None, gt=None, lt=None, le=None, choices=None):
+            ge=None, gt=None, lt=None, le=None, choices=None, shown=None):
     """A dataclass field with what the CLI and the validation need: `help`, bounds
-    (ge/gt/lt/le), `choices`; `cli=False` for values a run derives (a text model's
+    (ge/gt/lt/le), `choices`, `shown` (the default in words where it is None and the run
+    derives it, e.g. "one epoch"); `cli=False` for values a run derives (a text model's
     vocabulary), which no flag or config file sets."""
     metadata = {"help": help, "cli": cli, "ge": ge, "gt": gt, "lt": lt, "le": le,
-                "choices": choices}
+                "choices": choices, "shown": shown}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

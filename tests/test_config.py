@@ -149,3 +149,16 @@ def test_setting_errors_name_the_setting():
     assert dataclasses.replace(TrainConfig(), lr=1.0).lr == 1.0
     with pytest.raises(SettingError, match="--model must be one of vae, transformer"):
         resolve([Layer("flag", {"model": "gan"})])
+
+
+def test_a_family_warmup_shrinks_to_a_short_run_and_a_given_one_is_checked_early(jaxtrain):
+    def warmup(**train):
+        return resolve([Layer("flag", {"model": "transformer", "train": train})])[0] \
+            .train.warmup_steps
+
+    assert warmup(steps=20) == 2  # the family's 200 is at most a tenth of the run
+    assert warmup(steps=5000) == 200 and warmup(epochs=1) == 200
+    assert warmup(steps=20, warmup_steps=0) == 0  # a value given stays as given
+    # A given value too large is refused at once, before JAX starts.
+    proc = jaxtrain("fit", "--model", "transformer", "--steps", 20, "--warmup-steps", 200)
+    one_line_error(proc, "--warmup-steps 200 must be smaller than the run's 20 steps")

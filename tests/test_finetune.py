@@ -122,7 +122,7 @@ def test_fine_tune_errors(tmp_path, data_dir, source, jaxtrain):
     assert proc.returncode == 2 and proc.stderr.startswith("read 12 images of 3 classes")
     assert_one_line_error(subprocess.CompletedProcess(
         proc.args, proc.returncode, "", proc.stderr.split("\n", 1)[1]),
-        "the data makes num_classes 3, but the run in", "has 10")
+        "the data has 3 classes, but the run in", "has 10 classes")
     assert not (tmp_path / "x").exists()
 
 

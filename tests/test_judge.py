@@ -122,14 +122,17 @@ def test_judge_command_eval_samples_and_final_eval(tmp_path, jaxtrain):
     proc = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
                     check=True)
     assert "judge of mnist (16 training images, 10 classes), trained in" in proc.stdout
+    assert "trained the judge" not in proc.stderr  # the result, said once
     assert (data_dir / "MNIST" / "jaxtrain-judge.msgpack").exists()
-    again = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
-                     check=True)
+    # --data-dir may name the raw folder itself (where the IDX files are).
+    again = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir / "MNIST" / "raw",
+                     "--no-download", check=True)
     assert "trained earlier, on this same data" in again.stdout
     workdir = tmp_path / "run"
     proc = jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 2, *TINY,
                     "--final-eval", "samples=5", check=True)
     assert "samples (5 per class, grey pixels): class accuracy" in proc.stderr
+    assert "class_accuracy" not in proc.stdout and "frechet" not in proc.stdout  # said once
     last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 <= last["test_class_accuracy"] <= 1 and len(last["class_accuracy_per_class"]) == 10
     m = json.loads(jaxtrain("eval", "--workdir", workdir, "--samples", 5, "--json",

@@ -98,7 +98,7 @@ def test_device_count_and_batch_errors(tmp_path, data_dir):
     proc = cli("fit", "--data-dir", data_dir, "--workdir", tmp_path, *TINY, "--batch-size", 6,
                "--devices", 4, check=False, env=TWO_DEVICES)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert "--devices 4: JAX sees 2 cpu device(s)" in proc.stderr
+    assert "--devices 4: JAX sees 2 cpu devices; pass --devices 1 to 2" in proc.stderr
     proc = cli("fit", "--data-dir", data_dir, "--workdir", tmp_path, *TINY, "--batch-size", 7,
                "--devices", 2, check=False, env=TWO_DEVICES)
     assert proc.returncode == 2 and "pass a multiple of 2" in proc.stderr

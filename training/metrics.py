@@ -112,11 +112,19 @@ def short(key: str) -> str:
     return key
 
 
-def describe(record: dict) -> str:
-    """'test loss 237.93 (recon 225.71, kl 12.22)': the test loss and the record's other
-    test metrics."""
+# Test metrics said on a line of their own (--final-eval, `eval --samples`/`--iw-samples`:
+# training/scoring/quality.py:describe_quality, the IW line), not again in describe's.
+OWN_LINE = ("test_class_accuracy", "test_frechet", "test_frechet_floor", "test_iw_nll",
+            "test_iw_bits_per_dim")
+
+
+def describe(record: dict, unit: str = "") -> str:
+    """'test loss 237.93 nats/image (recon 225.71, kl 12.22)': the test loss (in `unit`)
+    and the record's other test metrics."""
     rest = ", ".join(f"{short(k)} {v:.2f}" if abs(v) >= 10 else f"{short(k)} {v:.4g}"
                      for k, v in record.items()
-                     if k in METRICS and METRICS[k].group == "test" and k != "test_loss")
-    return f"test loss {record['test_loss']:.2f}" + (f" ({rest})" if rest else "")
+                     if k in METRICS and METRICS[k].group == "test" and k != "test_loss"
+                     and k not in OWN_LINE)
+    return (f"test loss {record['test_loss']:.2f}" + (f" {unit}" if unit else "")
+            + (f" ({rest})" if rest else ""))
 

@@ -7,8 +7,6 @@ and training/rundir/writers.py) and hands them to the loop (training/engine/loop
 import dataclasses
 from pathlib import Path
 
-import absl.logging
-
 from jaxtrain.training.commands.prepare import check_classes, prepare, with_data
 from jaxtrain.training.engine.callbacks import (
     Announce,
@@ -26,15 +24,13 @@ from jaxtrain.training.engine.parallel import DataParallel, is_primary, say, syn
 from jaxtrain.training.engine.precompile import Precompile
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import StartCosts, Startup
+from jaxtrain.training.host.signals import GUARD
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir import workdir as workdirs
 from jaxtrain.training.rundir.writers import Console, Curves, Jsonl, TensorBoard
-from jaxtrain.training.settings.config import RunConfig
+from jaxtrain.training.settings.config import RunConfig, with_family_warmup
 from jaxtrain.training.settings.files import to_toml
 from jaxtrain.training.sources.base import import_data_modules, open_source
-
-# Orbax logs routine warnings (e.g. a save without metrics) through absl.
-absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +74,13 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
     if extras.profile_steps:
         callbacks.insert(0, Profile(*extras.profile_steps))
     try:
-        return run_loop(loop, callbacks)
+        state = run_loop(loop, callbacks)
     finally:
         manager.close()
+    if loop.step < run.total_steps and loop.stop_reason is None and is_primary():
+        say(f"stopped at {run.where(loop.step)} (--stop-at-epoch); continue with: jaxtrain "
+            f"resume --workdir {workdir}")
+    return state
 
 
 def _stop_step(run: Run, stop_at_epoch):
@@ -88,7 +88,12 @@ def _stop_step(run: Run, stop_at_epoch):
         return None
     if not run.steps_per_epoch:
         raise ValueError("--stop-at-epoch needs a run measured in epochs")
-    return stop_at_epoch * run.steps_per_epoch
+    step = stop_at_epoch * run.steps_per_epoch
+    if step >= run.total_steps:
+        say(f"--stop-at-epoch {stop_at_epoch} is not before the run's end ("
+            f"{run.where(run.total_steps)}): the run trains to its end")
+        return None
+    return step
 
 
 def _check_profile(run: Run, start: int, extras: Extras):
@@ -99,11 +104,14 @@ def _check_profile(run: Run, start: int, extras: Extras):
                              f"command trains ({start}-{run.total_steps}), first < last")
 
 
-def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
+def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
+        warmup_given: bool = True):
     """Starts a new run in `workdir`, data-parallel over `extras.devices` (all if None);
-    with `config.train.init_from`, from another run's parameters (fine-tuning)."""
+    with `config.train.init_from`, from another run's parameters (fine-tuning). Without
+    `warmup_given`, the warmup is the family's default, fitted to a short run."""
     startup = Startup()
     workdir = Path(workdir)
+    GUARD.workdir = workdir.absolute()  # where a signal looks for checkpoints
     workdirs.check_not_file(workdir)
     if config.train.init_from and Path(config.train.init_from).absolute() == workdir.absolute():
         raise ValueError(f"--init-from {config.train.init_from} is the new run's own workdir: "
@@ -121,6 +129,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras()):
         startup.lap("imports")
         config, start, source = prepare(config)
         startup.lap("data")
+        if not warmup_given:
+            config = with_family_warmup(config, source.steps_per_epoch)
         run = Run(config, source.steps_per_epoch, extras.devices)
         if start is not None:
             say(f"fine-tuning from {config.train.init_from} at step {config.train.init_step}"
@@ -162,6 +172,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     TrainConfig fields that leave the architecture alone (epochs, steps, lr, ...)."""
     startup = Startup()
     workdir = Path(workdir)
+    GUARD.workdir = workdir.absolute()
     checkpoint.check_workdir(workdir)
     lock = workdirs.Lock(workdir) if is_primary() else None
     try:
@@ -186,8 +197,13 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
             position["stopped_early"] = False
         if step >= run.total_steps:
             unit = "--epochs" if config.train.epochs else "--steps"
+            done = step // run.steps_per_epoch if config.train.epochs else step
+            if overrides.get(unit[2:]) is not None:  # a new length, not past what is done
+                raise ValueError(f"{unit} {overrides[unit[2:]]} is not more than the "
+                                 f"{done} {unit[2:]} the run in {workdir} has trained: pass "
+                                 f"{unit} {done + 1} or more")
             raise ValueError(f"the run in {workdir} already finished ({run.where(step)}): pass "
-                             f"{unit} N (larger) to train longer")
+                             f"{unit} N (larger than {done}) to train longer")
         stop_at_step = _stop_step(run, extras.stop_at_epoch)
         if stop_at_step is not None and stop_at_step <= step:
             raise ValueError(f"--stop-at-epoch {extras.stop_at_epoch} is not after the run's "

@@ -42,6 +42,11 @@ def with_vocab(config: RunConfig, vocab: str | None = None) -> RunConfig:
         model_config=config.model_config.replace(vocab_size=len(vocab), output_size=len(vocab)))
 
 
+# The model settings a run's data sizes, in the words an error shows them with.
+DERIVED = {"num_classes": "{} classes", "vocab_size": "{} input symbols",
+           "output_size": "{} output symbols", "image_dim": "{} pixels an image"}
+
+
 def check_same_architecture(config: RunConfig, source: RunConfig, where) -> None:
     """One line naming the first setting in which `config` builds other parameters than
     the run `source` (in workdir `where`)."""
@@ -65,8 +70,9 @@ def check_same_architecture(config: RunConfig, source: RunConfig, where) -> None
             flag = flag_name(f.name)
             raise ValueError(f"--{flag} {shown}: the run in {where} has {was}; {keep} (leave "
                              f"--{flag} out)")
-        raise ValueError(f"the data makes {f.name} {shown}, but the run in {where} has {was}: "
-                         f"{keep}; train on data of the same shape")
+        what = DERIVED.get(f.name, f.name + " {}")
+        raise ValueError(f"the data has {what.format(shown)}, but the run in {where} has "
+                         f"{what.format(was)}: {keep}; train on data of the same shape")
 
 
 def with_classes(config: RunConfig, class_names) -> RunConfig:

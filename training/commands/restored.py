@@ -1,5 +1,6 @@
 """The commands that use a saved run without training it: evaluate a checkpoint, sample."""
 
+import sys
 import time
 from pathlib import Path
 
@@ -70,29 +71,43 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
     if config.data.is_text:
         raise ValueError("--class applies to image models; this is a text model: pass "
                          "--prompt TEXT")
-    num_classes, names = config.model_config.num_classes, config.data.class_names
+    num_classes, names = config.model_config.num_classes, config.data.labels
     row_names = None
     if label == "all":
         cols = -(-num // num_classes)
         labels = np.repeat(np.arange(num_classes), cols)
         row_names = names
+        if cols * num_classes != num:
+            print(f"--num {num} with --class all: drawing {cols} per class, one row each "
+                  f"({cols * num_classes} images)", file=sys.stderr)
     else:
         index = class_index(label, num_classes, names)
         cols = int(np.ceil(np.sqrt(num)))
         labels = np.full(num, index)
     images = family.sample(params, labels, rng, **options)
-    out = Path(out) if out else Path(workdir) / f"sample_class_{label}.png"
+    if out is None:  # named by the class as given ("T-shirt/top" makes no folder)
+        out = Path(workdir) / f"sample_class_{str(label).replace('/', '-')}.png"
+    out = Path(out)
     return save_grid(make_grid(images, cols, row_names=row_names), out)
 
 
+def _simple(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
 def class_index(label, num_classes: int, names=None) -> int:
-    """The index of class `label`: a number 0..n-1, or one of a folder's class names."""
+    """The index of class `label`: a number 0..n-1, or one of the classes' names
+    (case, spaces and dashes aside: sneaker, ankle-boot; t-shirt for "T-shirt/top")."""
     if names and str(label) in names:
         return names.index(str(label))
+    for i, name in enumerate(names or ()):
+        if _simple(str(label)) in {_simple(name), *map(_simple, name.split("/"))}:
+            return i
     try:
         index = int(label)
     except ValueError:
-        known = f"one of {', '.join(names)}, " if names else ""
+        shown = [n for n in names or () if not n.isdigit()]
+        known = f"one of {', '.join(shown)}, " if shown else ""
         raise ValueError(f"--class {label!r} is not a class of this run: use {known}"
                          f"0-{num_classes - 1} or all") from None
     if not 0 <= index < num_classes:

@@ -26,10 +26,17 @@ class Announce(Callback):
         self.start, self.end, self.workdir = start, end, workdir
 
     def on_start(self, loop):
-        run = loop.run
-        say(f"training {run.config.model} on {run.config.data.dataset}: from "
-            f"{run.where(self.start)} to step {self.end}, batch {run.config.train.batch_size}, "
-            f"evaluating every {run.eval_every} steps, workdir {self.workdir}"
+        run, train = loop.run, loop.run.config.train
+        # The plan first: how long (epochs or steps), how big (parameters).
+        length = (f"{train.epochs} epoch{'s' if train.epochs > 1 else ''} of "
+                  f"{run.steps_per_epoch} steps ({run.total_steps:,} "
+                  f"steps" if train.epochs else f"{run.total_steps:,} steps (")
+        params = sum(x.size for x in jax.tree.leaves(loop.state.params))
+        where = (f"from {run.where(self.start)} " if self.start else "") + \
+            (f"to step {self.end}, " if self.end < run.total_steps or self.start else "")
+        say(f"training {run.config.model} on {run.config.data.dataset}: {length}"
+            f"{', ' if train.epochs else ''}batch {train.batch_size}), {params:,} parameters; "
+            f"{where}evaluating every {run.eval_every} steps, workdir {self.workdir}"
             + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")
             + f", {jax.default_backend()} {run.config.train.precision}"
             + (f", {run.family.attention} attention" if run.family.attention else ""))
@@ -144,7 +151,7 @@ class Samples(Callback):
         for name, (images, cols) in grids.items():
             # The samples grid has one row per class (models/family.py).
             loop.artifacts.setdefault("images", {})[name] = make_grid(
-                images, cols, row_names=run.config.data.class_names if name == "samples"
+                images, cols, row_names=run.config.data.labels if name == "samples"
                 else None)
         text = run.family.epoch_text(params, key) if self.text else None
         if text is not None:

@@ -36,6 +36,7 @@ import numpy as np
 from jaxtrain.training.engine.evaluate import evaluate_record
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.errors import Interrupted
+from jaxtrain.training.host.signals import GUARD
 from jaxtrain.training.metrics import METRICS
 from jaxtrain.training.sources.base import Source
 
@@ -56,24 +57,38 @@ class Callback:
 
 
 class StopOnSignal:
-    """Turns the first SIGINT/SIGTERM into a flag the loop checks after each step; a
-    second one interrupts at once."""
+    """The first SIGINT/SIGTERM while the loop runs becomes a flag (`signum`) it checks
+    after each call. In a command, the process's guard (training/host/signals.py) holds
+    the flag and ends the process on any later signal, once a save in flight is done;
+    elsewhere (a benchmark, a test calling the trainer) a second signal raises
+    KeyboardInterrupt."""
 
     def __init__(self):
-        self.signum = None
+        self._signum = None
+
+    @property
+    def signum(self):
+        return GUARD.signum if GUARD.installed else self._signum
 
     def _handle(self, signum, frame):
-        if self.signum is not None:
+        if self._signum is not None:
             raise KeyboardInterrupt
-        self.signum = signum
+        self._signum = signum
 
     def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        if GUARD.installed:
+            GUARD.signum, GUARD.loop_running = None, True
+        else:
+            self._old = {s: signal.signal(s, self._handle)
+                         for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
+        if GUARD.installed:
+            GUARD.loop_running = False
+        else:
+            for s, handler in self._old.items():
+                signal.signal(s, handler)
 
 
 @dataclasses.dataclass

@@ -74,9 +74,11 @@ class DataParallel:
         available = jax.devices()
         n = len(available) if devices is None else devices
         if not 1 <= n <= len(available):
+            k = len(available)
+            fix = "leave --devices out" if k == 1 else f"pass --devices 1 to {k}"
             raise ValueError(
-                f"--devices {n}: JAX sees {len(available)} {available[0].platform} device(s); "
-                f"pass --devices 1 to {len(available)} (on a CPU, XLA_FLAGS="
+                f"--devices {n}: JAX sees {k} {available[0].platform} "
+                f"device{'s' if k > 1 else ''}; {fix} (on a CPU, XLA_FLAGS="
                 "--xla_force_host_platform_device_count=N makes N devices)")
         if jax.process_count() > 1 and n != len(available):
             raise ValueError(f"--devices {n}: a multi-process run uses all {len(available)} "

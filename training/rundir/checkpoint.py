@@ -11,12 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import absl.logging
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.rundir.workdir import CHECKPOINTS, check_not_file
 from jaxtrain.training.settings.config import RunConfig, RunMismatch
+
+# Orbax logs routine warnings through absl (a save without metrics; eval's read-only
+# manager: "Given directory is read only"): every command that opens checkpoints is quiet.
+absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 def checkpoint_dir(workdir) -> Path:

@@ -32,6 +32,12 @@ def plot_runs(workdirs: list, out, metric: str | None = None) -> Path:
                     label=f"{workdir} {name}")
             values += ys
             drawn += 1
+    if not drawn and metric:
+        known = sorted({k for w in workdirs for r in read_metrics(w) for k, v in r.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if known:
+            raise ValueError(f"--metric {metric} is not in the runs' metrics.jsonl: pass one "
+                             f"of {', '.join(known)}")
     if not drawn:
         what = metric or "test_loss"
         raise ValueError(f"no records of {what} in {', '.join(map(str, workdirs))}"

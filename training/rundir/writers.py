@@ -128,16 +128,21 @@ class Console(Callback):
     def on_record(self, loop, record):
         run = loop.run
         parts = [run.where(loop.step)]
-        if "train_loss" in record:
-            parts.append(f"train loss {record['train_loss']:.3g} "
-                         f"{run.family.units['train_loss']}")
-        parts.append(describe(record))
+        units = run.family.units
+        # The train loss in the test loss's unit where the family has it (the digits
+        # Transformer's objective is per token, its train_nll per image).
+        key = "train_nll" if "train_nll" in record else "train_loss"
+        if key in record:
+            parts.append(f"train loss {record[key]:.3g} {units.get(key, units['train_loss'])}")
+        parts.append(describe(record, units["test_loss"]))
         if "samples_per_s" in record:
             rate = (f"{record['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in record
                     else f"{record['samples_per_s']:,.0f} samples/s")
             rate += f" {record['gflops']:.1f} GFLOP/s"
             if "mfu" in record:
                 rate += f" ({100 * record['mfu']:.0f}% of peak)"
+            if loop.period_start == loop.start:  # the command's first period: its
+                rate += " (with start-up)"      # programs' first calls, compiles in it
             parts.append(rate)
         parts.append(f"{record['period_s']:.1f}s")
         print("  ".join(parts), flush=True)

@@ -59,24 +59,26 @@ def judge_path(dataset: str, data_dir, cache_dir) -> Path:
     if dataset == "folder":
         folder, name = Path(data_dir), ".jaxtrain-judge.msgpack"
     else:
-        from jaxtrain.training.sources.images import raw_dir
+        from jaxtrain.training.sources.images import data_root, raw_dir
 
-        folder, name = raw_dir(dataset, data_dir).parent, "jaxtrain-judge.msgpack"
+        folder = raw_dir(dataset, data_root(dataset, data_dir)).parent
+        name = "jaxtrain-judge.msgpack"
     if os.access(folder, os.W_OK):
         return folder / name
     digest = hashlib.sha1(str(folder.absolute()).encode()).hexdigest()[:16]
     return Path(cache_dir) / "judges" / f"{digest}.msgpack"
 
 
-def judge_of(data, source, retrain: bool = False) -> TrainedJudge:
-    """The judge of a run's data (a DataConfig) whose batches `source` serves."""
+def judge_of(data, source, retrain: bool = False, report: bool = True) -> TrainedJudge:
+    """The judge of a run's data (a DataConfig) whose batches `source` serves; `report`
+    says a new judge's accuracy on stderr (`jaxtrain judge` prints its own line)."""
     from jaxtrain.training.settings.config import default_data_dir
 
     if data.is_text:
         raise ValueError("the judge scores image samples; this is a text run")
     path = judge_path(data.dataset, data.data_dir, default_data_dir())
     num_classes = len(data.class_names) if data.class_names else 10
-    return load_or_train(source, path, num_classes, retrain)
+    return load_or_train(source, path, num_classes, retrain, report=report)
 
 
 def open_judge(data, retrain: bool = False):
@@ -88,7 +90,8 @@ def open_judge(data, retrain: bool = False):
     source = ImageSource(data.dataset, data.data_dir, data.download, 1, SEED,
                          data.test_fraction)
     names = source.class_names and tuple(source.class_names)
-    return judge_of(dataclasses.replace(data, class_names=names), source, retrain), source
+    return judge_of(dataclasses.replace(data, class_names=names), source, retrain,
+                    report=False), source
 
 
 def fingerprint(train, test) -> str:
@@ -101,7 +104,8 @@ def fingerprint(train, test) -> str:
 
 
 def load_or_train(source, path: Path, num_classes: int, retrain: bool = False,
-                  epochs: int = EPOCHS, min_steps: int = MIN_STEPS) -> TrainedJudge:
+                  epochs: int = EPOCHS, min_steps: int = MIN_STEPS,
+                  report: bool = True) -> TrainedJudge:
     """The judge of `source`'s data (an ImageSource): read from `path` when it was
     trained on exactly this data, else trained now (and saved there)."""
     stamp = fingerprint(source.train, source.test)
@@ -136,9 +140,10 @@ def load_or_train(source, path: Path, num_classes: int, retrain: bool = False,
     tmp.write_bytes(flax.serialization.msgpack_serialize(
         {"params": jax.device_get(params), "meta": meta}))
     tmp.replace(path)  # a reader never sees half a file
-    print(f"trained the judge in {judged.trained_s:.0f} s: test accuracy "
-          f"{100 * judged.accuracy:.2f}% (binarized test images "
-          f"{100 * judged.accuracy_binary:.2f}%); kept in {path}", file=sys.stderr)
+    if report:
+        print(f"trained the judge in {judged.trained_s:.0f} s: test accuracy "
+              f"{100 * judged.accuracy:.2f}% (binarized test images "
+              f"{100 * judged.accuracy_binary:.2f}%); kept in {path}", file=sys.stderr)
     return judged
 
 

@@ -77,7 +77,7 @@ def sample_quality(run, params, source, judge, per_class: int) -> dict:
             "class_accuracy_per_class": [float(a) for a in per],
             "samples_per_class": per_class, "sample_pixels": "binary" if binary else "grey",
             "quality_s": time.perf_counter() - start,
-            **({"class_names": list(names)} if (names := run.config.data.class_names) else {})}
+            **({"class_names": list(names)} if (names := run.config.data.labels) else {})}
 
 
 def describe_quality(m: dict) -> str:

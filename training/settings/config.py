@@ -17,6 +17,7 @@ from jaxtrain.models.fields import SettingError, setting, validate
 
 # --model -> its architecture's config class.
 MODELS = {"vae": VAEConfig, "transformer": TransformerConfig}
+DEFAULT_MODEL = "vae"
 # (--model, task) -> "module:class" of the family that trains it (models/family.py); the
 # task is text for --dataset text, else images. Imported (with JAX) only when a run is built.
 FAMILIES = {("vae", "images"): "vae:VAEFamily",
@@ -25,6 +26,13 @@ FAMILIES = {("vae", "images"): "vae:VAEFamily",
 DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
 PRECISION_NAMES = ("float32", "bf16")  # models/family.py:PRECISIONS gives their dtypes
+
+# The classes' names of the built-in datasets, as torchvision names them
+# (torchvision.datasets.FashionMNIST.classes; MNIST's are its digits), kept here so that
+# naming a class costs no torch import. A folder dataset's are its subfolders.
+DATASET_CLASSES = {"mnist": tuple("0123456789"),
+                   "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
 
 # Defaults that differ between families and tasks ({section: {field: value}}), applied
 # over the field defaults: everything not named here is the field's own default.
@@ -35,6 +43,22 @@ FAMILY_DEFAULTS = {
     "text": {"train": {"epochs": None, "steps": 2000, "eval_every": 250},
              "model_config": {"context": 256}},
 }
+
+
+def family_warmup(warmup: int, total_steps: int) -> int:
+    """A family's default warmup (the Transformer's 200), at most a tenth of the run, as
+    the VAE's default is: a short run never fails on a --warmup-steps nobody passed."""
+    return min(warmup, total_steps // 10)
+
+
+def with_family_warmup(config: "RunConfig", steps_per_epoch: int | None) -> "RunConfig":
+    """A run in epochs whose warmup is its family's default, that warmup fitted to the
+    run once the data gives its steps per epoch (a run in steps has it at resolve)."""
+    train = config.train
+    if not (train.warmup_steps and train.epochs and steps_per_epoch):
+        return config
+    warmup = family_warmup(train.warmup_steps, train.epochs * steps_per_epoch)
+    return dataclasses.replace(config, train=dataclasses.replace(train, warmup_steps=warmup))
 
 
 class RunMismatch(ValueError):
@@ -75,6 +99,11 @@ class DataConfig:
     def is_text(self) -> bool:
         return self.dataset == "text"
 
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The classes' names: a folder's subfolders, a built-in dataset's, None for text."""
+        return self.class_names or DATASET_CLASSES.get(self.dataset)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -83,30 +112,28 @@ class TrainConfig:
     steps: int | None = setting(
         None, "Optimizer steps in the run, instead of --epochs.", gt=0)
     eval_every: int | None = setting(
-        None, "Steps between evaluations and checkpoints [default: one epoch].", gt=0)
+        None, "Steps between evaluations and checkpoints.", gt=0, shown="one epoch")
     batch_size: int = setting(128, "Examples per step and per eval batch.", gt=0)
     accumulate: int = setting(
         1, "Split each step's batch into this many micro-batches whose gradients are "
         "averaged (a device holds one micro-batch's activations at a time).", gt=0)
     steps_per_call: int = setting(
-        1, "Optimizer steps per call of the compiled program (a lax.scan over this many "
-        "batches): fewer dispatches for small models. 0: chosen by fit from the step time "
-        "(calls of about 20 ms, at most 32 steps) and saved with the run. Evaluation, "
-        "checkpoints, logs and Ctrl-C happen between calls; the steps are the same on a "
-        "CPU.", ge=0)
+        1, "Optimizer steps per call of the compiled program (a lax.scan): fewer "
+        "dispatches for small models; 0: fit picks calls of about 20 ms (at most 32 "
+        "steps) and saves the choice.", ge=0)
     lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
     warmup_steps: int | None = setting(
-        None, "Linear warmup steps from lr/100 before cosine decay [default: a tenth of the "
-        "run's steps; the Transformers: 200].", ge=0)
+        None, "Linear warmup steps from lr/100 before cosine decay (a family's default: "
+        "at most a tenth of the run).", ge=0,
+        shown="a tenth of the run's steps")
     weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.", ge=0)
     grad_clip: float = setting(1.0, "Clip gradients to this global norm.", gt=0)
     ema_decay: float = setting(0.998, "Decay of the parameter EMA used for eval and sampling.",
                                ge=0, lt=1)
     precision: str = setting(
-        "float32", "Precision of the models' matmuls: float32, or bf16 (bfloat16 matmuls and "
-        "activations, for GPUs; parameters, optimizer state, LayerNorm statistics, logits and "
-        "losses stay float32, so every NLL keeps its meaning). On a CPU without AVX-512 BF16 "
-        "bf16 is emulated, hence slower.", choices=PRECISION_NAMES)
+        "float32", "Precision of the matmuls and activations; bf16 is for GPUs (a CPU "
+        "without AVX-512 BF16 emulates it) and keeps parameters, optimizer state and losses "
+        "in float32.", choices=PRECISION_NAMES)
     seed: int = setting(0, "Seed of initialisation, data order and sampling.")
     keep: int = setting(3, "Latest checkpoints to keep (the best one is kept too).", gt=0)
     patience: int = setting(
@@ -135,6 +162,9 @@ class TrainConfig:
             raise SettingError("epochs", "and --steps: give the run's length as exactly one "
                                          "of --epochs and --steps")
         validate(self)
+        if self.steps and self.warmup_steps is not None and self.warmup_steps >= self.steps:
+            raise SettingError("warmup_steps", f"{self.warmup_steps} must be smaller than the "
+                               f"run's {self.steps} steps: lower --warmup-steps or raise --steps")
         if self.init_step is not None and not (self.init_step == "best"
                                                or self.init_step.isdigit()):
             raise SettingError("init_step", f"takes a step number or best, got "

@@ -22,10 +22,12 @@ import tomli_w
 
 from jaxtrain.models.fields import SettingError, base_type, flag_name, user_fields
 from jaxtrain.training.settings.config import (
+    DEFAULT_MODEL,
     FAMILY_DEFAULTS,
     MODELS,
     SECTIONS,
     RunConfig,
+    family_warmup,
     model_config_class,
 )
 
@@ -35,7 +37,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOP_LEVEL = ("model", "workdir")
-DEFAULT_MODEL = "vae"
 
 
 class ConfigError(ValueError):
@@ -157,6 +158,16 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
             for key, value in values.items():
                 merged[section][key] = value
                 setters[(section, key)] = layer
+    if merged["data"].get("dataset") == "folder" and ("data", "data_dir") not in setters:
+        # The default is the cache of the built-in datasets, never a folder of your images.
+        raise ConfigError("--dataset folder needs --data-dir PATH (a folder with one "
+                          "subfolder of images per class)")
+    train = merged["train"]
+    if ("train", "warmup_steps") not in setters and train.get("warmup_steps") and \
+            train.get("steps"):
+        # A value a layer sets stays as set (TrainConfig checks it); a run in epochs has
+        # its family's warmup fitted once its data is known (commands/fit.py).
+        train["warmup_steps"] = family_warmup(train["warmup_steps"], train["steps"])
     classes = {**SECTIONS, "model_config": model_config_class(model)}
     try:
         built = {s: cls(**{k: _coerce(cls, k, v) for k, v in merged[s].items()})
@@ -173,6 +184,11 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
     except TypeError as e:  # a value of the wrong type that the dataclass could not take
         raise ConfigError(str(e)) from None
     return config, top.get("workdir")
+
+
+def sets(layers: list[Layer], section: str, key: str) -> bool:
+    """Whether any of the layers sets the key (else it comes from the defaults)."""
+    return any(key in layer.values.get(section, {}) for layer in layers)
 
 
 def to_toml(config: RunConfig, workdir=None) -> str:

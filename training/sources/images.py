@@ -37,6 +37,26 @@ def raw_dir(dataset: str, data_dir) -> Path:
     return Path(data_dir) / TORCHVISION_CLASSES[dataset].__name__ / "raw"
 
 
+def data_root(dataset: str, data_dir) -> Path:
+    """The folder torchvision takes, from a --data-dir that may name it or, as people
+    often do, its MNIST/ or MNIST/raw/ folder (where the files are)."""
+    d, name = Path(data_dir), TORCHVISION_CLASSES[dataset].__name__
+    if d.name == "raw" and d.parent.name == name:
+        return d.parent.parent
+    if d.name == name and (d / "raw").is_dir():
+        return d.parent
+    return d
+
+
+def _remove_empty(folders) -> None:
+    """Removes the folders a failed download made, if they stayed empty (deepest first)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
 def _copy_debian_fashion_mnist(raw: Path) -> bool:
     """Unpacks Debian's Fashion-MNIST into torchvision's layout; False if it is absent."""
     sources = [DEBIAN_FASHION_MNIST / f"{name}.gz" for name in IDX_FILES]
@@ -54,6 +74,12 @@ def _copy_debian_fashion_mnist(raw: Path) -> bool:
 
 
 def _missing_data_error(dataset, raw, reason) -> ValueError:
+    root = raw.parent.parent
+    if all((root / name).exists() for name in IDX_FILES):  # the files, in the wrong place
+        return ValueError(f"the {dataset} IDX files are in {root} itself, but torchvision "
+                          f"reads them from {raw}: move them there and pass --data-dir "
+                          f"{root}, or keep them and pass --data-dir of a folder holding "
+                          f"{raw.parent.name}/raw/")
     remedy = ("put the IDX files there or pass --data-dir DIR (a folder holding "
               f"{raw.parent.name}/raw/), or train offline with --dataset fashion-mnist "
               "after `apt-get install dataset-fashion-mnist`")
@@ -66,6 +92,7 @@ def _missing_data_error(dataset, raw, reason) -> ValueError:
 
 def load_split(dataset: str, data_dir, train: bool, download: bool = True):
     """Images uint8 [N, 28, 28] and labels int64 [N] of one split, as torch tensors."""
+    data_dir = data_root(dataset, data_dir)
     raw = raw_dir(dataset, data_dir)
     have_files = all((raw / name).exists() for name in IDX_FILES)
     if not have_files and dataset == "fashion-mnist":
@@ -73,9 +100,11 @@ def load_split(dataset: str, data_dir, train: bool, download: bool = True):
     if not have_files:
         if not download:
             raise _missing_data_error(dataset, raw, "downloading is off (--no-download)")
+        made = [p for p in (raw, raw.parent, Path(data_dir)) if not p.exists()]
         try:
             TORCHVISION_CLASSES[dataset](data_dir, train=train, download=True)
         except Exception as e:  # torchvision raises RuntimeError/URLError/OSError offline
+            _remove_empty(made)  # no empty MNIST/raw/ left behind in the cache
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":")
             raise _missing_data_error(dataset, raw, f"the download failed ({reason})") from None
     try:
