@@ -52,6 +52,7 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
     such as a benchmark) the records have no start or compile report."""
     end = min(run.total_steps, stop_at_step or run.total_steps)
     manager = checkpoint.open_manager(workdir, run.config.train.keep)
+    GUARD.manager = manager  # a signal's exit waits for its saves
     peak = extras.peak_gflops
     if peak == "auto":  # measured by the process that writes the records
         peak = None
@@ -111,7 +112,6 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
     `warmup_given`, the warmup is the family's default, fitted to a short run."""
     startup = Startup()
     workdir = Path(workdir)
-    GUARD.workdir = workdir.absolute()  # where a signal looks for checkpoints
     workdirs.check_not_file(workdir)
     if config.train.init_from and Path(config.train.init_from).absolute() == workdir.absolute():
         raise ValueError(f"--init-from {config.train.init_from} is the new run's own workdir: "
@@ -155,6 +155,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
             if workdirs.holds_run(workdir):
                 workdirs.clear_run(workdir)
             (workdir / "config.toml").write_text(to_toml(config, workdir))
+        # Where a signal looks for checkpoints: once this run holds it, cleared.
+        GUARD.workdir = workdir.absolute()
         sync_processes("cleared the workdir")
         train(run, workdir, state, source, stop_at_step=stop_at_step, extras=extras,
               startup=startup)
@@ -172,9 +174,9 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     TrainConfig fields that leave the architecture alone (epochs, steps, lr, ...)."""
     startup = Startup()
     workdir = Path(workdir)
-    GUARD.workdir = workdir.absolute()
     checkpoint.check_workdir(workdir)
     lock = workdirs.Lock(workdir) if is_primary() else None
+    GUARD.workdir = workdir.absolute()  # where a signal looks for checkpoints
     try:
         restored = checkpoint.restore(workdir, devices=extras.devices)
         startup.lap("restore")

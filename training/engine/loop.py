@@ -25,6 +25,7 @@ early by setting `loop.stop_reason`.
 
 import dataclasses
 import signal
+import threading
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -76,9 +77,10 @@ class StopOnSignal:
         self._signum = signum
 
     def __enter__(self):
+        self._old = {}
         if GUARD.installed:
             GUARD.signum, GUARD.loop_running = None, True
-        else:
+        elif threading.current_thread() is threading.main_thread():
             self._old = {s: signal.signal(s, self._handle)
                          for s in (signal.SIGINT, signal.SIGTERM)}
         return self
@@ -202,10 +204,7 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
                     log()  # the NaN check runs before anything is saved
                     for cb in callbacks:
                         cb.on_interrupt(loop)
-                    raise Interrupted(
-                        f"{signal.Signals(stop.signum).name}: saved {run.where(loop.step)} in "
-                        f"{loop.workdir}; continue with: jaxtrain resume --workdir "
-                        f"{loop.workdir}", 128 + stop.signum)
+                    raise _interrupted(loop, stop.signum)
                 if loop.step == loop.period_end:
                     log()
                     jax.block_until_ready(loop.state)
@@ -226,16 +225,34 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
                     period_host = []
                     times = {"t0": time.perf_counter(), "data": 0.0}
                     loop.period_start = loop.step
+            if stop.signum is not None:  # it came during the last period's evaluation
+                raise _interrupted(loop, stop.signum)
     finally:
         for cb in callbacks:
             cb.on_end(loop)
     return loop.state
 
 
+def _interrupted(loop: Loop, signum: int) -> Interrupted:
+    """What the command says when a signal ended the loop; its last checkpoint is saved."""
+    name, where, workdir = signal.Signals(signum).name, loop.run.where(loop.step), loop.workdir
+    if loop.step == loop.run.total_steps:
+        return Interrupted(f"{name}: the run had finished: saved {where} in {workdir}",
+                           128 + signum)
+    return Interrupted(f"{name}: saved {where} in {workdir}; continue with: jaxtrain resume "
+                       f"--workdir {workdir}", 128 + signum)
+
+
 def _write(loop: Loop, record: dict, callbacks: list[Callback]) -> None:
     """on_record: the callbacks that keep the record (`keeps_record`: metrics.jsonl, then
     curves.png drawn from it, in the list's order) come last, so it holds writers_s,
-    the seconds the other writers took, and a writer that fails does not lose it."""
+    the seconds the other writers took, and a writer that fails does not lose it. A
+    signal's exit waits for it (GUARD.busy)."""
+    with GUARD.busy:
+        _write_record(loop, record, callbacks)
+
+
+def _write_record(loop: Loop, record: dict, callbacks: list[Callback]) -> None:
     t = time.perf_counter()
     try:
         for cb in callbacks:

@@ -23,19 +23,23 @@ SAVE_WAIT_S = 30  # at most this long for a save in flight; then its folder is r
 
 
 class Guard:
-    """The process's handler. A command names its workdir (`workdir`), the loop says when
-    it takes the first signal (`loop_running`); `signum` is the flag the loop reads."""
+    """The process's handler. A command names its workdir (`workdir`, once it holds the
+    workdir's lock) and its checkpoint manager (`manager`), the loop says when it takes
+    the first signal (`loop_running`); `signum` is the flag the loop reads. `busy` is
+    held while a record is written, so that an exit never cuts one in half."""
 
     def __init__(self):
         self.signum = None
         self.loop_running = False
         self.workdir: Path | None = None
+        self.manager = None  # an Orbax CheckpointManager
+        self.busy = threading.Lock()  # held by the main thread: checked, not re-entered
         self._old = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (a signal while its holder prints: no deadlock)
         self._waiting = self._said = False
 
     def install(self):
-        self.signum, self.loop_running, self.workdir = None, False, None
+        self.signum, self.loop_running, self.workdir, self.manager = None, False, None, None
         self._waiting, self._said = False, False
         if threading.current_thread() is not threading.main_thread():
             return  # (a caller in a thread: signals are the main thread's to take)
@@ -54,16 +58,22 @@ class Guard:
         if self.loop_running and self.signum is None:
             self.signum = signum  # the loop saves at its next call and raises Interrupted
             return
-        ckpt = self.workdir / "checkpoints" if self.workdir else None
-        if ckpt is not None and _tmp_folders(ckpt):
-            # A save in flight, which may need this (main) thread to finish: wait for it
-            # in another thread, and let this one go on (it may reach the loop's own exit
-            # first, which says the same).
+        if self._saving() or self.busy.locked():
+            # A save in flight, or a record being written, which may need this (main)
+            # thread to finish: wait for it in another thread, and let this one go on (it
+            # may reach the loop's own exit first, which says the same).
             if not self._waiting:
                 self._waiting = True
                 threading.Thread(target=self.exit_now, args=(signum,), daemon=True).start()
             return
         self.exit_now(signum)
+
+    def _saving(self) -> bool:
+        """Whether Orbax is writing a checkpoint (or deleting an old one after it)."""
+        try:
+            return self.manager is not None and self.manager.is_saving_in_progress()
+        except Exception:  # noqa: BLE001 (a closed manager: nothing in flight)
+            return False
 
     def claim(self) -> bool:
         """True for the first caller only: the one that says the last line."""
@@ -72,15 +82,17 @@ class Guard:
             return first
 
     def exit_now(self, signum):
-        """Waits for a checkpoint being written, removes any half-written one, says where
-        the run stands in one line and ends the process (no interpreter teardown)."""
+        """Waits for a checkpoint being written (and the record being written), removes
+        a half-written one, says where the run stands in one line and ends the process
+        (no interpreter teardown)."""
         name = signal.Signals(signum).name
+        deadline = time.monotonic() + SAVE_WAIT_S
+        while self._saving() and time.monotonic() < deadline:
+            time.sleep(0.05)  # Orbax's threads finish the save meanwhile
+        self.busy.acquire(timeout=max(0.0, deadline - time.monotonic()))
         ckpt = self.workdir / "checkpoints" if self.workdir else None
         steps = []
         if ckpt is not None and ckpt.is_dir():
-            deadline = time.monotonic() + SAVE_WAIT_S
-            while _tmp_folders(ckpt) and time.monotonic() < deadline:
-                time.sleep(0.05)  # Orbax's threads finish the save meanwhile
             for folder in _tmp_folders(ckpt):
                 shutil.rmtree(folder, ignore_errors=True)
             steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
@@ -95,6 +107,8 @@ class Guard:
             if not self._said:
                 self._said = True
                 sys.stdout.flush()
+                if sys.stderr.isatty():  # off the progress bar's line
+                    line = "\r\033[K" + line
                 print(line, file=sys.stderr, flush=True)
                 os._exit(128 + signum)
 

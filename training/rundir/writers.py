@@ -23,8 +23,10 @@ class Jsonl(Callback):
             lines = path.read_text().splitlines()
             kept = [line for line in lines
                     if line.strip() and json.loads(line)["step"] <= loop.start]
-            if len(kept) != len(lines):
-                path.write_text("".join(line + "\n" for line in kept))
+            if len(kept) != len(lines):  # written whole, then renamed: never half a file
+                tmp = path.with_name(path.name + ".partial")
+                tmp.write_text("".join(line + "\n" for line in kept))
+                tmp.replace(path)
 
     def on_record(self, loop, record):
         with open(loop.workdir / "metrics.jsonl", "a") as f:
