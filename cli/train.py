@@ -120,6 +120,12 @@ def fit(**options):
         if config.data.data_file == TEXT_PLACEHOLDER:
             text = text.replace(f'data_file = "{TEXT_PLACEHOLDER}"', f'data_file = '
                                 f'"{TEXT_PLACEHOLDER}"  # your text file (or --data-file)')
+        if config.train.epochs and not sets(layers, "train", "warmup_steps"):
+            # Unset, so that the file trains what this command would: the family's
+            # warmup fitted to the run once its data is known (a set value stays).
+            line = f"warmup_steps = {config.train.warmup_steps}"
+            text = text.replace(line, f"# {line}  # the default, at most a tenth of the run",
+                                1)
         print(text, end="")
         return
     start_jax()

@@ -156,3 +156,17 @@ def test_a_transformer_run_of_short_epochs_fits_its_family_warmup(monkeypatch, j
     jaxtrain("fit", "--model", "transformer", "--epochs", 1, check=True)
     jaxtrain("fit", "--model", "transformer", "--epochs", 1, "--warmup-steps", 5, check=True)
     assert given == [False, True]
+
+
+def test_a_printed_config_leaves_the_family_warmup_to_be_fitted(tmp_path, jaxtrain):
+    """--print-config of a run in epochs comments the family's warmup out, so the file
+    trains what the command would (the warmup fitted to the run); a set one stays."""
+    text = jaxtrain("fit", "--model", "transformer", "--epochs", 1, "--print-config",
+                    check=True).stdout
+    assert "\n# warmup_steps = 200  # the default" in text
+    (tmp_path / "run.toml").write_text(text)
+    again = jaxtrain("fit", "--config", tmp_path / "run.toml", "--print-config", check=True)
+    assert again.stdout == text
+    given = jaxtrain("fit", "--model", "transformer", "--epochs", 1, "--warmup-steps", 50,
+                     "--print-config", check=True).stdout
+    assert "\nwarmup_steps = 50\n" in given
