@@ -4,6 +4,7 @@ and the one-line error a user must see."""
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -118,8 +119,7 @@ def data_dir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="session")
-def judged_data_dir(tmp_path_factory):
+def write_judged_dataset(root):
     """The tiny data with its judge trained and kept where the commands look for it, so
     `eval --samples` and `fit --final-eval samples=N` read it. 150 steps reach >= 90%
     test accuracy here (tests/test_judge.py) where the command's 1,000-step minimum
@@ -127,11 +127,15 @@ def judged_data_dir(tmp_path_factory):
     from jaxtrain.training.scoring.judge import judge_path, load_or_train
     from jaxtrain.training.sources.images import ImageSource
 
-    root = tmp_path_factory.mktemp("judged")
     write_dataset(root)
     load_or_train(ImageSource("mnist", root, False, 8, 0), judge_path("mnist", root, root), 10,
                   epochs=1, min_steps=150)
     return root
+
+
+@pytest.fixture(scope="session")
+def judged_data_dir(tmp_path_factory):
+    return write_judged_dataset(tmp_path_factory.mktemp("judged"))
 
 
 def pytest_pyfunc_call(pyfuncitem):
@@ -139,7 +143,8 @@ def pytest_pyfunc_call(pyfuncitem):
     default flags (DEFAULT_XLA), sharing this worker's compilation cache: tests whose
     time goes into running programs, such as drawing samples token by token (a tiny
     digits Transformer's 100-sample grid: 0.3 s with the default compile, 5.9 s with the
-    tests'), or that check what holds only for the default compile."""
+    tests'), or that check what holds only for the default compile. Its fixtures are set
+    up here too, so such a test makes its costly data itself (write_judged_dataset)."""
     if pyfuncitem.get_closest_marker("default_xla") is None or \
             os.environ.get("JAXTRAIN_DEFAULT_XLA"):
         return None
@@ -148,7 +153,7 @@ def pytest_pyfunc_call(pyfuncitem):
             [sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider",
              "--basetemp", basetemp, pyfuncitem.nodeid], cwd=pyfuncitem.config.rootpath,
             env={**os.environ, **DEFAULT_XLA}, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not re.search(r"^1 passed", proc.stdout, re.M):  # not skipped
         pytest.fail(f"in a process with XLA's default flags:\n{proc.stdout[-6000:]}"
                     f"{proc.stderr[-2000:]}", pytrace=False)
     return True

@@ -9,7 +9,15 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import DEFAULT_XLA, TINY, assert_one_line_error, cli, fit_args, popen
+from conftest import (
+    DEFAULT_XLA,
+    TINY,
+    assert_one_line_error,
+    cli,
+    fit_args,
+    popen,
+    write_judged_dataset,
+)
 from events import read_events
 from PIL import Image
 
@@ -303,12 +311,13 @@ TRANSFORMER = ["--model", "transformer", "--layers", "1", "--d-model", "32", "--
 
 @pytest.mark.slow
 @pytest.mark.default_xla  # its time is drawing samples: 100 a grid, 196 tokens each
-def test_transformer_digits_fit_resume_sample_eval(tmp_path, judged_data_dir, jaxtrain):
+def test_transformer_digits_fit_resume_sample_eval(tmp_path, jaxtrain):
     """The same trainer, checkpoints and commands serve the Transformer; resume is exact
     (dropout and dynamic binarization keys come from the step), with gradient
     accumulation too."""
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    args = ["fit", "--data-dir", judged_data_dir, "--epochs", 2, *TRANSFORMER, "--accumulate", 2]
+    data_dir = write_judged_dataset(tmp_path / "data")  # eval --samples reads its judge
+    args = ["fit", "--data-dir", data_dir, "--epochs", 2, *TRANSFORMER, "--accumulate", 2]
     jaxtrain(*args, "--workdir", straight, check=True)
     jaxtrain(*args, "--workdir", stopped, "--stop-at-epoch", 1, check=True)
     jaxtrain("resume", "--workdir", stopped, check=True)
