@@ -77,13 +77,18 @@ def test_a_short_run_says_its_plan_units_and_how_to_go_on(tmp_path, data_dir, ja
     # --stop-at-epoch past the end is said, not silently dropped; the plan comes first.
     assert "--stop-at-epoch 1 is not before the run's end (step 6/6)" in proc.stderr
     assert "training vae on mnist: 6 steps (batch 8), " in proc.stderr
-    assert "parameters;" in proc.stderr
+    assert "parameters; evaluating every 3 steps," in proc.stderr
     first, second = proc.stdout.splitlines()
     for line in (first, second):  # both losses per image, and labelled so
         assert "train loss" in line and " nats/image  test loss " in line
         assert line.count("nats/image") == 2, line
     assert "(with start-up)" in first and "(with start-up)" not in second
     assert "tensorboard" not in proc.stderr.strip().splitlines()[-1]  # --no-tensorboard
+
+    # A run shorter than its evaluation period (one epoch, 8 steps) evaluates at its end.
+    short = jaxtrain("fit", "--data-dir", data_dir, "--workdir", tmp_path / "short", *TINY,
+                     "--steps", 4, "--no-tensorboard", check=True)
+    assert "parameters; evaluating at the end," in short.stderr
 
     proc = jaxtrain("eval", "--workdir", workdir, check=True)
     assert "step 6 (epoch 0.75)" in proc.stdout  # 8 steps an epoch; not 0.75000000001
@@ -94,6 +99,7 @@ def test_a_short_run_says_its_plan_units_and_how_to_go_on(tmp_path, data_dir, ja
                     check=True)
     assert f"stopped at step 16/20 (--stop-at-epoch); continue with: jaxtrain resume " \
            f"--workdir {workdir}" in proc.stderr
+    assert "to step 16, evaluating every 3 steps," in proc.stderr
     proc = jaxtrain("sample", "--class", "all", "--num", 5, "--workdir", workdir, check=True)
     assert "--num 5 with --class all: drawing 1 per class, one row each (10 images)" \
         in proc.stderr

@@ -34,9 +34,11 @@ class Announce(Callback):
         params = sum(x.size for x in jax.tree.leaves(loop.state.params))
         where = (f"from {run.where(self.start)} " if self.start else "") + \
             (f"to step {self.end}, " if self.end < run.total_steps or self.start else "")
+        evaluating = (f"evaluating every {run.eval_every} steps" if run.eval_every < self.end
+                      else "evaluating at the end")
         say(f"training {run.config.model} on {run.config.data.dataset}: {length}"
             f"{', ' if train.epochs else ''}batch {train.batch_size}), {params:,} parameters; "
-            f"{where}evaluating every {run.eval_every} steps, workdir {self.workdir}"
+            f"{where}{evaluating}, workdir {self.workdir}"
             + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")
             + f", {jax.default_backend()} {run.config.train.precision}"
             + (f", {run.family.attention} attention" if run.family.attention else ""))
