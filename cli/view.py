@@ -87,7 +87,7 @@ def eval_(
     check_positive("--samples", samples)
     start_jax(devices_env=False)
     from jaxtrain.training.commands import restored
-    from jaxtrain.training.metrics import describe
+    from jaxtrain.training.metrics import describe, epoch_text
 
     m = restored.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
                                  data_file=data_file and data_file.absolute(),
@@ -102,7 +102,7 @@ def eval_(
         quality = {k: m.pop(k) for k in scores.KEYS if k in m}
         epoch = m.pop("epoch", None)  # a fraction mid-epoch (or in a run of --steps)
         where = f"step {m.pop('step')}" + ("" if epoch is None else
-                                           f" (epoch {epoch:.2f})".replace(".00)", ")"))
+                                           f" (epoch {epoch_text(epoch)})")
         unit = "character" if m["dataset"] == "text" else "image"
         targets = {"binary": ", binarized pixels", "grey": ", grey-level pixels"}.get(
             m.pop("targets", None), "")

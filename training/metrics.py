@@ -118,6 +118,11 @@ OWN_LINE = ("test_class_accuracy", "test_frechet", "test_frechet_floor", "test_i
             "test_iw_bits_per_dim")
 
 
+def epoch_text(epoch: float) -> str:
+    """How an epoch count is shown: '2' when whole, else two decimals ('0.75')."""
+    return f"{epoch:.0f}" if epoch == int(epoch) else f"{epoch:.2f}"
+
+
 def describe(record: dict, unit: str = "") -> str:
     """'test loss 237.93 nats/image (recon 225.71, kl 12.22)': the test loss (in `unit`)
     and the record's other test metrics."""

@@ -17,6 +17,7 @@ from jaxtrain.training.engine.steps import (
     param_shapes,
     trainable_mask,
 )
+from jaxtrain.training.metrics import epoch_text
 from jaxtrain.training.settings.config import RunConfig
 
 
@@ -83,9 +84,8 @@ class Run:
         """'step 936/4680 (epoch 2/10)', or 'step 250/2000' for a text run."""
         text = f"step {step}/{self.total_steps}"
         if self.steps_per_epoch and self.config.train.epochs:
-            epoch = step / self.steps_per_epoch
-            shown = f"{epoch:.0f}" if epoch == int(epoch) else f"{epoch:.2f}"
-            text += f" (epoch {shown}/{self.config.train.epochs})"
+            text += (f" (epoch {epoch_text(step / self.steps_per_epoch)}/"
+                     f"{self.config.train.epochs})")
         return text
 
     def epoch_of(self, step: int) -> dict:

@@ -59,9 +59,9 @@ def judge_path(dataset: str, data_dir, cache_dir) -> Path:
     if dataset == "folder":
         folder, name = Path(data_dir), ".jaxtrain-judge.msgpack"
     else:
-        from jaxtrain.training.sources.images import data_root, raw_dir
+        from jaxtrain.training.sources.images import raw_dir
 
-        folder = raw_dir(dataset, data_root(dataset, data_dir)).parent
+        folder = raw_dir(dataset, data_dir).parent
         name = "jaxtrain-judge.msgpack"
     if os.access(folder, os.W_OK):
         return folder / name

@@ -33,8 +33,9 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 
 def raw_dir(dataset: str, data_dir) -> Path:
-    """Where torchvision looks for the uncompressed IDX files."""
-    return Path(data_dir) / TORCHVISION_CLASSES[dataset].__name__ / "raw"
+    """Where torchvision looks for the uncompressed IDX files (of a --data-dir that may
+    name its MNIST/ or MNIST/raw/ folder: data_root)."""
+    return data_root(dataset, data_dir) / TORCHVISION_CLASSES[dataset].__name__ / "raw"
 
 
 def data_root(dataset: str, data_dir) -> Path:
