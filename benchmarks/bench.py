@@ -54,6 +54,7 @@ from jaxtrain.training.host.memory import tune_host
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 from jaxtrain.training.sources import images as data
+from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,7 +162,7 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
         vocab, out_size, batch = config.vocab_size, config.output_size, (inputs, tokens)
     else:
         vocab_chars = string.printable[:config.vocab_size]
-        family = CharLMFamily(config, vocab_chars)
+        family = CharLMFamily(config, CharTokenizer(vocab_chars))
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
         ours = jax_steps(family, {"tokens": tokens.astype(np.int32)}, steps, batch_size)
         tokens = torch.from_numpy(tokens)

@@ -32,6 +32,7 @@ from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.pixel_lm import PixelLMFamily
 from jaxtrain.models.transformer import TransformerConfig, train_flops_per_token
 from jaxtrain.models.vae import VAEConfig, VAEFamily
+from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -82,8 +83,8 @@ def transformer_case(kind, config, precision, batch_size, steps, repeats):
         inputs = torch.cat([16 + torch.from_numpy(labels)[:, None], tokens[:, :-1]], 1)
         batch = (inputs, tokens)
     else:
-        family = CharLMFamily(config, "".join(chr(33 + i) for i in range(config.vocab_size)),
-                            precision)
+        chars = "".join(chr(33 + i) for i in range(config.vocab_size))
+        family = CharLMFamily(config, CharTokenizer(chars), precision)
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
         ours = bench.jax_steps(family, {"tokens": tokens.astype(np.int32)}, steps, batch_size)
         tokens = torch.from_numpy(tokens)

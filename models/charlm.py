@@ -1,7 +1,7 @@
-"""A character-level language model with the Transformer of models/transformer.py.
+"""A language model of text with the Transformer of models/transformer.py, by characters
+or by the tokens of a BPE (the run's tokenizer: training/sources/tokenizer.py).
 
-Token i is the i-th character of the run's vocabulary (the training file's distinct
-characters, saved with the run). Shapes: B batch, T context, V vocabulary.
+Shapes: B batch, T context, V vocabulary.
 """
 
 import math
@@ -18,23 +18,26 @@ from jaxtrain.models.transformer import (
     train_flops_per_token,
 )
 
-# Characters generated for TensorBoard at each evaluation, at most the context: all
-# from the key/value cache, one compiled scan (past the context each character would
-# rerun the whole window: baby GPT's 200 characters took 0.7 s an evaluation, not 0.1).
+# Tokens generated for TensorBoard at each evaluation, at most the context: all from
+# the key/value cache, one compiled scan (past the context each token would rerun the
+# whole window: baby GPT's 200 characters took 0.7 s an evaluation, not 0.1).
 PREVIEW_CHARS = 200
 
 
 class CharLMFamily(Family):
-    """Character-level language model; `vocab` holds the characters, token i = vocab[i]."""
+    """Language model of text; `tokenizer` turns text into tokens and back (encode,
+    decode, vocab_size, unit: "char" or "token", token_bytes)."""
 
     sample_options = ("temperature", "top_k")
-    units = {"train_loss": "nats/char", "test_loss": "nats/char"}
 
-    def __init__(self, config: TransformerConfig, vocab: str, precision: str = "float32"):
-        if not vocab or config.vocab_size != len(vocab) or config.output_size != len(vocab):
-            raise ValueError(f"a text model needs vocab_size = output_size = {len(vocab or '')} "
-                             f"(its vocabulary), got {config.vocab_size}/{config.output_size}")
-        self.config, self.vocab = config, vocab
+    def __init__(self, config: TransformerConfig, tokenizer, precision: str = "float32"):
+        n = tokenizer.vocab_size
+        if config.vocab_size != n or config.output_size != n:
+            raise ValueError(f"a text model needs vocab_size = output_size = {n} (its "
+                             f"tokenizer's), got {config.vocab_size}/{config.output_size}")
+        self.config, self.tokenizer = config, tokenizer
+        self.units = {"train_loss": f"nats/{tokenizer.unit}",
+                      "test_loss": f"nats/{tokenizer.unit}"}
         self.attention, self.model, self.decoder = networks(config, precision)
         self.tokens_per_example = config.context
         self.flops_per_example = config.context * train_flops_per_token(config)
@@ -50,16 +53,23 @@ class CharLMFamily(Family):
 
     def train_loss(self, params, batch, rng):
         loss = self._token_nll(params, batch["tokens"], {"dropout": rng}, batch["row"]).mean()
-        return loss, {"bits_per_char": loss / math.log(2)}
+        return loss, ({"bits_per_char": loss / math.log(2)}
+                      if self.tokenizer.unit == "char" else {})
 
     def eval_sums(self, params, batch, rng):
-        """Sums over the real windows' characters; the loss is nats per character."""
+        """Sums over the real windows' tokens; the loss is nats per token, and the bytes
+        the windows predict give bits per byte."""
         nll = self._token_nll(params, batch["tokens"]).sum(-1)  # [B]
         return {"loss": jnp.sum(nll * batch["mask"]),
+                "bytes": jnp.sum(batch["bytes"] * batch["mask"]),
                 "count": jnp.sum(batch["mask"]) * self.config.context}
 
     def finalize(self, metrics):
-        return {**metrics, "bits_per_char": metrics["loss"] / math.log(2)}
+        metrics = dict(metrics)
+        per_byte = metrics["loss"] / metrics.pop("bytes") / math.log(2)  # means per token
+        return {**metrics, **({"bits_per_char": metrics["loss"] / math.log(2)}
+                              if self.tokenizer.unit == "char" else {}),
+                "bits_per_byte": per_byte}
 
     def sample(self, params, prompt: np.ndarray, rng, length: int = 500, temperature=1.0,
                top_k=None) -> np.ndarray:
@@ -68,9 +78,12 @@ class CharLMFamily(Family):
                              temperature, top_k)
 
     def epoch_text(self, params, rng):
-        """A continuation of a newline (else of the first character), from a fixed key,
-        so evaluations compare; PREVIEW_CHARS long, or the context."""
-        start = self.vocab.index("\n") if "\n" in self.vocab else 0
+        """A continuation of a newline (else of token 0), from a fixed key, so evaluations
+        compare; PREVIEW_CHARS tokens long, or the context."""
+        try:
+            start = self.tokenizer.encode("\n")[:1]
+        except ValueError:  # a char vocabulary without a newline
+            start = np.zeros(0, np.int32)
+        start = start if len(start) else np.array([0], np.int32)
         length = min(PREVIEW_CHARS, self.config.context)
-        tokens = self.sample(params, np.array([start]), rng, length)
-        return "".join(self.vocab[int(t)] for t in tokens)
+        return self.tokenizer.decode(self.sample(params, start, rng, length))

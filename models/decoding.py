@@ -68,7 +68,7 @@ def continue_text(model, decoder, params, prompt: np.ndarray, length: int, rng,
     slide inside the cache): a second scan. Two dispatches for the whole text."""
     context = decoder.config.context
     if not 1 <= len(prompt) <= context:
-        raise ValueError(f"the prompt has {len(prompt)} characters; it needs 1 to "
+        raise ValueError(f"the prompt is {len(prompt)} tokens long; it needs 1 to "
                          f"{context} (the model's context)")
     temperature = float(temperature)
     step, cache = _cached_step(decoder), empty_cache(decoder, 1)

@@ -95,6 +95,13 @@ def write_dataset(root, folder="MNIST", n_train=N_TRAIN):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The cache folder of this worker's commands (the text runs' tokens, the measured
+    peak), not the user's ~/.cache/jaxtrain."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "xdg-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """An XLA compilation cache for this worker's CLI processes, not the user's: later
     processes skip compiling what earlier ones did. One per xdist worker, so no two

@@ -12,6 +12,7 @@ from jaxtrain.models.family import Family
 from jaxtrain.models.pixel_lm import PixelLMFamily
 from jaxtrain.models.transformer import TransformerConfig
 from jaxtrain.models.vae import VAEConfig, VAEFamily
+from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 
 def kernel_weights(params, exclude=("embedding", "pos_embedding")) -> int:
@@ -25,7 +26,8 @@ def test_families_satisfy_the_protocol_and_count_their_flops():
     vae = VAEFamily(VAEConfig(encoder_widths=(8,), decoder_widths=(8,), latent_dim=2))
     config = TransformerConfig(layers=2, d_model=16, heads=2)
     digits = PixelLMFamily(config)
-    text = CharLMFamily(config.replace(context=12, vocab_size=5, output_size=5), "abcde")
+    text = CharLMFamily(config.replace(context=12, vocab_size=5, output_size=5),
+                        CharTokenizer("abcde"))
     for family in (vae, digits, text):
         assert isinstance(family, Family)
         assert {"train_loss", "test_loss"} <= family.units.keys()

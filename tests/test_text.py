@@ -8,6 +8,7 @@ import pytest
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.transformer import TransformerConfig
 from jaxtrain.training.sources import text
+from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 TEXT = "hello world, hello jax.\n" * 40  # 960 characters
 
@@ -72,7 +73,7 @@ def test_eval_windows_are_fixed_and_masked(text_file):
 def tiny_family(vocab="abcd", context=8):
     config = TransformerConfig(layers=1, d_model=16, heads=2, dropout=0.0, context=context,
                                vocab_size=len(vocab), output_size=len(vocab))
-    family = CharLMFamily(config, vocab)
+    family = CharLMFamily(config, CharTokenizer(vocab))
     return family, family.init(jax.random.PRNGKey(0), 2)
 
 
@@ -80,12 +81,14 @@ def tiny_family(vocab="abcd", context=8):
 def test_uniform_model_costs_log_vocab_per_character():
     family, params = tiny_family()
     params = jax.tree.map(jnp.zeros_like, params)  # all-zero weights: uniform predictions
-    batch = {"tokens": np.zeros((2, 9), np.int32), "mask": np.array([1.0, 0.0], np.float32)}
+    batch = {"tokens": np.zeros((2, 9), np.int32), "mask": np.array([1.0, 0.0], np.float32),
+             "bytes": np.array([16.0, 3.0], np.float32)}  # as if each character were 2 bytes
     sums = family.eval_sums(params, batch, None)
     assert float(sums["count"]) == 8  # one real window of 8 predicted characters
-    metrics = family.finalize({"loss": float(sums["loss"] / sums["count"])})
+    metrics = family.finalize({k: float(sums[k] / sums["count"]) for k in ("loss", "bytes")})
     np.testing.assert_allclose(metrics["loss"], math.log(4), rtol=1e-6)
     np.testing.assert_allclose(metrics["bits_per_char"], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(metrics["bits_per_byte"], 1.0, rtol=1e-6)  # 2 bits, 2 bytes
 
 
 @pytest.mark.slow

@@ -32,7 +32,8 @@ METRICS = {
     "train_kl": Metric("train", LOSS, "VAE: KL term of the objective"),
     "train_nll": Metric("train", "nats/image", "digits: the objective per image"),
     "train_bits_per_dim": Metric("train", "bits/dim", "digits: the objective in bits/pixel"),
-    "train_bits_per_char": Metric("train", "bits/char", "text: the objective in bits"),
+    "train_bits_per_char": Metric("train", "bits/char", "text, char tokenizer: the objective "
+                                                        "in bits"),
     "train_grad_norm": Metric("train", "", "global gradient norm before clipping"),
     "lr": Metric("train", "", "the learning rate of the period's last step", last=True),
     "train_steps": Metric("run", "", "steps in the evaluation period"),
@@ -41,7 +42,11 @@ METRICS = {
     "test_recon": Metric("test", LOSS, "VAE: reconstruction term of the test loss"),
     "test_kl": Metric("test", LOSS, "VAE: KL term of the test loss"),
     "test_bits_per_dim": Metric("test", "bits/dim", "image models: the test loss per pixel"),
-    "test_bits_per_char": Metric("test", "bits/char", "text: the test loss in bits"),
+    "test_bits_per_char": Metric("test", "bits/char", "text, char tokenizer: the test loss "
+                                                      "in bits"),
+    "test_bits_per_byte": Metric("test", "bits/byte", "text: the test loss over the UTF-8 "
+                                                      "bytes the validation windows predict "
+                                                      "(compares tokenizers)"),
     "test_iw_nll": Metric("test", "nats/image", "VAE: importance-weighted -log p(x|c)"),
     "test_iw_bits_per_dim": Metric("test", "bits/dim", "VAE: the same per pixel"),
     "iw_samples": Metric("run", "", "importance samples per test image"),

@@ -155,6 +155,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
             if workdirs.holds_run(workdir):
                 workdirs.clear_run(workdir)
             (workdir / "config.toml").write_text(to_toml(config, workdir))
+            if config.data.tokenizer_json:  # for other tools; the checkpoints hold it too
+                (workdir / "tokenizer.json").write_text(config.data.tokenizer_json)
         # Where a signal looks for checkpoints: once this run holds it, cleared.
         GUARD.workdir = workdir.absolute()
         sync_processes("cleared the workdir")

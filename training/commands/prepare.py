@@ -1,4 +1,4 @@
-"""A new run's config completed before it trains: from its data (a text's vocabulary, an
+"""A new run's config completed before it trains: from its data (a text's tokenizer, an
 image folder's classes) and, for fine-tuning (--init-from), from the run it starts
 from, whose architecture it must share. `fit --list-params` is answered from here,
 and a command's data location and overrides (`with_data`) are applied here.
@@ -20,26 +20,44 @@ from jaxtrain.training.engine.steps import (
     trainable_mask,
 )
 from jaxtrain.training.rundir import checkpoint
-from jaxtrain.training.settings.config import RunConfig
+from jaxtrain.training.settings.config import DEFAULT_BPE_VOCAB, RunConfig
 from jaxtrain.training.sources.base import open_source
-from jaxtrain.training.sources.text import build_vocab, read_text
+from jaxtrain.training.sources.corpus import characters, training_text
+from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, read_tokenizer_file, train_bpe
 
 
-def with_vocab(config: RunConfig, vocab: str | None = None) -> RunConfig:
-    """A text config with its vocabulary filled in: the data file's characters, or the
-    given `vocab` (a fine-tuned run keeps its source's), which must cover them."""
-    if not config.data.is_text or config.data.vocab is not None:
+def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
+    """A text config with its tokenizer made (--tokenizer: the corpus's characters, a BPE
+    trained on its training text, or a tokenizers file), or taken from `source`, the
+    DataConfig of the run a fine-tuned run starts from (whose characters must cover the
+    new text's)."""
+    data = config.data
+    if not data.is_text or data.vocab is not None or data.tokenizer_json is not None:
         return config
-    chars = build_vocab(read_text(config.data.data_file))
-    if vocab is not None and set(chars) - set(vocab):
-        unknown = "".join(sorted(set(chars) - set(vocab)))
-        raise ValueError(f"{config.data.data_file} has {len(unknown)} characters the run in "
-                         f"{config.train.init_from} never saw ({unknown[:20]!r}): fine-tuning "
-                         "keeps its vocabulary; remove them from the text")
-    vocab = vocab or chars
-    return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, vocab=vocab),
-        model_config=config.model_config.replace(vocab_size=len(vocab), output_size=len(vocab)))
+    if source is not None and source.vocab is not None:
+        chars = characters(data.data_file, data.val_file)
+        unknown = "".join(sorted(set(chars) - set(source.vocab)))
+        if unknown:
+            raise ValueError(f"{data.data_file} has {len(unknown)} characters the run in "
+                             f"{config.train.init_from} never saw ({unknown[:20]!r}): "
+                             "fine-tuning keeps its vocabulary; remove them from the text")
+    if source is not None:
+        data = dataclasses.replace(data, tokenizer=source.tokenizer, vocab=source.vocab,
+                                   vocab_size=source.vocab_size,
+                                   tokenizer_json=source.tokenizer_json)
+    elif data.tokenizer == "char":
+        data = dataclasses.replace(data, vocab=characters(data.data_file, data.val_file))
+    elif data.tokenizer == "bpe":
+        text = training_text(data.data_file, data.val_file, BPE_TRAIN_BYTES)
+        data = dataclasses.replace(data, tokenizer_json=train_bpe(
+            text, data.vocab_size or DEFAULT_BPE_VOCAB))
+    else:
+        data = dataclasses.replace(data, tokenizer=str(Path(data.tokenizer).absolute()),
+                                   tokenizer_json=read_tokenizer_file(data.tokenizer))
+    n = data.text_tokenizer().vocab_size
+    return dataclasses.replace(config, data=data,
+                               model_config=config.model_config.replace(vocab_size=n,
+                                                                        output_size=n))
 
 
 # The model settings a run's data sizes, in the words an error shows them with.
@@ -114,7 +132,7 @@ def prepare(config: RunConfig, open_data: bool = True):
             restored = checkpoint.restore(config.train.init_from, step)
         except ValueError as e:
             raise ValueError(f"--init-from: {e}") from None
-    config = with_vocab(config, restored and restored.config.data.vocab)
+    config = with_tokenizer(config, restored and restored.config.data)
     source = open_source(config) if open_data or config.data.dataset == "folder" else None
     config = with_classes(config, source.class_names if source else None)
     config = with_layout(config)

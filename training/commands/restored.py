@@ -13,7 +13,6 @@ from jaxtrain.training.engine.run import Run
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir.grids import make_grid, save_grid
 from jaxtrain.training.sources.base import open_source
-from jaxtrain.training.sources.text import decode, encode
 
 
 def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
@@ -66,8 +65,9 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
         if not config.data.is_text:
             raise ValueError("--prompt applies to text models; this is an image model: pass "
                              "--class N")
-        tokens = family.sample(params, encode(prompt, config.data.vocab), rng, length, **options)
-        return prompt + decode(tokens, config.data.vocab)
+        tokenizer = config.data.text_tokenizer()
+        tokens = family.sample(params, tokenizer.encode(prompt), rng, length, **options)
+        return prompt + tokenizer.decode(tokens)
     if config.data.is_text:
         raise ValueError("--class applies to image models; this is a text model: pass "
                          "--prompt TEXT")

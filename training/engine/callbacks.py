@@ -6,6 +6,7 @@ TensorBoard, curves, console) are in training/rundir/writers.py.
 
 import math
 import time
+from pathlib import Path
 
 import jax
 from tqdm import tqdm
@@ -36,7 +37,12 @@ class Announce(Callback):
             (f"to step {self.end}, " if self.end < run.total_steps or self.start else "")
         evaluating = (f"evaluating every {run.eval_every} steps" if run.eval_every < self.end
                       else "evaluating at the end")
-        say(f"training {run.config.model} on {run.config.data.dataset}: {length}"
+        data, dataset = run.config.data, run.config.data.dataset
+        if data.is_text:  # its tokenizer, and how many tokens it has
+            name = data.tokenizer if data.tokenizer in ("char", "bpe") else \
+                Path(data.tokenizer).name
+            dataset += f" ({name} tokenizer, {run.config.model_config.vocab_size:,} tokens)"
+        say(f"training {run.config.model} on {dataset}: {length}"
             f"{', ' if train.epochs else ''}batch {train.batch_size}), {params:,} parameters; "
             f"{where}{evaluating}, workdir {self.workdir}"
             + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")

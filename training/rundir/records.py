@@ -31,7 +31,10 @@ def read_config(workdir) -> dict:
 
 
 def loss_unit(config: dict) -> str:
-    return "nats/char" if config.get("data", {}).get("dataset") == "text" else "nats/image"
+    data = config.get("data", {})
+    if data.get("dataset") != "text":
+        return "nats/image"
+    return "nats/char" if data.get("tokenizer", "char") == "char" else "nats/token"
 
 
 def train_curve(records: list[dict]) -> str:

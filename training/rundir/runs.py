@@ -43,7 +43,8 @@ def summarize(workdir: Path) -> dict:
     if tested:
         best = min(tested, key=lambda r: r["test_loss"])
         row.update(best_test_loss=best["test_loss"], best_step=best["step"],
-                   latest_test_loss=tested[-1]["test_loss"])
+                   latest_test_loss=tested[-1]["test_loss"],
+                   best_bits_per_byte=best.get("test_bits_per_byte"))
     files = [p for p in (workdir / "metrics.jsonl", workdir / "config.toml") if p.exists()]
     written = max(p.stat().st_mtime for p in files)
     row["written"] = datetime.datetime.fromtimestamp(written).isoformat(timespec="seconds")
@@ -61,6 +62,8 @@ def format_table(rows: list[dict]) -> str:
             step += " early"
         best = (f"{r['best_test_loss']:.2f} {r['unit']} @{r['best_step']}"
                 if r["best_test_loss"] is not None else "-")
+        if r.get("best_bits_per_byte") is not None:  # text: a unit that compares tokenizers
+            best += f" ({r['best_bits_per_byte']:.3f} bits/byte)"
         latest = f"{r['latest_test_loss']:.2f}" if r["latest_test_loss"] is not None else "-"
         lines.append([r["workdir"], r["model"], r["dataset"], step, best, latest,
                       r["written"].replace("T", " ")])

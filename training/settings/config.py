@@ -25,7 +25,11 @@ FAMILIES = {("vae", "images"): "vae:VAEFamily",
             ("transformer", "text"): "charlm:CharLMFamily"}
 DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
-PRECISION_NAMES = ("float32", "bf16")  # models/family.py:PRECISIONS gives their dtypes
+PRECISION_NAMES = ("float32", "bf16")
+# --tokenizer: char, bpe, or a tokenizers .json file (training/sources/tokenizer.py). A
+# byte-level BPE's first BYTES tokens are the bytes, so any text is encodable.
+BYTES = 256
+DEFAULT_BPE_VOCAB = 2048  # models/family.py:PRECISIONS gives their dtypes
 
 # The classes' names of the built-in datasets, as torchvision names them
 # (torchvision.datasets.FashionMNIST.classes; MNIST's are its digits), kept here so that
@@ -80,11 +84,22 @@ class DataConfig:
                             "folder: the images' folder.", factory=default_data_dir)
     download: bool = setting(True, "Download the data if it is missing.")
     data_file: str | None = setting(
-        None, "text: a UTF-8 file; its first 90% trains, the last 10% validates.")
+        None, "text: a UTF-8 file or a folder of .txt files; the last 10% of each file "
+        "validates, the rest trains.")
+    val_file: str | None = setting(
+        None, "text: validate on this file or folder of .txt files instead (all of "
+        "--data-file then trains).")
+    tokenizer: str = setting(
+        "char", "text: char (a token a character), bpe (a byte-level BPE trained on the "
+        "training text, --vocab-size tokens) or a Hugging Face tokenizers .json file.")
+    vocab_size: int | None = setting(
+        None, "text, --tokenizer bpe: the BPE's tokens (its first 256 are the bytes).",
+        gt=BYTES, shown=str(DEFAULT_BPE_VOCAB))
     test_fraction: float = setting(
         0.1, "folder: share of each class held out for testing (fixed, seeded), unless "
         "the folder has train/ and test/ subfolders.", gt=0, lt=1)
-    vocab: str | None = setting(None, cli=False)  # text: the file's characters, for decoding
+    vocab: str | None = setting(None, cli=False)  # text, char: the corpus's characters
+    tokenizer_json: str | None = setting(None, cli=False)  # text, bpe or a file: its JSON
     class_names: tuple[str, ...] | None = setting(None, cli=False)  # folder: subfolder names
 
     def __post_init__(self):
@@ -94,10 +109,25 @@ class DataConfig:
         if (self.dataset == "text") != (self.data_file is not None):
             raise SettingError("data_file", "goes with --dataset text, and --dataset text "
                                             "needs --data-file PATH")
+        for name in ("val_file", "vocab_size"):
+            if getattr(self, name) is not None and not self.is_text:
+                raise SettingError(name, "applies to text runs (--dataset text)")
+        if self.tokenizer != "char" and not self.is_text:
+            raise SettingError("tokenizer", "applies to text runs (--dataset text); image "
+                                            "runs have no tokenizer")
+        if self.vocab_size is not None and self.tokenizer != "bpe":
+            raise SettingError("vocab_size", "sizes a BPE: it goes with --tokenizer bpe")
+
 
     @property
     def is_text(self) -> bool:
         return self.dataset == "text"
+
+    def text_tokenizer(self):
+        """A text run's tokenizer (training/sources/tokenizer.py), from its saved form."""
+        from jaxtrain.training.sources.tokenizer import tokenizer_of
+
+        return tokenizer_of(self.vocab, self.tokenizer_json, self.tokenizer)
 
     @property
     def labels(self) -> tuple[str, ...] | None:
@@ -227,7 +257,7 @@ class RunConfig:
         cls = getattr(importlib.import_module(f"jaxtrain.models.{module}"), name)
         precision = self.train.precision
         if self.data.is_text:
-            return cls(self.model_config, self.data.vocab, precision=precision)
+            return cls(self.model_config, self.data.text_tokenizer(), precision=precision)
         return cls(self.model_config, precision=precision)
 
     @property

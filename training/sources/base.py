@@ -2,8 +2,8 @@
 
 Two sources keep the contract: images (training/sources/images.py: an MNIST-family
 dataset in torchvision's layout, or a folder of your own images through
-training/sources/folder.py) and text (training/sources/text.py: windows of one file).
-Batches are dicts of numpy arrays, addressed by global step so that a resumed run reads
+training/sources/folder.py) and text (training/sources/text.py: windows of a tokenized
+file or folder). Batches are dicts of numpy arrays, addressed by global step so that a resumed run reads
 exactly the batches of the uninterrupted one.
 """
 
@@ -48,8 +48,9 @@ def import_data_modules(config: RunConfig) -> None:
 def open_source(config: RunConfig) -> Source:
     """The run's data: images by epoch, or text windows by step."""
     if config.data.is_text:
-        return TextSource(config.data.data_file, config.data.vocab, config.model_config.context,
-                          config.train.batch_size, config.train.seed)
+        return TextSource(config.data.data_file, config.data.text_tokenizer(),
+                          config.model_config.context, config.train.batch_size,
+                          config.train.seed, config.data.val_file)
     # torch and torchvision (about 4 s to import) are needed only to read images, so
     # sampling and text runs do without them.
     from jaxtrain.training.sources.images import ImageSource

@@ -1,0 +1,271 @@
+"""Text corpora of any size: a file or a folder of .txt files, split, and tokenized once
+into memory-mapped token files in the cache folder.
+
+The split: the last 10% of each file's characters validate and the rest trains, unless
+a --val-file (a file or folder) validates and all of --data-file trains. The tokens are
+kept in <cache>/jaxtrain/tokens/<key>/{train,val}.bin (uint16 where the vocabulary fits,
+else uint32), the key a digest of the sources (path, size, modification time), the
+split and the tokenizer: a changed source or another tokenizer tokenizes again, and
+nothing else does. Text is read in pieces of about 1 MB cut at line ends, so no
+corpus is ever whole in memory; a BPE encodes its pieces on all cores.
+"""
+
+import codecs
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxtrain.training.settings.config import default_data_dir
+
+TRAIN_FRACTION = 0.9
+PIECE = 1 << 20  # bytes of text a piece (cut at the last line end inside)
+FORMAT = 1  # of the cached token files: a new format never reads an old one
+
+
+def text_files(path, flag="--data-file") -> list[Path]:
+    """The .txt files of a folder (recursively, sorted), or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise ValueError(f"{flag} {path} is a folder without .txt files: put UTF-8 text "
+                             "in files ending in .txt, or pass one file")
+        return files
+    if not path.is_file():
+        raise ValueError(f"{flag} {path} does not exist: pass a UTF-8 text file or a folder "
+                         "of .txt files")
+    return [path]
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """The bytes [start, end) of a file: a training or validation share of it."""
+    path: Path
+    start: int
+    end: int
+
+
+def _chars_before(data: np.ndarray) -> np.ndarray:
+    """Per byte, whether it starts a UTF-8 character (not a continuation byte)."""
+    return (data & 0xC0) != 0x80
+
+
+def split_at(path: Path, fraction: float) -> int:
+    """The byte offset of character int(n * fraction) of the file's n characters (the
+    character split of the whole text, found without decoding it)."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    data = np.memmap(path, np.uint8, mode="r")
+    block = 64 << 20
+    counts = [int(np.count_nonzero(_chars_before(data[i:i + block])))
+              for i in range(0, size, block)]
+    k = int(sum(counts) * fraction)  # characters before the split
+    for i, n in zip(range(0, size, block), counts):
+        if k < n:
+            return i + int(np.flatnonzero(_chars_before(data[i:i + block]))[k])
+        k -= n
+    return size
+
+
+def parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
+    """(training parts, validation parts) of the corpus."""
+    train_files = text_files(data_file)
+    if val_file is not None:
+        val_files = text_files(val_file, "--val-file")
+        return ([Part(p, 0, p.stat().st_size) for p in train_files],
+                [Part(p, 0, p.stat().st_size) for p in val_files])
+    train, val = [], []
+    for p in train_files:
+        cut = split_at(p, TRAIN_FRACTION)
+        train.append(Part(p, 0, cut))
+        val.append(Part(p, cut, p.stat().st_size))
+    return train, val
+
+
+def pieces(part: Part, flag="--data-file"):
+    """The part's text in pieces of about PIECE bytes, each ending at a line end where
+    one is near; a non-UTF-8 byte is one line naming the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(part.path, "rb") as f:
+        f.seek(part.start)
+        at, rest, offset = part.start, b"", part.start  # offset: the block's first byte
+        while True:
+            chunk = f.read(min(PIECE, part.end - at)) if at < part.end else b""
+            at += len(chunk)
+            block, rest = rest + chunk, b""
+            last = at >= part.end or not chunk
+            if not last:
+                cut = block.rfind(b"\n") + 1
+                if cut > len(block) // 2:
+                    block, rest = block[:cut], block[cut:]
+            try:
+                text = decoder.decode(block, final=last)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{flag} {part.path} is not UTF-8 text ({e.reason} near byte "
+                                 f"{offset + e.start}): convert it to UTF-8") from None
+            offset += len(block)
+            if text:
+                yield text
+            if last:
+                return
+
+
+def read_text(path) -> str:
+    """A whole file's text (one line naming the file if it is missing, empty or not UTF-8)."""
+    files = text_files(path)
+    text = "".join(t for p in files for t in pieces(Part(p, 0, p.stat().st_size)))
+    if not text:
+        raise ValueError(f"--data-file {path} is empty: pass a text file with content")
+    return text
+
+
+def characters(data_file, val_file=None) -> str:
+    """The corpus's distinct characters, sorted (the char tokenizer's vocabulary)."""
+    train, val = parts(data_file, val_file)
+    seen = set()
+    for part in train + val:
+        for text in pieces(part):
+            seen.update(np.unique(np.frombuffer(text.encode("utf-32-le"), np.uint32)).tolist())
+    if not seen:
+        raise ValueError(f"--data-file {data_file} is empty: pass a text file with content")
+    return "".join(chr(c) for c in sorted(seen))
+
+
+def training_text(data_file, val_file=None, limit: int | None = None):
+    """The training split's pieces, up to `limit` bytes (a BPE learns its merges from them)."""
+    seen = 0
+    for part in parts(data_file, val_file)[0]:
+        for text in pieces(part):
+            yield text
+            seen += len(text)
+            if limit is not None and seen >= limit:
+                return
+
+
+@dataclasses.dataclass
+class Tokens:
+    """A corpus's tokens, memory-mapped: train and val are uint16/uint32 arrays."""
+    train: np.ndarray
+    val: np.ndarray
+    folder: Path
+
+
+def cache_folder() -> Path:
+    return Path(default_data_dir()) / "tokens"
+
+
+def _fingerprint(part_list: list[Part]) -> list:
+    return [[str(p.path.resolve()), p.start, p.end, p.path.stat().st_mtime_ns]
+            for p in part_list]
+
+
+def tokens(data_file, tokenizer, val_file=None, progress: bool = True) -> Tokens:
+    """The corpus's tokens from the cache, tokenizing them first if they are not there."""
+    train, val = parts(data_file, val_file)
+    spec = {"format": FORMAT, "train": _fingerprint(train), "val": _fingerprint(val),
+            "tokenizer": hashlib.sha256(
+                (getattr(tokenizer, "json", None) or tokenizer.vocab).encode()).hexdigest()}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    folder = cache_folder() / key
+    if not (folder / "meta.json").is_file():
+        _write(folder, train, val, tokenizer, progress, data_file)
+    meta = json.loads((folder / "meta.json").read_text())
+    dtype = np.dtype(meta["dtype"])
+    return Tokens(*(_open(folder / f"{name}.bin", dtype) for name in ("train", "val")), folder)
+
+
+def _open(path: Path, dtype) -> np.ndarray:
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype, mode="r")
+
+
+def _write(folder: Path, train, val, tokenizer, progress: bool, data_file) -> None:
+    """Tokenizes the parts into folder/{train,val}.bin, written aside and renamed into
+    place, so a reader sees all of them or none (and two writers do the work twice)."""
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    total = sum(p.end - p.start for p in train + val)
+    if total == 0:
+        raise ValueError(f"--data-file {data_file} is empty: pass a text file with content")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    start = time.perf_counter()
+    bar = _Progress(total, progress and total > 4 * PIECE)
+    try:
+        counts = {}
+        for name, part_list in (("train", train), ("val", val)):
+            with open(tmp / f"{name}.bin", "wb") as out:
+                counts[name] = sum(_tokenize(part, tokenizer, out, dtype, bar)
+                                   for part in part_list)
+        seconds = time.perf_counter() - start
+        bar.close(seconds)
+        meta = {"dtype": np.dtype(dtype).name, "train_tokens": counts["train"],
+                "val_tokens": counts["val"], "bytes": total, "seconds": round(seconds, 3),
+                "tokenizer": tokenizer.name,
+                "sources": [str(p.path) for p in train] + [str(p.path) for p in val]}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process wrote it first
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tokenize(part: Part, tokenizer, out, dtype, bar, batch: int = 16) -> int:
+    """Writes the part's tokens to `out`; returns how many. A BPE encodes `batch` pieces
+    at a time, in parallel."""
+    n, group = 0, []
+
+    def flush():
+        nonlocal n, group
+        many = getattr(tokenizer, "encode_many", None)
+        for ids in many(group) if many else [tokenizer.encode(t) for t in group]:
+            ids.astype(dtype).tofile(out)
+            n += len(ids)
+        bar.update(sum(len(t.encode("utf-8")) for t in group))
+        group = []
+
+    for text in pieces(part):
+        group.append(text)
+        if len(group) == batch:
+            flush()
+    if group:
+        flush()
+    return n
+
+
+class _Progress:
+    """A tqdm bar in MB/s on a terminal; one closing line on stderr where the corpus is
+    more than a few pieces."""
+
+    def __init__(self, total: int, shown: bool):
+        self.total, self.shown, self.bar = total, shown, None
+        if shown and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1 << 20,
+                            desc="tokenizing", file=sys.stderr, leave=False)
+
+    def update(self, n: int):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self, seconds: float):
+        if self.bar is not None:
+            self.bar.close()
+        if self.shown:
+            mb = self.total / 1e6
+            print(f"tokenized {mb:,.1f} MB in {seconds:.1f} s ({mb / max(seconds, 1e-9):,.1f} "
+                  "MB/s), kept for later runs", file=sys.stderr)
