@@ -27,7 +27,7 @@ PREVIEW_CHARS = 200
 class CharLMFamily(Family):
     """Character-level language model; `vocab` holds the characters, token i = vocab[i]."""
 
-    sample_options = ("temperature", "top_k")
+    sample_options = ("temperature", "top_k", "top_p")
     units = {"train_loss": "nats/char", "test_loss": "nats/char"}
 
     def __init__(self, config: TransformerConfig, vocab: str, precision: str = "float32"):
@@ -62,10 +62,10 @@ class CharLMFamily(Family):
         return {**metrics, "bits_per_char": metrics["loss"] / math.log(2)}
 
     def sample(self, params, prompt: np.ndarray, rng, length: int = 500, temperature=1.0,
-               top_k=None) -> np.ndarray:
+               top_k=None, top_p=None) -> np.ndarray:
         """`length` tokens following the tokens `prompt` [P] (see decoding.continue_text)."""
         return continue_text(self.model, self.decoder, params, prompt, length, rng,
-                             temperature, top_k)
+                             temperature, top_k, top_p)
 
     def epoch_text(self, params, rng):
         """A continuation of a newline (else of the first character), from a fixed key,
