@@ -37,8 +37,7 @@ def filtered_logits(logits, temperature, top_k=None, top_p=None):
         probs = jax.nn.softmax(ranked.astype(jnp.float32), axis=-1)
         # The mass of the tokens likelier than each: a token is in the nucleus while the
         # ones before it fall short of top_p (the first, with 0 before it, always is).
-        before = jnp.cumsum(probs, axis=-1)[:, :-1]
-        before = jnp.concatenate([jnp.zeros_like(before[:, :1]), before], axis=-1)  # [N, K]
+        before = jnp.pad(jnp.cumsum(probs, axis=-1)[:, :-1], ((0, 0), (1, 0)))  # [N, K]
         last = jnp.min(jnp.where(before < top_p, ranked, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < last, -jnp.inf, logits)  # [N, K]
     return logits
