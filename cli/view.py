@@ -38,12 +38,17 @@ def sample(
         None, help="transformer: softmax temperature; 0 is greedy [default: 1]."),
     top_k: Optional[int] = typer.Option(
         None, help="transformer: sample among the k likeliest tokens [default: all]."),
+    top_p: Optional[float] = typer.Option(
+        None, help="transformer: sample among the likeliest tokens whose probabilities sum to "
+                   "at least p (nucleus), after --top-k [default: 1]."),
 ):
     """Generate from the EMA parameters: a PNG grid of one class (digits), or text."""
     if temperature is not None and not 0 <= temperature < float("inf"):
         raise ValueError(f"--temperature must be a number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"--top-k must be a positive integer, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"--top-p must be a number in (0, 1], got {top_p}")
     if (label is None) == (prompt is None):
         raise ValueError("pass --class N (a digits model) or --prompt TEXT (a text model)")
     step = parse_step(step)
@@ -54,7 +59,8 @@ def sample(
     from jaxtrain.training.commands import restored
 
     result = restored.sample(workdir, label, prompt, num, out=out, seed=seed, step=step,
-                             length=length, temperature=temperature, top_k=top_k)
+                             length=length, temperature=temperature, top_k=top_k,
+                             top_p=top_p)
     if prompt is not None and out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result)

@@ -28,7 +28,7 @@ class CharLMFamily(Family):
     """Language model of text; `tokenizer` turns text into tokens and back (encode,
     decode, vocab_size, unit: "char" or "token", token_bytes)."""
 
-    sample_options = ("temperature", "top_k")
+    sample_options = ("temperature", "top_k", "top_p")
 
     def __init__(self, config: TransformerConfig, tokenizer, precision: str = "float32"):
         n = tokenizer.vocab_size
@@ -72,10 +72,10 @@ class CharLMFamily(Family):
                 "bits_per_byte": per_byte}
 
     def sample(self, params, prompt: np.ndarray, rng, length: int = 500, temperature=1.0,
-               top_k=None) -> np.ndarray:
+               top_k=None, top_p=None) -> np.ndarray:
         """`length` tokens following the tokens `prompt` [P] (see decoding.continue_text)."""
         return continue_text(self.model, self.decoder, params, prompt, length, rng,
-                             temperature, top_k)
+                             temperature, top_k, top_p)
 
     def epoch_text(self, params, rng):
         """A continuation of a newline (else of token 0), from a fixed key, so evaluations

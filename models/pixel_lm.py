@@ -54,7 +54,7 @@ class PixelLMFamily(Family):
     """Class-conditional autoregressive model of binarized 28x28 images: a Transformer
     over 2x2 binary patches (the digits task, also Fashion-MNIST and image folders)."""
 
-    sample_options = ("temperature", "top_k")
+    sample_options = ("temperature", "top_k", "top_p")
     # The objective is per token; "nll" is the same per image, comparable with test_loss.
     units = {"train_loss": "nats/token", "train_nll": "nats/image", "test_loss": "nats/image"}
     tokens_per_example = NUM_PATCHES
@@ -104,11 +104,11 @@ class PixelLMFamily(Family):
     def finalize(self, metrics):
         return {**metrics, "bits_per_dim": nats_to_bits_per_dim(metrics["loss"])}
 
-    def sample(self, params, labels, rng, temperature=1.0, top_k=None):
+    def sample(self, params, labels, rng, temperature=1.0, top_k=None, top_p=None):
         """Images [N, 28, 28] in {0, 1} of classes `labels` [N], drawn token by token."""
         first = PATCH_SYMBOLS + jnp.asarray(labels, jnp.int32)  # the class tokens [N]
         tokens = decode_fixed_length(self.decoder, params, first, NUM_PATCHES, rng,
-                                     temperature, top_k)
+                                     temperature, top_k, top_p)
         return np.asarray(tokens_to_image(tokens), np.float32).reshape(-1, 28, 28)
 
     def epoch_images(self, params, rng, preview):

@@ -349,6 +349,8 @@ def test_options_of_the_other_model_are_refused(jaxtrain, straight):
                           "--latent-dim", "vae option")
     assert_one_line_error(jaxtrain("sample", "--class", 1, "--workdir", straight,
                                    "--temperature", 0.5), "--temperature", "vae run")
+    assert_one_line_error(jaxtrain("sample", "--class", 1, "--workdir", straight,
+                                   "--top-p", 0.9), "--top-p", "vae run")
     assert_one_line_error(jaxtrain("sample", "--prompt", "x", "--workdir", straight),
                           "--prompt applies to text models")
 
@@ -397,6 +399,14 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
     proc = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
                     "--temperature", 0, "--out", written, check=True)
     assert written.read_text() == proc.stdout.rstrip("\n") == out.rstrip("\n")
+    # Nucleus sampling after top-k and temperature (within the context: one program to
+    # compile; tests/test_text.py samples past it).
+    nucleus = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 10,
+                       "--temperature", 0.8, "--top-k", 5, "--top-p", 0.9, check=True).stdout
+    assert nucleus.startswith("to be") and len(nucleus.rstrip("\n")) >= 10
+    for p in (0, 1.5):
+        assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--prompt", "to be",
+                                       "--top-p", p), "--top-p must be a number in (0, 1]")
     assert_one_line_error(jaxtrain("sample", "--workdir", straight, "--class", 1),
                           "--class applies to image models")
     assert_one_line_error(jaxtrain("eval", "--workdir", straight, "--samples", 2),

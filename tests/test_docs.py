@@ -161,6 +161,7 @@ def test_every_command_line_in_the_docs_parses():
     "jaxtrain fit --model transformer --latent-dim 8",  # another family's setting
     "jaxtrain fit --preset baby-gpt",  # text needs --data-file
     "jaxtrain sample --class 7 --top-k 0",  # the command's own check
+    "jaxtrain sample --class 7 --top-p 1.5",
     "jaxtrain eval --step newest",
     "jaxtrain resume --epochs x",  # not an integer
 ])

@@ -92,6 +92,24 @@ def test_uniform_model_costs_log_vocab_per_character():
 
 
 @pytest.mark.slow
+def test_top_p_through_the_cached_and_sliding_decoders():
+    """A model whose logits are log([0.5, 0.3, 0.15, 0.05]) at every position (zero
+    weights, that output bias): top_p 0.8 draws tokens 0 and 1 only, 0.625 : 0.375, in
+    the cached scan (8 tokens) and past the context (392); the same options again, with
+    another key, compile nothing."""
+    from jaxtrain.models.decoding import _decode, _slide
+
+    family, params = tiny_family()
+    params = jax.tree.map(jnp.zeros_like, params)
+    params["Dense_0"]["bias"] = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+    out = family.sample(params, np.array([3]), jax.random.PRNGKey(0), 400, top_p=0.8)
+    assert set(out.tolist()) == {0, 1} and abs(np.mean(out == 0) - 0.625) < 0.1  # 4 sd
+    compiled = _decode._cache_size(), _slide._cache_size()
+    family.sample(params, np.array([3]), jax.random.PRNGKey(1), 400, top_p=0.8)
+    assert (_decode._cache_size(), _slide._cache_size()) == compiled
+
+
+@pytest.mark.slow
 def test_generation_past_the_context_is_greedy_and_deterministic():
     family, params = tiny_family()
     prompt = np.array([0, 1, 2], np.int32)

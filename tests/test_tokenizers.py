@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 
 from jaxtrain.training.sources import corpus
 from jaxtrain.training.sources.text import TextSource
@@ -15,7 +16,6 @@ from jaxtrain.training.sources.tokenizer import (
     read_tokenizer_file,
     train_bpe,
 )
-from conftest import assert_one_line_error
 
 PROSE = "Der Bär schläft. The bear sleeps; l'ours dort — 熊が寝ている.\n"
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrain.models.decoding import empty_cache, pick
+from jaxtrain.models.decoding import empty_cache, filtered_logits, pick
 from jaxtrain.models.pixel_lm import (
     PixelLMFamily,
     image_to_tokens,
@@ -167,6 +167,45 @@ def test_pick_greedy_and_top_k():
     assert (draws == jnp.array([1, 0])).all()  # top-1 sampling is greedy
 
 
+P = [0.5, 0.3, 0.15, 0.05]
+
+
+@pytest.mark.parametrize("probs, temperature, top_k, top_p, expected", [
+    (P, 1.0, None, 1.0, P),  # top_p 1 keeps every token
+    (P, 1.0, None, 0.7, [0.625, 0.375, 0, 0]),  # 0.5 < 0.7 <= 0.5 + 0.3
+    (P, 1.0, None, 0.8, [0.625, 0.375, 0, 0]),  # exactly 0.8: the smallest set reaching it
+    (P, 1.0, None, 0.9, [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0]),
+    (P, 1.0, None, 1e-6, [1, 0, 0, 0]),  # a tiny p keeps the likeliest token
+    (P[::-1], 1.0, None, 0.8, [0, 0, 0.375, 0.625]),  # the rank counts, not the position
+    # top-k first: its three renormalized (0.526, 0.316, 0.158) reach 0.82 with two, where
+    # the full distribution would need three (0.5 + 0.3 < 0.82).
+    (P, 1.0, 3, 0.82, [0.625, 0.375, 0, 0]),
+    (P, 1.0, 2, 0.9, [0.625, 0.375, 0, 0]),
+    # temperature first: at 0.5 the probabilities go as p^2 (0.685, 0.247, 0.062, 0.007),
+    # so 0.9 takes two tokens where at temperature 1 it takes three.
+    (P, 0.5, None, 0.9, [0.25 / 0.34, 0.09 / 0.34, 0, 0]),
+    # Ties with the last token kept stay: the result does not depend on the tokens' order.
+    ([0.4, 0.3, 0.3], 1.0, None, 0.5, [0.4, 0.3, 0.3]),
+    ([0.3, 0.4, 0.3], 1.0, None, 0.5, [0.3, 0.4, 0.3]),
+    ([0.3, 0.3, 0.2, 0.2], 1.0, None, 1e-6, [0.5, 0.5, 0, 0]),
+])
+def test_filtered_logits_give_the_hand_computed_distribution(probs, temperature, top_k, top_p,
+                                                            expected):
+    logits = jnp.log(jnp.array([probs, probs[::-1]]))  # [2, K]: each row on its own
+    kept = jax.nn.softmax(filtered_logits(logits, temperature, top_k, top_p), axis=-1)
+    np.testing.assert_allclose(kept, [expected, expected[::-1]], atol=1e-6)
+
+
+def test_jitted_top_p_draws_only_from_the_nucleus_and_compiles_once():
+    sample = jax.jit(pick, static_argnums=(2, 3, 4))
+    logits = jnp.log(jnp.tile(jnp.array(P), (4000, 1)))  # [4000, 4]: 4000 draws in one call
+    draws = np.asarray(sample(logits, jax.random.PRNGKey(0), 1.0, None, 0.8))
+    assert set(draws.tolist()) == {0, 1}
+    assert abs(np.mean(draws == 0) - 0.625) < 0.03  # 4 standard deviations
+    sample(logits, jax.random.PRNGKey(1), 1.0, None, 0.8)
+    assert sample._cache_size() == 1  # a new key, the same options: no recompilation
+
+
 @pytest.mark.slow
 def test_test_binarization_is_fixed_per_example():
     family = PixelLMFamily(TINY)
@@ -188,7 +227,7 @@ def test_sample_gives_binary_images_of_the_right_shape():
     family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=3)
     images = family.sample(params, np.array([0, 7, 7]), jax.random.PRNGKey(0), temperature=1.0,
-                           top_k=4)
+                           top_k=4, top_p=0.9)
     assert images.shape == (3, 28, 28) and set(np.unique(images)) <= {0.0, 1.0}
 
 

@@ -50,8 +50,8 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
     text. `label` is a class for image models (its index, its name for a folder
     dataset, or "all" for one row per class), whose PNG grid is written (its path
     returned); `prompt` a text for text models, whose continuation is returned.
-    `options` (temperature, top_k) go to families that take them; a value given to one
-    that does not is an error."""
+    `options` (temperature, top_k, top_p) go to families that take them; a value given
+    to one that does not is an error."""
     restored = checkpoint.restore(workdir, step)
     config, params = restored.config, restored.state.ema_params
     family = config.family()

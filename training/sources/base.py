@@ -3,8 +3,8 @@
 Two sources keep the contract: images (training/sources/images.py: an MNIST-family
 dataset in torchvision's layout, or a folder of your own images through
 training/sources/folder.py) and text (training/sources/text.py: windows of a tokenized
-file or folder). Batches are dicts of numpy arrays, addressed by global step so that a resumed run reads
-exactly the batches of the uninterrupted one.
+file or folder). Batches are dicts of numpy arrays, addressed by global step so that a
+resumed run reads exactly the batches of the uninterrupted one.
 """
 
 from typing import Any, Iterator, Protocol, runtime_checkable
