@@ -9,6 +9,7 @@ layer, Block_0, Block_1, ..., whether the run stacked them for nn.scan or not.
 """
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -24,9 +25,8 @@ FORMAT = "jaxtrain.export/1"
 def tensors(params) -> dict[str, np.ndarray]:
     """{path: float32 contiguous array} of a parameter tree; the Transformer's stacked
     blocks as Block_0, Block_1, ... (models/transformer.py:relayout)."""
-    if any(k == "Blocks" or k.startswith("Block_") for k in params):
-        params = relayout(params, scan_layers=False)
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    leaves = jax.tree_util.tree_flatten_with_path(
+        jax.device_get(relayout(params, scan_layers=False)))[0]  # (other trees: as they are)
     return {param_path(path): np.ascontiguousarray(leaf, np.float32) for path, leaf in leaves}
 
 
@@ -51,7 +51,7 @@ def export(workdir, step=None, out=None) -> tuple[Path, dict[str, str]]:
     """Writes the EMA parameters of checkpoint `step` (latest by default; "best") of the
     run in `workdir` to `out` [default: <workdir>/model.safetensors]; returns (the path,
     its metadata)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     restored = checkpoint.restore(workdir, step)
     out = Path(out) if out is not None else Path(workdir) / "model.safetensors"
@@ -60,7 +60,11 @@ def export(workdir, step=None, out=None) -> tuple[Path, dict[str, str]]:
                          f"{out / 'model.safetensors'}")
     meta = metadata(restored.config, restored.step)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors(restored.state.ema_params), str(out), metadata=meta)
+    # Written whole then renamed, so an interrupted export leaves no half file; through
+    # Python, so the file gets the umask's permissions (save_file makes it owner-only).
+    partial = out.with_name(f"{out.name}.partial")
+    partial.write_bytes(save(tensors(restored.state.ema_params), metadata=meta))
+    os.replace(partial, out)
     return out, meta
 
 
