@@ -173,6 +173,42 @@ def test_export_without_a_checkpoint_is_one_line(tmp_path, jaxtrain):
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_out_that_is_a_folder_is_one_line(tmp_path, jaxtrain, monkeypatch):
+    monkeypatch.setattr(checkpoint, "restore", lambda *_: _restored_stub())
+    (tmp_path / "folder").mkdir()
+    assert_one_line_error(jaxtrain("export", "--workdir", tmp_path, "--out",
+                                   tmp_path / "folder"), "is a folder")
+
+
+def _restored_stub():
+    config = RunConfig.from_dict({"model": "vae", "model_config": {},
+                                  "data": {"dataset": "mnist"}, "train": {}})
+    return checkpoint.Restored(1, config, {}, None, [])
+
+
+def test_a_bpe_runs_tokenizer_goes_in_the_metadata():
+    """A text run's tokenizer JSON (config.data.tokenizer_json, BPE runs) is written as
+    `tokenizer`; a character run has `vocab` and no `tokenizer`."""
+    run = RunConfig.from_dict({
+        "model": "transformer", "model_config": {"vocab_size": 3, "output_size": 3},
+        "data": {"dataset": "text", "data_file": "t.txt", "vocab": "abc"},
+        "train": {"steps": 2, "epochs": None}})
+    meta = export.metadata(run, 2)
+    assert meta["vocab"] == "abc" and "tokenizer" not in meta and meta["task"] == "text"
+
+    class BPEData:  # the field a BPE run's DataConfig carries
+        is_text, vocab, tokenizer_json = True, None, '{"model": {"type": "BPE"}}'
+
+    class BPERun:
+        model, task, data = "transformer", "text", BPEData()
+
+        def to_dict(self):
+            return run.to_dict()
+
+    meta = export.metadata(BPERun(), 2)
+    assert meta["tokenizer"] == BPEData.tokenizer_json and "vocab" not in meta
+
+
 def test_a_file_that_is_not_an_export_is_refused(tmp_path):
     from safetensors.numpy import save_file
 
