@@ -1,8 +1,8 @@
 """The `jaxtrain` command line: options in, a validated config out, a command called.
 
 The commands live in cli/train.py (fit, resume), cli/view.py (sample, eval, plot, runs,
-presets) and cli/judge.py (judge). Every user error ends as one line on stderr and a
-non-zero exit code, without a traceback.
+presets), cli/judge.py (judge) and cli/export.py (export). Every user error ends as one
+line on stderr and a non-zero exit code, without a traceback.
 """
 
 import atexit
@@ -12,7 +12,7 @@ import threading
 
 import typer
 
-from jaxtrain.cli import judge, train, view  # noqa: F401 (registers the commands)
+from jaxtrain.cli import export, judge, train, view  # noqa: F401 (registers the commands)
 from jaxtrain.cli.app import app
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from jaxtrain.cli import judge, train, view
+from jaxtrain.cli import export, judge, train, view
 from jaxtrain.cli.main import app
 from jaxtrain.training.settings import files
 
@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # The commands that only parse their options before they start JAX; the others (plot,
 # runs, presets) would read this machine's runs, so only their parsing is checked.
-VALIDATED = {"fit": train, "resume": train, "sample": view, "eval": view, "judge": judge}
+VALIDATED = {"fit": train, "resume": train, "sample": view, "eval": view, "judge": judge,
+             "export": export}
 SHELL_ENDS = {">", ">>", "|", "&", "&&", ";", "2>&1"}
 
 
