@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error
 
+from jaxtrain.training.commands import export
 from jaxtrain.training.sources import corpus
 from jaxtrain.training.sources.text import TextSource
 from jaxtrain.training.sources.tokenizer import (
@@ -164,6 +165,8 @@ def test_bpe_run_resumes_samples_evaluates_and_fine_tunes(tmp_path, folder, jaxt
     jaxtrain("fit", "--data-file", folder / "a.txt", "--init-from", run, *TEXT_TINY, "--workdir",
              tuned, check=True)
     assert (tuned / "tokenizer.json").read_text() == saved
+    jaxtrain("export", "--workdir", run, "--out", tmp_path / "bpe.safetensors", check=True)
+    assert export.read(tmp_path / "bpe.safetensors")[1]["tokenizer"] == saved
     rows = json.loads(jaxtrain("runs", tmp_path, "--json").stdout)
     assert len(rows) == 3
     assert {r["unit"] for r in rows} == {"nats/token"}
