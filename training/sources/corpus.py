@@ -205,8 +205,7 @@ def _write(folder: Path, train, val, tokenizer, progress: bool, data_file) -> No
         counts = {}
         for name, part_list in (("train", train), ("val", val)):
             with open(tmp / f"{name}.bin", "wb") as out:
-                counts[name] = sum(_tokenize(part, tokenizer, out, dtype, bar)
-                                   for part in part_list)
+                counts[name] = _tokenize(part_list, tokenizer, out, dtype, bar)
         seconds = time.perf_counter() - start
         bar.close(seconds)
         meta = {"dtype": np.dtype(dtype).name, "train_tokens": counts["train"],
@@ -223,24 +222,27 @@ def _write(folder: Path, train, val, tokenizer, progress: bool, data_file) -> No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _tokenize(part: Part, tokenizer, out, dtype, bar, batch: int = 16) -> int:
-    """Writes the part's tokens to `out`; returns how many. A BPE encodes `batch` pieces
-    at a time, in parallel."""
-    n, group = 0, []
+def _tokenize(part_list: list[Part], tokenizer, out, dtype, bar, batch: int = 8 << 20) -> int:
+    """Writes the parts' tokens to `out`; returns how many. Pieces are encoded in groups
+    of about `batch` bytes, a BPE's in parallel (a folder of small files encodes as fast
+    as one big file)."""
+    n, group, size = 0, [], 0
+    many = getattr(tokenizer, "encode_many", None)
 
     def flush():
-        nonlocal n, group
-        many = getattr(tokenizer, "encode_many", None)
+        nonlocal n, group, size
         for ids in many(group) if many else [tokenizer.encode(t) for t in group]:
             ids.astype(dtype).tofile(out)
             n += len(ids)
-        bar.update(sum(len(t.encode("utf-8")) for t in group))
-        group = []
+        bar.update(size)
+        group, size = [], 0
 
-    for text in pieces(part):
-        group.append(text)
-        if len(group) == batch:
-            flush()
+    for part in part_list:
+        for text in pieces(part):
+            group.append(text)
+            size += len(text.encode("utf-8"))
+            if size >= batch:
+                flush()
     if group:
         flush()
     return n

@@ -9,6 +9,7 @@ of the validation text (training/sources/text.py) are its nats over those bytes.
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -58,17 +59,67 @@ class HFTokenizer:
         self.hf = Tokenizer.from_str(tokenizer_json)
         self.vocab_size = self.hf.get_vocab_size()
         self.token_bytes = _token_bytes(self.hf)
+        self._fast = None  # tiktoken's twin of a GPT-2-style BPE, made at first use
 
     def encode(self, text: str) -> np.ndarray:
         return np.array(self.hf.encode(text, add_special_tokens=False).ids, np.int32)
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
-        """Each text's tokens; the texts are encoded in parallel (Rust threads)."""
+        """Each text's tokens, the texts encoded in parallel: by tiktoken where it is this
+        tokenizer's exact twin (a byte-level BPE as GPT-2's: 3x faster, 26 against 8.6
+        MB/s on 2 cores), else by `tokenizers` (Rust threads both)."""
+        if self._fast is None:
+            self._fast = _tiktoken_twin(self.hf, texts[0][:1 << 16]) or False
+        if self._fast:
+            return [np.array(ids, np.int32)
+                    for ids in self._fast.encode_ordinary_batch(texts, num_threads=THREADS)]
         return [np.array(e.ids, np.int32)
-                for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+                for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
 
     def decode(self, tokens) -> str:
         return self.hf.decode([int(t) for t in tokens], skip_special_tokens=False)
+
+
+THREADS = os.cpu_count() or 1
+# The pre-tokenizer of `tokenizers`' ByteLevel (use_regex) and of GPT-2, in tiktoken's words.
+GPT2_SPLIT = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|"""
+              r"""\s+""")
+
+
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's spelling of bytes as characters (a byte-level BPE's alphabet), inverted."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in kept]
+    return {**{chr(b): b for b in kept}, **{chr(256 + i): b for i, b in enumerate(moved)}}
+
+
+def _tiktoken_twin(hf, sample: str):
+    """A tiktoken Encoding that tokenizes exactly as `hf`, or None. tiktoken merges the
+    pair whose bytes rank lowest; a BPE trained by `tokenizers` (or GPT-2's) numbers its
+    merged tokens in merge order, so its ids are those ranks. Only a plain byte-level BPE
+    (no normalizer, GPT-2's split, no prefix space) qualifies, and the two must agree on
+    `sample`."""
+    spec = json.loads(hf.to_str())
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    if (model.get("type") != "BPE" or spec.get("normalizer") or pre.get("type") != "ByteLevel"
+            or pre.get("add_prefix_space") or not pre.get("use_regex", True)
+            or model.get("dropout") or model.get("continuing_subword_prefix")
+            or model.get("end_of_word_suffix") or model.get("ignore_merges")):
+        return None
+    try:
+        import tiktoken
+
+        byte_of = _byte_of_char()
+        vocab = hf.get_vocab(with_added_tokens=False)
+        ranks = {bytes(byte_of[c] for c in token): i for token, i in vocab.items()
+                 if all(c in byte_of for c in token)}
+        fast = tiktoken.Encoding("jaxtrain", pat_str=GPT2_SPLIT, mergeable_ranks=ranks,
+                                 special_tokens={})
+        same = fast.encode_ordinary(sample) == hf.encode(sample, add_special_tokens=False).ids
+    except (ImportError, ValueError, KeyError):
+        return None
+    return fast if same else None
 
 
 def _token_bytes(hf) -> np.ndarray:
