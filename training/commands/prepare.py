@@ -22,8 +22,8 @@ from jaxtrain.training.engine.steps import (
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DEFAULT_BPE_VOCAB, RunConfig
 from jaxtrain.training.sources.base import open_source
-from jaxtrain.training.sources.corpus import characters, training_text
-from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, read_tokenizer_file, train_bpe
+from jaxtrain.training.sources.corpus import characters, trained_bpe
+from jaxtrain.training.sources.tokenizer import read_tokenizer_file
 
 
 def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
@@ -48,9 +48,8 @@ def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
     elif data.tokenizer == "char":
         data = dataclasses.replace(data, vocab=characters(data.data_file, data.val_file))
     elif data.tokenizer == "bpe":
-        text = training_text(data.data_file, data.val_file, BPE_TRAIN_BYTES)
-        data = dataclasses.replace(data, tokenizer_json=train_bpe(
-            text, data.vocab_size or DEFAULT_BPE_VOCAB))
+        data = dataclasses.replace(data, tokenizer_json=trained_bpe(
+            data.data_file, data.vocab_size or DEFAULT_BPE_VOCAB, data.val_file))
     else:
         data = dataclasses.replace(data, tokenizer=str(Path(data.tokenizer).absolute()),
                                    tokenizer_json=read_tokenizer_file(data.tokenizer))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxtrain.training.settings.config import default_data_dir
+from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, train_bpe
 
 TRAIN_FRACTION = 0.9
 PIECE = 1 << 20  # bytes of text a piece (cut at the last line end inside)
@@ -59,18 +60,17 @@ def _chars_before(data: np.ndarray) -> np.ndarray:
 
 def split_at(path: Path, fraction: float) -> int:
     """The byte offset of character int(n * fraction) of the file's n characters (the
-    character split of the whole text, found without decoding it)."""
+    character split of the whole text), found in 1 MB blocks without decoding it."""
     size = path.stat().st_size
     if size == 0:
         return 0
     data = np.memmap(path, np.uint8, mode="r")
-    block = 64 << 20
-    counts = [int(np.count_nonzero(_chars_before(data[i:i + block])))
-              for i in range(0, size, block)]
+    starts = range(0, size, PIECE)
+    counts = [int(np.count_nonzero(_chars_before(data[i:i + PIECE]))) for i in starts]
     k = int(sum(counts) * fraction)  # characters before the split
-    for i, n in zip(range(0, size, block), counts):
+    for i, n in zip(starts, counts):
         if k < n:
-            return i + int(np.flatnonzero(_chars_before(data[i:i + block]))[k])
+            return i + int(np.flatnonzero(_chars_before(data[i:i + PIECE]))[k])
         k -= n
     return size
 
@@ -180,6 +180,26 @@ def tokens(data_file, tokenizer, val_file=None, progress: bool = True) -> Tokens
     meta = json.loads((folder / "meta.json").read_text())
     dtype = np.dtype(meta["dtype"])
     return Tokens(*(_open(folder / f"{name}.bin", dtype) for name in ("train", "val")), folder)
+
+
+def trained_bpe(data_file, vocab_size: int, val_file=None) -> str:
+    """A byte-level BPE learned from the corpus's training text (its first
+    BPE_TRAIN_BYTES), as JSON, kept in the cache beside the tokens: a second run on the
+    same sources trains none."""
+    from tokenizers import __version__ as version
+
+    spec = {"format": FORMAT, "train": _fingerprint(parts(data_file, val_file)[0]),
+            "vocab_size": vocab_size, "bytes": BPE_TRAIN_BYTES, "tokenizers": version}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_folder() / f"bpe-{key}.json"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    made = train_bpe(training_text(data_file, val_file, BPE_TRAIN_BYTES), vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(made, encoding="utf-8")
+    tmp.replace(path)  # atomic: a reader sees the whole file or none
+    return made
 
 
 def _open(path: Path, dtype) -> np.ndarray:
