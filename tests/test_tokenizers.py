@@ -9,6 +9,7 @@ import pytest
 from conftest import assert_one_line_error
 
 from jaxtrain.training.commands import export
+from jaxtrain.training.settings.config import DataConfig
 from jaxtrain.training.sources import corpus
 from jaxtrain.training.sources.text import TextSource
 from jaxtrain.training.sources.tokenizer import (
@@ -148,6 +149,14 @@ def test_a_tokenizer_file_that_does_not_load_is_one_line(tmp_path):
     good.write_text(train_bpe(["hello world\n" * 20], 270))
     loaded = HFTokenizer(read_tokenizer_file(good))
     assert loaded.decode(loaded.encode("hello, wörld")) == "hello, wörld"
+
+
+def test_runs_saved_before_tokenizers_load_as_char():
+    saved = {"dataset": "text", "data_dir": "d", "download": True, "data_file": "t.txt",
+             "test_fraction": 0.1, "vocab": "ab\n", "class_names": None}  # 2026-11-30's keys
+    data = DataConfig(**saved)
+    assert data.tokenizer == "char" and data.tokenizer_json is None
+    assert data.text_tokenizer().decode(data.text_tokenizer().encode("ba\n")) == "ba\n"
 
 
 TEXT_TINY = ["--model", "transformer", "--dataset", "text", "--layers", "1", "--d-model", "16",
