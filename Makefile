@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DIR := checkpoints/demo
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install install-gpu demo test test-fast lint docs data bench gpu-carry clean
+.PHONY: install install-gpu demo test test-fast lint docs dist data bench gpu-carry clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,12 @@ $(VENV)/.installed: pyproject.toml
 # JAX's CUDA 13 build on top (the [cuda] extra), for a machine with an NVIDIA GPU.
 install-gpu: install
 	$(BIN)/python -m pip install --quiet -e '.[test,docs,cuda]'
+
+# The sdist and the wheel in dist/, built with this environment's setuptools (offline);
+# `pip install dist/jaxtrain-*.whl` installs jaxtrain anywhere (docs/getting-started.md).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 # Fashion-MNIST from Debian's package: real data that needs no download at run time.
 data:
@@ -62,4 +68,4 @@ gpu-carry: install data
 	cp /usr/share/datasets/fashion-mnist/*.gz .gpu-carry/fashion-mnist/
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache site
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache site
