@@ -13,12 +13,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,wandb]'
 	touch $@
 
 # JAX's CUDA 13 build on top (the [cuda] extra), for a machine with an NVIDIA GPU.
 install-gpu: install
-	$(BIN)/python -m pip install --quiet -e '.[test,docs,cuda]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,wandb,cuda]'
 
 # Fashion-MNIST from Debian's package: real data that needs no download at run time.
 data:
