@@ -101,8 +101,9 @@ class WandB(Callback):
             tags=list(train.wandb_tags or ()), config=self.config.to_dict(),
             dir=str(loop.workdir), mode=train.wandb_mode, id=run_id,
             resume="allow" if run_id else None,
-            # The console stays the terminal's: no wrapping of stdout/stderr.
-            settings=wandb.Settings(console="off"))
+            # The console stays the terminal's (no wrapping of stdout and stderr), and
+            # wandb says only what matters (the done line names `wandb sync`).
+            settings=wandb.Settings(console="off", quiet=True))
         id_file.write_text(self.run.id + "\n")
 
     def on_log(self, loop, metrics):
