@@ -39,7 +39,9 @@ def config_fields() -> dict:
 SECTION_PANELS = {"data": "Data", "model_config": "Model"}
 TRAIN_PANELS = {"eval_every": "Evaluation", "keep": "Evaluation", "patience": "Evaluation",
                 "final_eval": "Evaluation", "init_from": "Fine-tuning",
-                "init_step": "Fine-tuning", "freeze": "Fine-tuning", "log_every": "Output"}
+                "init_step": "Fine-tuning", "freeze": "Fine-tuning", "log_every": "Output",
+                **{name: "Output" for name in ("wandb", "wandb_project", "wandb_name",
+                                               "wandb_group", "wandb_tags", "wandb_mode")}}
 
 
 def on_off(value: bool) -> str:

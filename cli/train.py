@@ -139,9 +139,9 @@ def fit(**options):
     extras = commands.Extras(options["stop_at_epoch"], options["devices"],
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
-    commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
-                 warmup_given=sets(layers, "train", "warmup_steps"))
-    _done(workdir, options["tensorboard"])
+    run = commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
+                       warmup_given=sets(layers, "train", "warmup_steps"))
+    _done(workdir, options["tensorboard"], run.config.train)
 
 
 def source_architecture(init_from):
@@ -170,12 +170,15 @@ def source_architecture(init_from):
 app.command(cls=PanelCommand, epilog=FIT_EXAMPLES)(with_signature(fit, COMMAND_OPTIONS))
 
 
-def _done(workdir: Path, tensorboard: bool):
+def _done(workdir: Path, tensorboard: bool, train):
     curves = workdir / "curves.png"  # drawn once the run has two evaluations
+    offline = train.wandb and train.wandb_mode == "offline"
     print(f"done: checkpoints in {workdir / 'checkpoints'}, metrics in "
           f"{workdir / 'metrics.jsonl'}"
           + (f", curves in {curves}" if curves.exists() else "")
-          + (f"; `tensorboard --logdir {workdir}` shows the run" if tensorboard else ""),
+          + (f"; `tensorboard --logdir {workdir}` shows the run" if tensorboard else "")
+          + (f"; `wandb sync {workdir / 'wandb'}/offline-run-*` uploads it to W&B"
+             if offline else ""),
           file=sys.stderr)
 
 
@@ -203,6 +206,10 @@ def resume(
     tensorboard: bool = typer.Option(True, show_default=False,
                                      help="Write TensorBoard event files into <workdir>/tb/. "
                                           + on_off(True)),
+    wandb: Optional[bool] = typer.Option(
+        None, "--wandb/--no-wandb", show_default=False,
+        help="Log to Weights & Biases, continuing the run's W&B run, or stop logging there "
+             "[default: as the run was started]"),
 ):
     """Continue a run from its latest checkpoint, with its saved settings."""
     for flag, value in (("--epochs", epochs), ("--steps", steps),
@@ -214,7 +221,7 @@ def resume(
     extras = commands.Extras(stop_at_epoch, devices, parse_profile_steps(profile_steps),
                              check_peak(peak_gflops), tensorboard)
     overrides = {"epochs": epochs, "steps": steps, "lr": lr, "grad_clip": grad_clip,
-                 "patience": patience}
-    commands.resume(workdir, overrides, data_dir=data_dir and data_dir.absolute(),
-                    data_file=data_file and data_file.absolute(), extras=extras)
-    _done(workdir, tensorboard)
+                 "patience": patience, "wandb": wandb}
+    run = commands.resume(workdir, overrides, data_dir=data_dir and data_dir.absolute(),
+                          data_file=data_file and data_file.absolute(), extras=extras)
+    _done(workdir, tensorboard, run.config.train)

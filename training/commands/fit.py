@@ -27,7 +27,14 @@ from jaxtrain.training.engine.startup import StartCosts, Startup
 from jaxtrain.training.host.signals import GUARD
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir import workdir as workdirs
-from jaxtrain.training.rundir.writers import Console, Curves, Jsonl, TensorBoard
+from jaxtrain.training.rundir.writers import (
+    Console,
+    Curves,
+    Jsonl,
+    TensorBoard,
+    WandB,
+    check_wandb,
+)
 from jaxtrain.training.settings.config import RunConfig, with_family_warmup
 from jaxtrain.training.settings.files import to_toml
 from jaxtrain.training.sources.base import import_data_modules, open_source
@@ -64,7 +71,8 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
                 f"{'cached' if cached else 'measured once and cached'})")
     loop = Loop(run, workdir, state, source, start, end, dict(position or {}), peak_gflops=peak)
     callbacks = [Announce(start, end, workdir), Progress(), NonFinite(manager),
-                 EarlyStopping(run.config.train.patience), Samples(extras.tensorboard),
+                 EarlyStopping(run.config.train.patience),
+                 Samples(text=extras.tensorboard or run.config.train.wandb),
                  Checkpoint(manager)]
     if startup is not None:  # a command's, whose start the first record tells
         callbacks.insert(1, StartCosts(startup))
@@ -72,6 +80,8 @@ def train(run: Run, workdir: Path, state, source, start=0, stop_at_step=None,
         callbacks += [Console(), Jsonl(), Curves()]
         if extras.tensorboard:
             callbacks.append(TensorBoard(to_toml(run.config)))
+        if run.config.train.wandb:
+            callbacks.append(WandB(run.config))
     if extras.profile_steps:
         callbacks.insert(0, Profile(*extras.profile_steps))
     try:
@@ -120,6 +130,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
         raise ValueError(f"{workdir} already holds a run: continue it with `jaxtrain "
                          f"resume --workdir {workdir}`, or pass --overwrite to start over")
     # Taken before anything is read or cleared: a run being written is refused at once.
+    if config.train.wandb and is_primary():  # before the data's seconds, not after
+        check_wandb()
     lock = workdirs.Lock(workdir) if workdir.is_dir() and is_primary() else None
     try:
         # Device and batch errors come before the data's imports (seconds).
@@ -189,6 +201,8 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
         if "steps" in overrides and config.train.steps is None:
             raise ValueError("this run is measured in epochs: pass --epochs N, not --steps")
         config = with_data(config, data_dir, data_file, **overrides)
+        if config.train.wandb and is_primary():
+            check_wandb()
         run = Run(config, position["steps_per_epoch"], extras.devices)
         step = position["step"]
         if position.get("stopped_early"):

@@ -15,7 +15,7 @@ LOCK = ".lock"
 # What a run writes (removed by --overwrite); anything else a user keeps there stays.
 RUN_FILES = ("metrics.jsonl", "config.toml", "tokenizer.json", "curves.png",
              "*_epoch[0-9][0-9][0-9].png", "*_step[0-9]*.png")
-RUN_FOLDERS = (CHECKPOINTS, "broken-checkpoints", "tb", "profile")
+RUN_FOLDERS = (CHECKPOINTS, "broken-checkpoints", "tb", "wandb", "profile")
 
 
 class WorkdirInUse(ValueError):

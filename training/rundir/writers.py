@@ -1,7 +1,10 @@
-"""Writers of the run's record: metrics.jsonl, TensorBoard event files, curves.png and
-the console line. Each is a loop callback (training/engine/loop.py), primary process only.
+"""Writers of the run's record: metrics.jsonl, TensorBoard event files, a Weights &
+Biases run, curves.png and the console line. Each is a loop callback
+(training/engine/loop.py), primary process only.
 """
 
+import html
+import importlib.util
 import json
 import sys
 import time
@@ -70,6 +73,79 @@ class TensorBoard(Callback):
     def on_end(self, loop):
         if self.writer is not None:
             self.writer.close()
+
+
+class WandB(Callback):
+    """A Weights & Biases run under <workdir>/wandb/ (`--wandb`), fed what TensorBoard
+    gets, at the same steps and under the same tags: train metrics at each log; test
+    metrics, speed, the grids and (text runs) a generated text at each evaluation; the
+    resolved config as the run's config. Its id is kept in <workdir>/wandb/run_id, so a
+    resumed run continues the same W&B run. Finished at the loop's end; a process killed
+    (os._exit after a second signal, kill -9) may lose its last records, as TensorBoard
+    does."""
+
+    def __init__(self, config):
+        self.config, self.run = config, None
+
+    def on_start(self, loop):
+        wandb = import_wandb()
+        folder = loop.workdir / WANDB
+        folder.mkdir(exist_ok=True)
+        id_file = folder / "run_id"
+        # A resumed run (start > 0) continues its W&B run; a new one (fit) starts its own.
+        run_id = id_file.read_text().strip() if loop.start and id_file.exists() else None
+        train = self.config.train
+        self.run = wandb.init(
+            project=train.wandb_project, group=train.wandb_group,
+            name=train.wandb_name or loop.workdir.absolute().name,
+            tags=list(train.wandb_tags or ()), config=self.config.to_dict(),
+            dir=str(loop.workdir), mode=train.wandb_mode, id=run_id,
+            resume="allow" if run_id else None,
+            # The console stays the terminal's (no wrapping of stdout and stderr), and
+            # wandb says only what matters (the done line names `wandb sync`).
+            settings=wandb.Settings(console="off", quiet=True))
+        id_file.write_text(self.run.id + "\n")
+
+    def on_log(self, loop, metrics):
+        self.run.log({tag(k): v for k, v in metrics.items()}, step=loop.step)
+
+    def on_record(self, loop, record):
+        import wandb
+
+        row = {tag(k): v for k, v in record.items()
+               if k in METRICS and METRICS[k].group in ("test", "speed")}
+        for name, grid in loop.artifacts.get("images", {}).items():
+            row[name] = wandb.Image(grid)
+        if "text" in loop.artifacts:
+            row["sample"] = wandb.Html(f"<pre>{html.escape(loop.artifacts['text'])}</pre>")
+        self.run.log(row, step=loop.step)
+
+    def on_end(self, loop):
+        if self.run is not None:
+            import wandb
+
+            self.run.finish()
+            self.run = None
+            # Ends wandb's service process, which writes the .wandb file out only then.
+            wandb.teardown()
+
+
+WANDB = "wandb"  # <workdir>/wandb/: wandb's own folder, with our run_id
+MISSING_WANDB = "--wandb needs the wandb package: pip install -e '.[wandb]'"
+
+
+def check_wandb() -> None:
+    """A one-line ValueError where wandb is not installed, without importing it (slow)."""
+    if importlib.util.find_spec("wandb") is None:
+        raise ValueError(MISSING_WANDB)
+
+
+def import_wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError(MISSING_WANDB) from None
+    return wandb
 
 
 def _summary_writer_class():

@@ -26,6 +26,7 @@ FAMILIES = {("vae", "images"): "vae:VAEFamily",
 DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
 PRECISION_NAMES = ("float32", "bf16")
+WANDB_MODES = ("offline", "online")  # see TrainConfig.wandb_mode
 # --tokenizer: char, bpe, or a tokenizers .json file (training/sources/tokenizer.py). A
 # byte-level BPE's first BYTES tokens are the bytes, so any text is encodable.
 BYTES = 256
@@ -186,6 +187,18 @@ class TrainConfig:
         None, "Keep the matching parameters fixed, comma-separated patterns matched on "
         "parameter paths (encoder, decoder, embed, Block_0, Block_[0-1]; `fit "
         "--list-params` shows them).")
+    wandb: bool = setting(
+        False, "Log the run to Weights & Biases too, into <workdir>/wandb/: the scalars, "
+        "image grids, text samples and config TensorBoard gets (the optional extra: pip "
+        "install -e '.[wandb]').")
+    wandb_project: str = setting("jaxtrain", "W&B: the project of the run.")
+    wandb_name: str | None = setting(None, "W&B: the run's name.", shown="the workdir's name")
+    wandb_group: str | None = setting(None, "W&B: the group of the run (e.g. a sweep's).")
+    wandb_tags: tuple[str, ...] | None = setting(None, "W&B: the run's tags, comma-separated.")
+    wandb_mode: str = setting(
+        "offline", "W&B: offline (written under <workdir>/wandb/ only, no network; upload "
+        "later with `wandb sync <workdir>/wandb/offline-run-*`) or online (needs `wandb "
+        "login`).", choices=WANDB_MODES)
 
     def __post_init__(self):
         if (self.epochs is None) == (self.steps is None):
@@ -201,7 +214,7 @@ class TrainConfig:
                                             f"{self.init_step!r}")
         if self.init_step is not None and self.init_from is None:
             raise SettingError("init_step", "goes with --init-from WORKDIR")
-        for name in ("freeze", "final_eval"):
+        for name in ("freeze", "final_eval", "wandb_tags"):
             if isinstance(getattr(self, name), list):  # from JSON or TOML
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         self.final_eval_options()  # raises on a bad entry
