@@ -10,6 +10,7 @@ of the validation text (training/sources/text.py) are its nats over those bytes.
 import functools
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,7 @@ class HFTokenizer:
         self.vocab_size = self.hf.get_vocab_size()
         self.token_bytes = _token_bytes(self.hf)
         self._fast = None  # tiktoken's twin of a GPT-2-style BPE, made at first use
+        self._pool = None  # its threads (tiktoken's Rust core runs without the GIL)
 
     def encode(self, text: str) -> np.ndarray:
         return np.array(self.hf.encode(text, add_special_tokens=False).ids, np.int32)
@@ -70,9 +72,10 @@ class HFTokenizer:
         MB/s on 2 cores), else by `tokenizers` (Rust threads both)."""
         if self._fast is None:
             self._fast = _tiktoken_twin(self.hf, texts[0][:1 << 16]) or False
-        if self._fast:
-            return [np.array(ids, np.int32)
-                    for ids in self._fast.encode_ordinary_batch(texts, num_threads=THREADS)]
+        if self._fast:  # straight into numpy arrays: no list of Python ints
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(THREADS)
+            return list(self._pool.map(self._fast.encode_to_numpy, texts))
         return [np.array(e.ids, np.int32)
                 for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
 
