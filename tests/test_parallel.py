@@ -4,6 +4,8 @@ bitwise: the gradient is summed in a different order when the batch is split."""
 
 import os
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -178,6 +180,28 @@ def test_two_slurm_tasks_train_like_one_device(tmp_path, data_dir, one_device):
     print(f"two Slurm tasks, fit and resume: {time.perf_counter() - began:.1f} s")
     print([(r["step"], r["train_loss"], r["test_loss"]) for r in records(tmp_path)])
     assert_close_runs(one_device, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_slurm_task_at_one_step_and_saves(tmp_path, data_dir):
+    """Slurm's preemption or time limit: SIGTERM to every task. JAX's preemption notifier
+    holds SIGTERM in a multi-process run; all processes stop after the same call, save
+    it and exit as one process does (143, the line that says how to resume)."""
+    job_id = free_slurm_job_id()
+    procs = [popen("fit", "--data-dir", data_dir, "--workdir", tmp_path, "--epochs", 400, *TINY,
+                   env=slurm_task(i, job_id)) for i in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "metrics.jsonl").exists() and time.monotonic() < deadline \
+            and all(p.poll() is None for p in procs):
+        time.sleep(0.2)  # the first evaluation (step 8) is written: training is under way
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    ends = [p.communicate(timeout=120)[1].strip().splitlines()[-1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], ends
+    saved = re.fullmatch(r"SIGTERM: saved step (\d+)/3200 \(epoch [\d.]+/400\) in \S+; "
+                         r"continue with: jaxtrain resume --workdir \S+", ends[0])
+    assert saved and ends[1] == ends[0], ends
+    assert int(checkpoint.restore(tmp_path).state.step) == int(saved[1]) > 8
 
 
 @pytest.mark.slow
