@@ -242,8 +242,9 @@ def test_cluster_detection(no_cluster):
                         ("JAX_PROCESS_ID", "1")):
         no_cluster.setenv(name, value)
     assert detect_cluster() == "JAX_* variables"  # explicit wins
-    no_cluster.setenv("JOB_COMPLETION_INDEX", "1")  # Kubeflow Trainer's JAX runtime: a
-    no_cluster.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # JobSet, and the variables
+    # Kubeflow Trainer's JAX runtime: a JobSet's pod, with the three variables set
+    no_cluster.setenv("JOB_COMPLETION_INDEX", "1")
+    no_cluster.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     assert detect_cluster() == "JAX_* variables"
 
 

@@ -58,7 +58,8 @@ def detect_cluster() -> str | None:
         if missing:
             raise ValueError(f"a multi-process run needs all of {', '.join(DISTRIBUTED_ENV)}; "
                              f"{', '.join(missing)} not set")
-        _number("JAX_NUM_PROCESSES"), _number("JAX_PROCESS_ID")
+        for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+            _number(name)
         return "JAX_* variables"
     if env.get("SLURM_NTASKS") and _number("SLURM_NTASKS") > 1:
         missing = [name for name in SLURM_ENV if not env.get(name)]
