@@ -197,7 +197,8 @@ def cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
-def popen(*args, env=None) -> subprocess.Popen:
+def popen(*args, env=None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "jaxtrain.cli.main", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            **kwargs)

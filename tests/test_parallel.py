@@ -3,14 +3,28 @@ between device counts. Losses agree to rtol 1e-5 and parameters to atol 1e-5, no
 bitwise: the gradient is summed in a different order when the batch is split."""
 
 import os
+import random
+import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, cli, fit_args, popen, records
+from conftest import (
+    TINY,
+    assert_ends_in_one_error_line,
+    assert_one_line_error,
+    cli,
+    fit_args,
+    popen,
+    records,
+)
 
-from jaxtrain.training.engine.parallel import DataParallel, initialize_distributed
+from jaxtrain.training.engine.parallel import DataParallel, detect_cluster, initialize_distributed
 from jaxtrain.training.rundir import checkpoint
 
 TWO_DEVICES = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
@@ -117,3 +131,150 @@ def test_distributed_start_needs_all_three_variables(monkeypatch):
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1234")
     with pytest.raises(ValueError, match="JAX_NUM_PROCESSES, JAX_PROCESS_ID not set"):
         initialize_distributed()
+
+
+# What `srun -n 2` on one node sets in each task (those JAX reads and a few around them).
+def slurm_task(task: int, job_id: int, tasks: int = 2) -> dict:
+    return {"SLURM_JOB_ID": str(job_id), "SLURM_JOB_NODELIST": "localhost",
+            "SLURM_STEP_NODELIST": "localhost", "SLURM_NNODES": "1",
+            "SLURM_STEP_NUM_NODES": "1", "SLURM_NTASKS": str(tasks),
+            "SLURM_STEP_NUM_TASKS": str(tasks), "SLURM_PROCID": str(task),
+            "SLURM_LOCALID": str(task), "SLURM_NODEID": "0"}
+
+
+def free_slurm_job_id() -> int:
+    """A job id whose coordinator port (JAX: 61440 + id % 4096) is free now."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(61440, 65536)
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        return 4096 * rng.randrange(1, 1000) + port - 61440
+
+
+def run_tasks(*args, job_id, cwds=(None, None)):
+    """`jaxtrain ARGS` as the two tasks of one Slurm step; their (returncode, stdout,
+    stderr)."""
+    procs = [popen(*args, env=slurm_task(i, job_id), cwd=cwd) for i, cwd in enumerate(cwds)]
+    return [(p.returncode, *out) for p, out in
+            zip(procs, [p.communicate(timeout=300) for p in procs])]
+
+
+@pytest.mark.slow
+def test_two_slurm_tasks_train_like_one_device(tmp_path, data_dir, one_device):
+    """Two processes that carry a Slurm task's environment and no JAX_* variable (as
+    `srun -n 2` would start them) join through JAX's Slurm detection and train one run;
+    the same step again resumes it (as a requeued job would)."""
+    job_id = free_slurm_job_id()
+    args = ["fit", "--data-dir", data_dir, "--workdir", tmp_path, "--epochs", 2, *TINY,
+            "--stop-at-epoch", 1]
+    began = time.perf_counter()
+    for args in (args, ["resume", "--workdir", tmp_path]):
+        (rc0, out0, err0), (rc1, out1, err1) = run_tasks(*args, job_id=job_id)
+        assert rc0 == 0 and rc1 == 0, err0 + err1
+        assert "2 processes (slurm), 2 devices, cpu float32" in err0
+        assert out0.count("test loss") == 1 and "test loss" not in out1
+    print(f"two Slurm tasks, fit and resume: {time.perf_counter() - began:.1f} s")
+    print([(r["step"], r["train_loss"], r["test_loss"]) for r in records(tmp_path)])
+    assert_close_runs(one_device, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_slurm_task_at_one_step_and_saves(tmp_path, data_dir):
+    """Slurm's preemption or time limit: SIGTERM to every task. JAX's preemption notifier
+    holds SIGTERM in a multi-process run; all processes stop after the same call, save
+    it and exit as one process does (143, the line that says how to resume)."""
+    job_id = free_slurm_job_id()
+    procs = [popen("fit", "--data-dir", data_dir, "--workdir", tmp_path, "--epochs", 400, *TINY,
+                   env=slurm_task(i, job_id)) for i in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "metrics.jsonl").exists() and time.monotonic() < deadline \
+            and all(p.poll() is None for p in procs):
+        time.sleep(0.2)  # the first evaluation (step 8) is written: training is under way
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    ends = [p.communicate(timeout=120)[1].strip().splitlines()[-1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], ends
+    saved = re.fullmatch(r"SIGTERM: saved step (\d+)/3200 \(epoch [\d.]+/400\) in \S+; "
+                         r"continue with: jaxtrain resume --workdir \S+", ends[0])
+    assert saved and ends[1] == ends[0], ends
+    assert int(checkpoint.restore(tmp_path).state.step) == int(saved[1]) > 8
+
+
+@pytest.mark.slow
+def test_a_workdir_one_process_cannot_see_stops_every_process(tmp_path, data_dir):
+    """The same relative --workdir from two folders: process 1 does not see what process 0
+    wrote, as if the workdir were on a disk of its own; both stop with one line."""
+    for name in "ab":
+        (tmp_path / name).mkdir()
+    results = run_tasks("fit", "--data-dir", data_dir, "--workdir", "run", *TINY,
+                        job_id=free_slurm_job_id(), cwds=(tmp_path / "a", tmp_path / "b"))
+    for rc, out, err in results:
+        proc = subprocess.CompletedProcess([], rc, out, err)
+        assert_ends_in_one_error_line(
+            proc, "process 1 cannot see run/config.toml that process 0 wrote: the workdir "
+                  "must be on storage every process sees (a shared filesystem)")
+        assert rc == 2
+
+
+CLUSTER_ENV = ("JAX_", "SLURM_", "OMPI_", "JOB_COMPLETION_INDEX", "KUBERNETES_SERVICE_HOST")
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(CLUSTER_ENV):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_cluster_detection(no_cluster):
+    assert detect_cluster() is None
+    for name, value in slurm_task(0, 7, tasks=1).items():  # salloc, or `srun -n 1`
+        no_cluster.setenv(name, value)
+    assert detect_cluster() is None
+    no_cluster.setenv("SLURM_NTASKS", "2")
+    assert detect_cluster() == "slurm"
+    for name, value in (("JAX_COORDINATOR_ADDRESS", "h:1"), ("JAX_NUM_PROCESSES", "2"),
+                        ("JAX_PROCESS_ID", "1")):
+        no_cluster.setenv(name, value)
+    assert detect_cluster() == "JAX_* variables"  # explicit wins
+    # Kubeflow Trainer's JAX runtime: a JobSet's pod, with the three variables set
+    no_cluster.setenv("JOB_COMPLETION_INDEX", "1")
+    no_cluster.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert detect_cluster() == "JAX_* variables"
+
+
+def test_half_described_clusters_are_one_line(no_cluster):
+    no_cluster.setenv("JAX_NUM_PROCESSES", "2")
+    with pytest.raises(ValueError, match="JAX_COORDINATOR_ADDRESS, JAX_PROCESS_ID not set$"):
+        detect_cluster()
+    no_cluster.delenv("JAX_NUM_PROCESSES")
+    for name, value in slurm_task(0, 7).items():
+        no_cluster.setenv(name, value)
+    no_cluster.delenv("SLURM_PROCID")
+    no_cluster.delenv("SLURM_STEP_NODELIST")  # as in an sbatch script, outside srun
+    with pytest.raises(ValueError, match="^SLURM_NTASKS=2 but SLURM_STEP_NODELIST, "
+                                         "SLURM_PROCID not set: start every task with srun"):
+        detect_cluster()
+    no_cluster.setenv("SLURM_NTASKS", "two")
+    with pytest.raises(ValueError, match="^SLURM_NTASKS='two' is not a whole number$"):
+        detect_cluster()
+    for name in slurm_task(0, 7):
+        no_cluster.delenv(name, raising=False)
+    no_cluster.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert detect_cluster() is None  # any pod: one process
+    no_cluster.setenv("JOB_COMPLETION_INDEX", "0")  # an Indexed Job, or a JobSet's
+    no_cluster.setitem(sys.modules, "kubernetes", None)  # not installed
+    with pytest.raises(ValueError, match="the `kubernetes` package, which is not installed"):
+        detect_cluster()
+
+
+@pytest.mark.slow
+def test_a_half_described_slurm_step_is_one_line(tmp_path, data_dir):
+    env = {**slurm_task(1, 7), "SLURM_PROCID": ""}
+    proc = cli(*fit_args(data_dir, tmp_path), check=False, env=env)
+    assert_one_line_error(proc, "SLURM_NTASKS=2 but SLURM_PROCID not set")

@@ -20,7 +20,13 @@ from jaxtrain.training.engine.callbacks import (
 from jaxtrain.training.engine.calls import choose_steps_per_call
 from jaxtrain.training.engine.evaluate import eval_batch_size
 from jaxtrain.training.engine.loop import Loop, run_loop
-from jaxtrain.training.engine.parallel import DataParallel, is_primary, say, sync_processes
+from jaxtrain.training.engine.parallel import (
+    DataParallel,
+    check_shared,
+    is_primary,
+    say,
+    sync_processes,
+)
 from jaxtrain.training.engine.precompile import Precompile
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import StartCosts, Startup
@@ -172,6 +178,7 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
         # Where a signal looks for checkpoints: once this run holds it, cleared.
         GUARD.workdir = workdir.absolute()
         sync_processes("cleared the workdir")
+        check_shared(workdir / "config.toml", "wrote")
         train(run, workdir, state, source, stop_at_step=stop_at_step, extras=extras,
               startup=startup)
         return run
@@ -188,6 +195,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
     TrainConfig fields that leave the architecture alone (epochs, steps, lr, ...)."""
     startup = Startup()
     workdir = Path(workdir)
+    check_shared(checkpoint.checkpoint_dir(workdir))
     checkpoint.check_workdir(workdir)
     lock = workdirs.Lock(workdir) if is_primary() else None
     GUARD.workdir = workdir.absolute()  # where a signal looks for checkpoints

@@ -12,7 +12,7 @@ import jax
 from tqdm import tqdm
 
 from jaxtrain.training.engine.loop import Callback
-from jaxtrain.training.engine.parallel import is_primary, local_copy, say
+from jaxtrain.training.engine.parallel import is_primary, local_copy, processes, say
 from jaxtrain.training.engine.steps import run_keys
 from jaxtrain.training.errors import Diverged
 from jaxtrain.training.rundir import checkpoint
@@ -45,6 +45,7 @@ class Announce(Callback):
         say(f"training {run.config.model} on {dataset}: {length}"
             f"{', ' if train.epochs else ''}batch {train.batch_size}), {params:,} parameters; "
             f"{where}{evaluating}, workdir {self.workdir}"
+            + processes()
             + (f", {run.parallel.devices} devices" if run.parallel.devices > 1 else "")
             + f", {jax.default_backend()} {run.config.train.precision}"
             + (f", {run.family.attention} attention" if run.family.attention else ""))

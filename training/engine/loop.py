@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from jax.experimental.multihost_utils import reached_preemption_sync_point
 
 from jaxtrain.training.engine.evaluate import evaluate_record
 from jaxtrain.training.engine.run import Run
@@ -66,10 +67,21 @@ class StopOnSignal:
 
     def __init__(self):
         self._signum = None
+        self.calls = 0  # of the step, since the loop began
 
     @property
     def signum(self):
         return GUARD.signum if GUARD.installed else self._signum
+
+    def after_call(self):
+        """The signal to stop at after this call of the step, or None. Several processes
+        must stop at the same call, or the save (a collective) waits forever: there JAX's
+        preemption notifier holds SIGTERM (jax.distributed installs it over ours), tells
+        every process, and names the call at which all of them stop."""
+        self.calls += 1
+        if jax.process_count() > 1 and reached_preemption_sync_point(self.calls):
+            return signal.SIGTERM
+        return self.signum
 
     def _handle(self, signum, frame):
         if self._signum is not None:
@@ -200,11 +212,11 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
                     cb.on_step(loop)
                 if loop.step // train.log_every > (loop.step - n) // train.log_every:
                     log()
-                if stop.signum is not None:
+                if (signum := stop.after_call()) is not None:
                     log()  # the NaN check runs before anything is saved
                     for cb in callbacks:
                         cb.on_interrupt(loop)
-                    raise _interrupted(loop, stop.signum)
+                    raise _interrupted(loop, signum)
                 if loop.step == loop.period_end:
                     log()
                     jax.block_until_ready(loop.state)

@@ -7,13 +7,20 @@ batch size is the configured one whatever the number of devices, so 1 and N devi
 compute the same losses up to the order of floating-point sums.
 
 Several processes (hosts): `jaxtrain fit/resume` call `jax.distributed.initialize` when
-JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID are set. Every process
-loads the same global batch and hands JAX its own slice of it; the first process alone
-writes metrics, images and progress (Orbax coordinates the checkpoint writes itself).
+the environment describes a run of several processes (`detect_cluster`): the explicit
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID first, else JAX's own
+cluster detection, which we trigger only where it means several processes: a Slurm step
+of more than one task (srun), a Kubernetes Indexed Job or JobSet (JOB_COMPLETION_INDEX;
+JAX asks the Kubernetes API through the `kubernetes` package), an Open MPI launch of
+more than one rank. Every process loads the same global batch and hands JAX its own
+slice of it; the first process alone writes metrics, images and progress (Orbax
+coordinates the checkpoint writes itself), so the workdir must be on storage every
+process sees (`check_shared`).
 """
 
 import os
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -21,26 +28,106 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+# What JAX's SlurmCluster reads (jax/_src/clusters/slurm_cluster.py); srun sets them in
+# every task. The coordinator is the step's first node, its port derived from the job id
+# (JAX_COORDINATOR_PORT overrides it).
+SLURM_ENV = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+             "SLURM_LOCALID")
+CLUSTERS = {"slurm": "slurm", "open mpi": "ompi", "kubernetes": None}  # JAX's method names
+
+_joined: str | None = None  # how this process joined its run (detect_cluster's name)
+
+
+def _number(name: str) -> int:
+    text = os.environ[name]
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number") from None
+
+
+def detect_cluster() -> str | None:
+    """How this process was started as one of several: "JAX_* variables", "slurm",
+    "kubernetes" or "open mpi"; None for a run of one process (no cluster, or one task
+    of one, as `jaxtrain fit` inside `salloc`). A half-described cluster is a ValueError
+    that names what is missing."""
+    env = os.environ
+    present = [name for name in DISTRIBUTED_ENV if env.get(name)]
+    if present:  # explicit, so it wins over any cluster around it
+        missing = [name for name in DISTRIBUTED_ENV if name not in present]
+        if missing:
+            raise ValueError(f"a multi-process run needs all of {', '.join(DISTRIBUTED_ENV)}; "
+                             f"{', '.join(missing)} not set")
+        for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+            _number(name)
+        return "JAX_* variables"
+    if env.get("SLURM_NTASKS") and _number("SLURM_NTASKS") > 1:
+        missing = [name for name in SLURM_ENV if not env.get(name)]
+        if missing:
+            raise ValueError(f"SLURM_NTASKS={env['SLURM_NTASKS']} but {', '.join(missing)} "
+                             f"not set: start every task with srun (or run one task)")
+        return "slurm"
+    if env.get("JOB_COMPLETION_INDEX") and env.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            import kubernetes  # noqa: F401  (what JAX's K8sCluster asks the API with)
+        except ImportError:
+            raise ValueError(
+                "a Kubernetes Indexed Job (JOB_COMPLETION_INDEX is set) joins its pods "
+                "through the `kubernetes` package, which is not installed: pip install "
+                "kubernetes, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+                "JAX_PROCESS_ID") from None
+        return "kubernetes"
+    if env.get("OMPI_COMM_WORLD_SIZE") and _number("OMPI_COMM_WORLD_SIZE") > 1:
+        if not env.get("OMPI_MCA_orte_hnp_uri"):
+            raise ValueError(f"OMPI_COMM_WORLD_SIZE={env['OMPI_COMM_WORLD_SIZE']} but "
+                             "OMPI_MCA_orte_hnp_uri (what JAX reads; Open MPI 5 does not set "
+                             "it) not set: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES "
+                             "and JAX_PROCESS_ID")
+        return "open mpi"
+    return None
 
 
 def initialize_distributed() -> bool:
     """Joins a multi-process run when the environment describes one; True if it did."""
-    present = [name for name in DISTRIBUTED_ENV if os.environ.get(name)]
-    if not present:
+    global _joined
+    cluster = detect_cluster()
+    if cluster is None:
         return False
-    if len(present) < len(DISTRIBUTED_ENV):
-        missing = sorted(set(DISTRIBUTED_ENV) - set(present))
-        raise ValueError(f"a multi-process run needs all of {', '.join(DISTRIBUTED_ENV)}; "
-                         f"{', '.join(missing)} not set")
     # CPU processes all-reduce through gloo (the default has no cross-process collectives).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # The processes compile the same programs at the same moment; sharing one on-disk
     # compilation cache, they could read each other's half-written entries.
     jax.config.update("jax_enable_compilation_cache", False)
-    jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                               num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                               process_id=int(os.environ["JAX_PROCESS_ID"]))
+    if cluster == "JAX_* variables":  # "deactivate": no cluster overrides a given value
+        jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                                   num_processes=_number("JAX_NUM_PROCESSES"),
+                                   process_id=_number("JAX_PROCESS_ID"),
+                                   cluster_detection_method="deactivate")
+    else:  # JAX reads the cluster (its K8sCluster has no method name: auto-detection)
+        jax.distributed.initialize(cluster_detection_method=CLUSTERS[cluster])
+    _joined = cluster
     return True
+
+
+def processes() -> str:
+    """", N processes (cluster)" for the start line of a multi-process run, else ""."""
+    n = jax.process_count()
+    return f", {n} processes ({_joined})" if n > 1 else ""
+
+
+def check_shared(path: Path, verb: str = "sees") -> None:
+    """Stops every process with one line when some see `path` and others do not: the
+    workdir is not on storage they share. All processes call it at once and learn every
+    answer, so none is left waiting for one that stopped."""
+    if jax.process_count() == 1:
+        return
+    seen = np.asarray(multihost_utils.process_allgather(np.int32(path.exists())))
+    if seen.all() or not seen.any():  # none: the caller's own check names the problem
+        return
+    blind = [str(i) for i in np.flatnonzero(seen == 0)]
+    raise ValueError(f"process{'es' if len(blind) > 1 else ''} {', '.join(blind)} cannot "
+                     f"see {path} that process {int(np.flatnonzero(seen)[0])} {verb}: the "
+                     "workdir must be on storage every process sees (a shared filesystem)")
 
 
 def is_primary() -> bool:
