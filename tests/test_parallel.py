@@ -220,7 +220,8 @@ def test_a_workdir_one_process_cannot_see_stops_every_process(tmp_path, data_dir
         assert rc == 2
 
 
-CLUSTER_ENV = ("JAX_", "SLURM_", "OMPI_", "JOB_COMPLETION_INDEX", "KUBERNETES_SERVICE_HOST")
+CLUSTER_ENV = ("JAX_", "SLURM_", "OMPI_", "JOB_COMPLETION_INDEX", "KUBERNETES_SERVICE_HOST",
+               "JAXTRAIN_CLUSTER")
 
 
 @pytest.fixture
@@ -246,6 +247,10 @@ def test_cluster_detection(no_cluster):
     no_cluster.setenv("JOB_COMPLETION_INDEX", "1")
     no_cluster.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     assert detect_cluster() == "JAX_* variables"
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        no_cluster.delenv(name)
+    no_cluster.setenv("JAXTRAIN_CLUSTER", "none")  # each task its own run (a sweep)
+    assert detect_cluster() is None
 
 
 def test_half_described_clusters_are_one_line(no_cluster):

@@ -49,8 +49,8 @@ def _number(name: str) -> int:
 def detect_cluster() -> str | None:
     """How this process was started as one of several: "JAX_* variables", "slurm",
     "kubernetes" or "open mpi"; None for a run of one process (no cluster, or one task
-    of one, as `jaxtrain fit` inside `salloc`). A half-described cluster is a ValueError
-    that names what is missing."""
+    of one, as `jaxtrain fit` inside `salloc`, or JAXTRAIN_CLUSTER=none: each task its own
+    run). A half-described cluster is a ValueError that names what is missing."""
     env = os.environ
     present = [name for name in DISTRIBUTED_ENV if env.get(name)]
     if present:  # explicit, so it wins over any cluster around it
@@ -61,6 +61,8 @@ def detect_cluster() -> str | None:
         for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
             _number(name)
         return "JAX_* variables"
+    if env.get("JAXTRAIN_CLUSTER") == "none":  # one run a task, as a sweep's Indexed Job
+        return None
     if env.get("SLURM_NTASKS") and _number("SLURM_NTASKS") > 1:
         missing = [name for name in SLURM_ENV if not env.get(name)]
         if missing:
