@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, cli
 
 from jaxtrain.training.commands import export
 from jaxtrain.training.settings.config import DataConfig
@@ -169,8 +169,10 @@ def test_bpe_run_resumes_samples_evaluates_and_fine_tunes(tmp_path, folder, jaxt
     """A BPE run through the CLI: its tokenizer saved in the run, bits per byte in every
     record, any prompt encodable, a file tokenizer and --init-from reusing it."""
     run = tmp_path / "bpe"
-    proc = jaxtrain("fit", "--data-file", folder, "--tokenizer", "bpe", "--vocab-size", 300,
-                    *TEXT_TINY, "--workdir", run, check=True)
+    # As a user runs it (a process of its own): it must exit once done, whatever threads
+    # the tokenization started.
+    proc = cli("fit", "--data-file", folder, "--tokenizer", "bpe", "--vocab-size", 300,
+               *TEXT_TINY, "--workdir", run)
     assert "text (bpe tokenizer, " in proc.stderr and "nats/token" in proc.stdout
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["test_bits_per_byte"] > 0 for r in records)

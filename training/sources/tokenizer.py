@@ -61,7 +61,6 @@ class HFTokenizer:
         self.vocab_size = self.hf.get_vocab_size()
         self.token_bytes = _token_bytes(self.hf)
         self._fast = None  # tiktoken's twin of a GPT-2-style BPE, made at first use
-        self._pool = None  # its threads (tiktoken's Rust core runs without the GIL)
 
     def encode(self, text: str) -> np.ndarray:
         return np.array(self.hf.encode(text, add_special_tokens=False).ids, np.int32)
@@ -73,9 +72,10 @@ class HFTokenizer:
         if self._fast is None:
             self._fast = _tiktoken_twin(self.hf, texts[0][:1 << 16]) or False
         if self._fast:  # straight into numpy arrays: no list of Python ints
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(THREADS)
-            return list(self._pool.map(self._fast.encode_to_numpy, texts))
+            # A pool per call: threads left idle would keep the command from exiting
+            # (cli/main.py joins them).
+            with ThreadPoolExecutor(THREADS) as pool:
+                return list(pool.map(self._fast.encode_to_numpy, texts))
         return [np.array(e.ids, np.int32)
                 for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
 
