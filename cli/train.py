@@ -139,9 +139,9 @@ def fit(**options):
     extras = commands.Extras(options["stop_at_epoch"], options["devices"],
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
-    run = commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
-                       warmup_given=sets(layers, "train", "warmup_steps"))
-    _done(workdir, options["tensorboard"], run.config.train)
+    commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
+                 warmup_given=sets(layers, "train", "warmup_steps"))
+    _done(workdir, options["tensorboard"], config.train)
 
 
 def source_architecture(init_from):

@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, cli
 
 from jaxtrain.training.commands import export
 from jaxtrain.training.settings.config import DataConfig
-from jaxtrain.training.sources import corpus
+from jaxtrain.training.sources import corpus, token_cache
 from jaxtrain.training.sources.text import TextSource
 from jaxtrain.training.sources.tokenizer import (
     CharTokenizer,
@@ -57,19 +57,19 @@ def test_pieces_cut_at_line_ends_and_rejoin(tmp_path, monkeypatch):
 
 def test_tokens_are_cached_memory_mapped_and_redone_when_a_source_changes(folder):
     tokenizer = CharTokenizer(corpus.characters(folder))
-    first = corpus.tokens(folder, tokenizer)
+    first = token_cache.tokens(folder, tokenizer)
     assert isinstance(first.train, np.memmap) and first.train.dtype == np.uint16
     text = "".join((folder / name).read_text(encoding="utf-8") for name in ("a.txt", "sub/b.txt"))
     assert len(first.train) + len(first.val) == len(text)  # one token a character
     written = (first.folder / "train.bin").stat().st_mtime_ns
-    again = corpus.tokens(folder, tokenizer)
+    again = token_cache.tokens(folder, tokenizer)
     assert again.folder == first.folder
     assert (again.folder / "train.bin").stat().st_mtime_ns == written  # read, not redone
     (folder / "a.txt").write_text(PROSE * 21, encoding="utf-8")
-    changed = corpus.tokens(folder, tokenizer)
+    changed = token_cache.tokens(folder, tokenizer)
     assert changed.folder != first.folder and len(changed.train) > len(first.train)
     # A --val-file validates instead: all of --data-file trains.
-    held = corpus.tokens(folder / "a.txt", tokenizer, val_file=folder / "sub" / "b.txt")
+    held = token_cache.tokens(folder / "a.txt", tokenizer, val_file=folder / "sub" / "b.txt")
     assert len(held.train) == len(PROSE * 21) and len(held.val) == 180
 
 
@@ -82,7 +82,7 @@ def test_a_large_vocabulary_is_kept_in_uint32(tmp_path):
     path.write_text("abc" * 100)
     wide = Wide("abc")
     wide.vocab_size = 70_003
-    made = corpus.tokens(path, wide)
+    made = token_cache.tokens(path, wide)
     assert made.train.dtype == np.uint32 and int(made.train[0]) == 70_000
 
 

@@ -22,7 +22,8 @@ from jaxtrain.training.engine.steps import (
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DEFAULT_BPE_VOCAB, RunConfig
 from jaxtrain.training.sources.base import open_source
-from jaxtrain.training.sources.corpus import characters, trained_bpe
+from jaxtrain.training.sources.corpus import characters
+from jaxtrain.training.sources.token_cache import trained_bpe
 from jaxtrain.training.sources.tokenizer import read_tokenizer_file
 
 

@@ -110,15 +110,11 @@ class DataConfig:
         if (self.dataset == "text") != (self.data_file is not None):
             raise SettingError("data_file", "goes with --dataset text, and --dataset text "
                                             "needs --data-file PATH")
-        for name in ("val_file", "vocab_size"):
-            if getattr(self, name) is not None and not self.is_text:
+        for name, default in (("val_file", None), ("vocab_size", None), ("tokenizer", "char")):
+            if getattr(self, name) != default and not self.is_text:
                 raise SettingError(name, "applies to text runs (--dataset text)")
-        if self.tokenizer != "char" and not self.is_text:
-            raise SettingError("tokenizer", "applies to text runs (--dataset text); image "
-                                            "runs have no tokenizer")
         if self.vocab_size is not None and self.tokenizer != "bpe":
             raise SettingError("vocab_size", "sizes a BPE: it goes with --tokenizer bpe")
-
 
     @property
     def is_text(self) -> bool:

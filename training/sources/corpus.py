@@ -1,34 +1,19 @@
-"""Text corpora of any size: a file or a folder of .txt files, split, and tokenized once
-into memory-mapped token files in the cache folder.
+"""Text corpora of any size: a file or a folder of .txt files, split, and read in pieces.
 
 The split: the last 10% of each file's characters validate and the rest trains, unless
-a --val-file (a file or folder) validates and all of --data-file trains. The tokens are
-kept in <cache>/jaxtrain/tokens/<key>/{train,val}.bin (uint16 where the vocabulary fits,
-else uint32), the key a digest of the sources (path, size, modification time), the
-split and the tokenizer: a changed source or another tokenizer tokenizes again, and
-nothing else does. Text is read in pieces of about 1 MB cut at line ends, so no
-corpus is ever whole in memory; a BPE encodes its pieces on all cores.
+a --val-file (a file or folder) validates and all of --data-file trains. Text is read in
+pieces of about 1 MB cut at line ends, so no corpus is ever whole in memory; the pieces
+are tokenized once into the token cache (training/sources/token_cache.py).
 """
 
 import codecs
 import dataclasses
-import hashlib
-import json
-import os
-import shutil
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from jaxtrain.training.settings.config import default_data_dir
-from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, train_bpe
-
 TRAIN_FRACTION = 0.9
 PIECE = 1 << 20  # bytes of text a piece (cut at the last line end inside)
-FORMAT = 1  # of the cached token files: a new format never reads an old one
 
 
 def text_files(path, flag="--data-file") -> list[Path]:
@@ -149,161 +134,3 @@ def training_text(data_file, val_file=None, limit: int | None = None):
             seen += len(text)
             if limit is not None and seen >= limit:
                 return
-
-
-@dataclasses.dataclass
-class Tokens:
-    """A corpus's tokens, memory-mapped: train and val are uint16/uint32 arrays."""
-    train: np.ndarray
-    val: np.ndarray
-    folder: Path
-
-
-def cache_folder() -> Path:
-    return Path(default_data_dir()) / "tokens"
-
-
-def _fingerprint(part_list: list[Part]) -> list:
-    return [[str(p.path.resolve()), p.start, p.end, p.path.stat().st_mtime_ns]
-            for p in part_list]
-
-
-def tokens(data_file, tokenizer, val_file=None, progress: bool = True) -> Tokens:
-    """The corpus's tokens from the cache, tokenizing them first if they are not there."""
-    train, val = parts(data_file, val_file)
-    spec = {"format": FORMAT, "train": _fingerprint(train), "val": _fingerprint(val),
-            "tokenizer": hashlib.sha256(
-                (getattr(tokenizer, "json", None) or tokenizer.vocab).encode()).hexdigest()}
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-    folder = cache_folder() / key
-    if not (folder / "meta.json").is_file():
-        _write(folder, train, val, tokenizer, progress, data_file)
-    meta = json.loads((folder / "meta.json").read_text())
-    dtype = np.dtype(meta["dtype"])
-    return Tokens(*(_open(folder / f"{name}.bin", dtype) for name in ("train", "val")), folder)
-
-
-def trained_bpe(data_file, vocab_size: int, val_file=None) -> str:
-    """A byte-level BPE learned from the corpus's training text (its first
-    BPE_TRAIN_BYTES), as JSON, kept in the cache beside the tokens: a second run on the
-    same sources trains none."""
-    from tokenizers import __version__ as version
-
-    spec = {"format": FORMAT, "train": _fingerprint(parts(data_file, val_file)[0]),
-            "vocab_size": vocab_size, "bytes": BPE_TRAIN_BYTES, "tokenizers": version}
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_folder() / f"bpe-{key}.json"
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
-    made = train_bpe(training_text(data_file, val_file, BPE_TRAIN_BYTES), vocab_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(made, encoding="utf-8")
-    tmp.replace(path)  # atomic: a reader sees the whole file or none
-    return made
-
-
-def _open(path: Path, dtype) -> np.ndarray:
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype)
-    return np.memmap(path, dtype, mode="r")
-
-
-def _write(folder: Path, train, val, tokenizer, progress: bool, data_file) -> None:
-    """Tokenizes the parts into folder/{train,val}.bin, written aside and renamed into
-    place, so a reader sees all of them or none (and two writers do the work twice)."""
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    total = sum(p.end - p.start for p in train + val)
-    if total == 0:
-        raise ValueError(f"--data-file {data_file} is empty: pass a text file with content")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    start = time.perf_counter()
-    bar = _Progress(total, progress and total > 4 * PIECE)
-    try:
-        counts = {}
-        for name, part_list in (("train", train), ("val", val)):
-            with open(tmp / f"{name}.bin", "wb") as out:
-                counts[name] = _tokenize(part_list, tokenizer, out, dtype, bar)
-        seconds = time.perf_counter() - start
-        bar.close(seconds)
-        meta = {"dtype": np.dtype(dtype).name, "train_tokens": counts["train"],
-                "val_tokens": counts["val"], "bytes": total, "seconds": round(seconds, 3),
-                "tokenizer": tokenizer.name,
-                "sources": [str(p.path) for p in train] + [str(p.path) for p in val]}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process wrote it first
-            if not (folder / "meta.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _groups(part_list: list[Part], size: int):
-    """The parts' pieces in groups of about `size` bytes: (texts, bytes)."""
-    group, n = [], 0
-    for part in part_list:
-        for text in pieces(part):
-            group.append(text)
-            n += len(text.encode("utf-8"))
-            if n >= size:
-                yield group, n
-                group, n = [], 0
-    if group:
-        yield group, n
-
-
-def _tokenize(part_list: list[Part], tokenizer, out, dtype, bar, batch: int = 8 << 20) -> int:
-    """Writes the parts' tokens to `out`; returns how many. Groups of about `batch` bytes
-    are encoded by a thread (a BPE's on all cores) while the next group is read, so a
-    folder of small files encodes as fast as one big file."""
-    encode = getattr(tokenizer, "encode_many", None) or (
-        lambda texts: [tokenizer.encode(t) for t in texts])
-    n = 0
-
-    def write(future, size):
-        nonlocal n
-        for ids in future.result():
-            ids.astype(dtype).tofile(out)
-            n += len(ids)
-        bar.update(size)
-
-    with ThreadPoolExecutor(1) as encoder:
-        pending = None
-        for group, size in _groups(part_list, batch):
-            future = encoder.submit(encode, group)
-            if pending:
-                write(*pending)
-            pending = (future, size)
-        if pending:
-            write(*pending)
-    return n
-
-
-class _Progress:
-    """A tqdm bar in MB/s on a terminal; one closing line on stderr where the corpus is
-    more than a few pieces."""
-
-    def __init__(self, total: int, shown: bool):
-        self.total, self.shown, self.bar = total, shown, None
-        if shown and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1 << 20,
-                            desc="tokenizing", file=sys.stderr, leave=False)
-
-    def update(self, n: int):
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self, seconds: float):
-        if self.bar is not None:
-            self.bar.close()
-        if self.shown:
-            mb = self.total / 1e6
-            print(f"tokenized {mb:,.1f} MB in {seconds:.1f} s ({mb / max(seconds, 1e-9):,.1f} "
-                  "MB/s), kept for later runs", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Text data: random training windows and fixed validation windows of a tokenized corpus
-(training/sources/corpus.py: a file or a folder, memory-mapped tokens).
+(training/sources/corpus.py: a file or a folder; training/sources/token_cache.py:
+memory-mapped tokens).
 
 Batches: tokens int32 [B, T + 1] (inputs are [:, :-1], targets [:, 1:]); evaluation
 batches add mask float32 [B] and bytes float32 [B], the UTF-8 bytes of each window's
@@ -10,7 +11,7 @@ exactly the batches of the uninterrupted one.
 
 import numpy as np
 
-from jaxtrain.training.sources import corpus
+from jaxtrain.training.sources import token_cache
 from jaxtrain.training.sources.corpus import TRAIN_FRACTION, read_text  # noqa: F401
 from jaxtrain.training.sources.tokenizer import CharTokenizer
 
@@ -39,7 +40,7 @@ class TextSource:
                  val_file=None, progress: bool = True):
         if isinstance(tokenizer, str):
             tokenizer = CharTokenizer(tokenizer)
-        made = corpus.tokens(path, tokenizer, val_file, progress)
+        made = token_cache.tokens(path, tokenizer, val_file, progress)
         self.train, self.val, self.cache = made.train, made.val, made.folder
         need = context + 1
         where = f"--val-file {val_file}" if val_file else f"--data-file {path}"
