@@ -38,10 +38,8 @@ def metadata(config, step: int) -> dict[str, str]:
     if config.data.is_text:
         if config.data.vocab is not None:
             meta["vocab"] = config.data.vocab
-        # A BPE run's tokenizer, as the tokenizers library's JSON (None for characters).
-        tokenizer = getattr(config.data, "tokenizer_json", None)
-        if tokenizer is not None:
-            meta["tokenizer"] = tokenizer
+        if config.data.tokenizer_json is not None:  # a BPE's or a file's, as its JSON
+            meta["tokenizer"] = config.data.tokenizer_json
     elif config.data.labels is not None:
         meta["class_names"] = json.dumps(list(config.data.labels))
     return meta

@@ -1,7 +1,8 @@
 """A run's first programs compiled in the background while its start goes on.
 
 The main thread initializes the state (a compile of its own) while a thread lowers the
-first training call and the evaluation from abstract shapes and compiles them (XLA
+first training call and the evaluation (then, for a run of S-step calls, the single
+step its periods end with) from abstract shapes and compiles them (XLA
 compiles without holding Python's lock, so two compiles use two cores). JAX keeps what
 the thread traced and compiled in memory, so the main thread's first call of each
 program neither traces nor compiles again (and the persistent compilation cache gets
@@ -54,6 +55,12 @@ class Precompile:
                     step=self.start, period_start=self.start)
         return loop.call_steps()
 
+    def _single_steps_later(self, s: int) -> bool:
+        """Whether a run of S-step calls also runs single steps: the last (period mod S)
+        steps before an evaluation or the end (Loop.call_steps)."""
+        every, total = self.run.eval_every, self.run.total_steps
+        return bool(every % s or (total - self.start) % every % s or self.start % every % s)
+
     def _compile(self):
         run, parallel = self.run, self.run.parallel
         try:
@@ -70,6 +77,10 @@ class Precompile:
             run.eval_step.lower(state.ema_params, _abstract(self.eval_batch, parallel.batch),
                                 key).compile()
             self.names.append(run.eval_step.__name__)
+            if s > 1 and self._single_steps_later(s):  # a period's last steps, one by one
+                run.train_step.lower(state, _abstract(self.train_batch, parallel.batch)
+                                     ).compile()
+                self.names.append(run.train_step.__name__)
         except Exception:  # noqa: BLE001 (the main thread's own compile reports it)
             pass
         finally:
