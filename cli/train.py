@@ -126,6 +126,10 @@ def fit(**options):
             line = f"warmup_steps = {config.train.warmup_steps}"
             text = text.replace(line, f"# {line}  # the default, at most a tenth of the run",
                                 1)
+        if config.train.steps_per_call > 1 and not sets(layers, "train", "steps_per_call"):
+            line = f"steps_per_call = {config.train.steps_per_call}"  # the same, for S
+            text = text.replace(line, f"# {line}  # the default, where it fits between "
+                                "evaluations", 1)
         print(text, end="")
         return
     start_jax()
@@ -140,7 +144,8 @@ def fit(**options):
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
     commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
-                 warmup_given=sets(layers, "train", "warmup_steps"))
+                 warmup_given=sets(layers, "train", "warmup_steps"),
+                 steps_per_call_given=sets(layers, "train", "steps_per_call"))
     _done(workdir, options["tensorboard"], config.train)
 
 

@@ -55,8 +55,11 @@ def test_ctrl_c_twice_mid_run_and_mid_save_leaves_a_resumable_run(tmp_path, data
                                                                  jaxtrain):
     workdir = tmp_path / "run"
     proc = popen(*fit_args(data_dir, workdir, 50))
-    while not proc.stderr.readline().startswith("training vae"):  # the loop runs
-        pass
+    for line in iter(proc.stderr.readline, ""):  # until the loop runs (or the output ends)
+        if line.startswith("training vae"):
+            break
+    else:
+        pytest.fail(f"fit ended before training (exit {proc.wait()})")
     proc.send_signal(signal.SIGINT)  # mid-step: the loop saves at its next call...
     # (A tiny save takes milliseconds, so the second signal may come after it: the
     # guard's wait for a save in flight is tested alone below.)

@@ -21,6 +21,11 @@ from jaxtrain.training.metrics import epoch_text
 from jaxtrain.training.settings.config import RunConfig
 
 
+def eval_period(train, steps_per_epoch: int | None) -> int:
+    """Steps between evaluations: --eval-every, else an epoch, else 250."""
+    return train.eval_every or steps_per_epoch or 250
+
+
 class Run:
     """Everything built from a RunConfig and the data's steps per epoch (None for text)."""
 
@@ -31,7 +36,7 @@ class Run:
         self.parallel = DataParallel(devices)
         self.parallel.check_batch_size(train.batch_size, train.accumulate)
         self.total_steps = train.steps or train.epochs * steps_per_epoch
-        self.eval_every = train.eval_every or steps_per_epoch or 250
+        self.eval_every = eval_period(train, steps_per_epoch)
         self.family = config.family()
         self.schedule = make_schedule(train, self.total_steps)
         # A pytree of bools like the params (False: frozen), or None when all train.
