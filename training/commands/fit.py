@@ -131,11 +131,11 @@ def with_family_steps_per_call(config: RunConfig, steps_per_epoch: int | None) -
 
 
 def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
-        warmup_given: bool = True, steps_per_call_given: bool = True):
+        warmup_given: bool = True, steps_per_call_given: bool = False):
     """Starts a new run in `workdir`, data-parallel over `extras.devices` (all if None);
     with `config.train.init_from`, from another run's parameters (fine-tuning). Without
     `warmup_given` (`steps_per_call_given`), the warmup (steps per call) is the family's
-    default, fitted to a short run."""
+    default, fitted to a short run; the CLI says which of them a flag or file set."""
     startup = Startup()
     workdir = Path(workdir)
     workdirs.check_not_file(workdir)
