@@ -71,6 +71,8 @@ def test_tokens_are_cached_memory_mapped_and_redone_when_a_source_changes(folder
     # A --val-file validates instead: all of --data-file trains.
     held = token_cache.tokens(folder / "a.txt", tokenizer, val_file=folder / "sub" / "b.txt")
     assert len(held.train) == len(PROSE * 21) and len(held.val) == 180
+    inside = token_cache.tokens(folder, tokenizer, val_file=folder / "sub" / "b.txt")
+    assert len(inside.train) == len(PROSE * 21)  # a --val-file inside the folder: held out
 
 
 def test_a_large_vocabulary_is_kept_in_uint32(tmp_path):
@@ -112,7 +114,7 @@ def test_bpe_encodes_any_text_and_counts_its_bytes():
 def test_the_fast_encoder_is_an_exact_twin_or_not_used():
     """tiktoken encodes a GPT-2-style BPE 3x faster; it is used only where it gives the
     same tokens, and a BPE with a normalizer keeps `tokenizers`' own encoder."""
-    from tokenizers import normalizers
+    from tokenizers import Tokenizer, normalizers
 
     bpe = HFTokenizer(train_bpe([PROSE * 50, "numbers 12345, 'quotes' and\n\n  spaces"], 400))
     texts = [PROSE * 3, "unseen ∮ 🙂 12 345 it's  \n\n\t x", "  leading spaces"]
@@ -120,6 +122,12 @@ def test_the_fast_encoder_is_an_exact_twin_or_not_used():
     assert bpe._fast  # the twin was made
     for text, ids in zip(texts, fast):
         assert ids.tolist() == bpe.encode(text).tolist()
+    special = Tokenizer.from_str(bpe.json)  # an added token tiktoken would split
+    special.add_special_tokens(["<|endoftext|>"])
+    special = HFTokenizer(special.to_str())
+    text = "the end<|endoftext|>the start"
+    assert [t.tolist() for t in special.encode_many([text])] == [special.encode(text).tolist()]
+    assert special._fast is False
     hf = bpe.hf
     hf.normalizer = normalizers.Lowercase()
     lower = HFTokenizer(hf.to_str())
@@ -195,6 +203,9 @@ def test_bpe_run_resumes_samples_evaluates_and_fine_tunes(tmp_path, folder, jaxt
     jaxtrain("fit", "--data-file", folder / "a.txt", "--init-from", run, *TEXT_TINY, "--workdir",
              tuned, check=True)
     assert (tuned / "tokenizer.json").read_text() == saved
+    assert_one_line_error(jaxtrain("fit", "--data-file", folder, "--init-from", run,
+                                   "--tokenizer", "bpe", "--vocab-size", 400, *TEXT_TINY,
+                                   "--workdir", tmp_path / "other"), "keeps its tokenizer")
     jaxtrain("export", "--workdir", run, "--out", tmp_path / "bpe.safetensors", check=True)
     assert export.read(tmp_path / "bpe.safetensors")[1]["tokenizer"] == saved
     rows = json.loads(jaxtrain("runs", tmp_path, "--json").stdout)

@@ -41,7 +41,11 @@ from jaxtrain.training.rundir.writers import (
     WandB,
     check_wandb,
 )
-from jaxtrain.training.settings.config import RunConfig, with_family_warmup
+from jaxtrain.training.settings.config import (
+    FAMILY_DEFAULTS,
+    RunConfig,
+    with_family_warmup,
+)
 from jaxtrain.training.settings.files import to_toml
 from jaxtrain.training.sources.base import import_data_modules, open_source
 
@@ -125,7 +129,9 @@ def with_family_steps_per_call(config: RunConfig, steps_per_epoch: int | None) -
     """A family's default --steps-per-call (the VAE's 10) where S steps fit between two
     evaluations, else single steps: a short run never fails on a value nobody passed."""
     train = config.train
-    if train.steps_per_call <= eval_period(train, steps_per_epoch):
+    default = FAMILY_DEFAULTS.get(config.model, {}).get("train", {}).get("steps_per_call")
+    if train.steps_per_call != default or train.steps_per_call <= eval_period(
+            train, steps_per_epoch):
         return config
     return dataclasses.replace(config, train=dataclasses.replace(train, steps_per_call=1))
 

@@ -42,6 +42,13 @@ def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
             raise ValueError(f"{data.data_file} has {len(unknown)} characters the run in "
                              f"{config.train.init_from} never saw ({unknown[:20]!r}): "
                              "fine-tuning keeps its vocabulary; remove them from the text")
+    if source is not None and (data.tokenizer != "char" or data.vocab_size is not None):
+        asked = data.tokenizer if data.tokenizer in ("char", "bpe") else \
+            str(Path(data.tokenizer).absolute())
+        if (asked, data.vocab_size) != (source.tokenizer, source.vocab_size):
+            raise ValueError(f"--tokenizer {data.tokenizer}: the run in "
+                             f"{config.train.init_from} uses {source.tokenizer}; fine-tuning "
+                             "keeps its tokenizer (leave --tokenizer and --vocab-size out)")
     if source is not None:
         data = dataclasses.replace(data, tokenizer=source.tokenizer, vocab=source.vocab,
                                    vocab_size=source.vocab_size,

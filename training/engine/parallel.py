@@ -77,7 +77,7 @@ def detect_cluster() -> str | None:
                 "a Kubernetes Indexed Job (JOB_COMPLETION_INDEX is set) joins its pods "
                 "through the `kubernetes` package, which is not installed: pip install "
                 "kubernetes, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
-                "JAX_PROCESS_ID") from None
+                "JAX_PROCESS_ID; for one run a pod (a sweep), set JAXTRAIN_CLUSTER=none") from None
         return "kubernetes"
     if env.get("OMPI_COMM_WORLD_SIZE") and _number("OMPI_COMM_WORLD_SIZE") > 1:
         if not env.get("OMPI_MCA_orte_hnp_uri"):

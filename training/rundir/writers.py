@@ -98,7 +98,7 @@ class WandB(Callback):
         self.run = wandb.init(
             project=train.wandb_project, group=train.wandb_group,
             name=train.wandb_name or loop.workdir.absolute().name,
-            tags=list(train.wandb_tags or ()), config=self.config.to_dict(),
+            tags=list(train.wandb_tags or ()), config=_wandb_config(self.config),
             dir=str(loop.workdir), mode=train.wandb_mode, id=run_id,
             resume="allow" if run_id else None,
             # The console stays the terminal's (no wrapping of stdout and stderr), and
@@ -131,6 +131,14 @@ class WandB(Callback):
 
 
 WANDB = "wandb"  # <workdir>/wandb/: wandb's own folder, with our run_id
+
+
+def _wandb_config(config) -> dict:
+    """The run's config for W&B, less a text run's tokenizer (megabytes for a tokenizer
+    file; <workdir>/tokenizer.json holds it)."""
+    out = config.to_dict()
+    out["data"] = {k: v for k, v in out["data"].items() if k not in ("vocab", "tokenizer_json")}
+    return out
 MISSING_WANDB = "--wandb needs the wandb package: pip install -e '.[wandb]'"
 
 

@@ -66,6 +66,11 @@ def parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
     train_files = text_files(data_file)
     if val_file is not None:
         val_files = text_files(val_file, "--val-file")
+        held = {p.resolve() for p in val_files}  # never trained on, if inside --data-file
+        train_files = [p for p in train_files if p.resolve() not in held]
+        if not train_files:
+            raise ValueError(f"--data-file {data_file} has no text left to train on once "
+                             f"--val-file {val_file} is held out")
         return ([Part(p, 0, p.stat().st_size) for p in train_files],
                 [Part(p, 0, p.stat().st_size) for p in val_files])
     train, val = [], []

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,12 @@ from jaxtrain.training.sources.corpus import PIECE, Part, parts, pieces, trainin
 from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, train_bpe
 
 FORMAT = 1  # of the cached token files: a new format never reads an old one
+
+
+def _writer() -> str:
+    """A name for this process's files being written, unique across the machines that
+    may share the cache (pods often all run as pid 1)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclasses.dataclass
@@ -73,7 +80,7 @@ def trained_bpe(data_file, vocab_size: int, val_file=None) -> str:
         return path.read_text(encoding="utf-8")
     made = train_bpe(training_text(data_file, val_file, BPE_TRAIN_BYTES), vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp-{_writer()}")
     tmp.write_text(made, encoding="utf-8")
     tmp.replace(path)  # atomic: a reader sees the whole file or none
     return made
@@ -93,7 +100,7 @@ def _write(folder: Path, train, val, tokenizer, progress: bool, data_file) -> No
     if total == 0:
         raise ValueError(f"--data-file {data_file} is empty: pass a text file with content")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tmp = folder.with_name(f"{folder.name}.tmp-{_writer()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     start = time.perf_counter()

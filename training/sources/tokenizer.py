@@ -70,7 +70,7 @@ class HFTokenizer:
         tokenizer's exact twin (a byte-level BPE as GPT-2's: 3x faster, 26 against 8.6
         MB/s on 2 cores), else by `tokenizers` (Rust threads both)."""
         if self._fast is None:
-            self._fast = _tiktoken_twin(self.hf, texts[0][:1 << 16]) or False
+            self._fast = _tiktoken_twin(self.hf, "".join(texts)[:1 << 20]) or False
         if self._fast:  # straight into numpy arrays: no list of Python ints
             # A pool per call: threads left idle would keep the command from exiting
             # (cli/main.py joins them).
@@ -101,20 +101,30 @@ def _tiktoken_twin(hf, sample: str):
     """A tiktoken Encoding that tokenizes exactly as `hf`, or None. tiktoken merges the
     pair whose bytes rank lowest; a BPE trained by `tokenizers` (or GPT-2's) numbers its
     merged tokens in merge order, so its ids are those ranks. Only a plain byte-level BPE
-    (no normalizer, GPT-2's split, no prefix space) qualifies, and the two must agree on
-    `sample`."""
+    qualifies: no normalizer, GPT-2's split, no prefix space, no added (special) tokens,
+    all 256 bytes in its vocabulary, each merge's token numbered after its parts and
+    after the merges before it; and the two must agree on `sample`."""
     spec = json.loads(hf.to_str())
     model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
     if (model.get("type") != "BPE" or spec.get("normalizer") or pre.get("type") != "ByteLevel"
             or pre.get("add_prefix_space") or not pre.get("use_regex", True)
-            or model.get("dropout") or model.get("continuing_subword_prefix")
-            or model.get("end_of_word_suffix") or model.get("ignore_merges")):
+            or spec.get("added_tokens") or model.get("dropout")
+            or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")
+            or model.get("ignore_merges")):
         return None
+    byte_of, vocab = _byte_of_char(), model.get("vocab") or {}
+    if any(c not in vocab for c in byte_of):  # a byte it cannot spell: tiktoken would panic
+        return None
+    last = -1
+    for merge in model.get("merges") or []:
+        a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+        made = vocab.get(a + b)
+        if made is None or made <= max(vocab.get(a, -1), vocab.get(b, -1), last):
+            return None
+        last = made
     try:
         import tiktoken
 
-        byte_of = _byte_of_char()
-        vocab = hf.get_vocab(with_added_tokens=False)
         ranks = {bytes(byte_of[c] for c in token): i for token, i in vocab.items()
                  if all(c in byte_of for c in token)}
         fast = tiktoken.Encoding("jaxtrain", pat_str=GPT2_SPLIT, mergeable_ranks=ranks,
