@@ -70,7 +70,7 @@ class HFTokenizer:
         tokenizer's exact twin (a byte-level BPE as GPT-2's: 3x faster, 26 against 8.6
         MB/s on 2 cores), else by `tokenizers` (Rust threads both)."""
         if self._fast is None:
-            self._fast = _tiktoken_twin(self.hf, "".join(texts)[:1 << 20]) or False
+            self._fast = _tiktoken_twin(self.hf, "".join(texts)[:1 << 18]) or False
         if self._fast:  # straight into numpy arrays: no list of Python ints
             # A pool per call: threads left idle would keep the command from exiting
             # (cli/main.py joins them).
