@@ -8,6 +8,7 @@ are tokenized once into the token cache (training/sources/token_cache.py).
 
 import codecs
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,14 @@ def _chars_before(data: np.ndarray) -> np.ndarray:
 
 def split_at(path: Path, fraction: float) -> int:
     """The byte offset of character int(n * fraction) of the file's n characters (the
-    character split of the whole text), found in 1 MB blocks without decoding it."""
-    size = path.stat().st_size
+    character split of the whole text), found in 1 MB blocks without decoding it; kept
+    per file version, as a command asks for the parts more than once."""
+    stat = path.stat()
+    return _split_at(path.resolve(), fraction, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _split_at(path: Path, fraction: float, size: int, mtime_ns: int) -> int:
     if size == 0:
         return 0
     data = np.memmap(path, np.uint8, mode="r")
