@@ -8,9 +8,14 @@ import pytest
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.transformer import TransformerConfig
 from jaxtrain.training.sources import text
+from jaxtrain.training.sources.corpus import characters
 from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 TEXT = "hello world, hello jax.\n" * 40  # 960 characters
+
+
+def build_vocab(chars: str) -> str:
+    return "".join(sorted(set(chars)))
 
 
 @pytest.fixture
@@ -20,14 +25,15 @@ def text_file(tmp_path):
     return path
 
 
-def test_vocab_and_round_trip():
-    vocab = text.build_vocab("banana!")
+def test_vocab_and_round_trip(tmp_path):
+    (tmp_path / "b.txt").write_text("banana!")
+    vocab = characters(tmp_path / "b.txt")
     assert vocab == "!abn"
-    tokens = text.encode("banana", vocab)
+    tokens = CharTokenizer(vocab).encode("banana")
     assert tokens.tolist() == [2, 1, 3, 1, 3, 1]
-    assert text.decode(tokens, vocab) == "banana"
+    assert CharTokenizer(vocab).decode(tokens) == "banana"
     with pytest.raises(ValueError, match="'xz'"):
-        text.encode("xaz", vocab)
+        CharTokenizer(vocab).encode("xaz")
 
 
 @pytest.mark.parametrize("content, match", [(b"", "is empty"), (b"\xff\xfe", "not UTF-8")])
@@ -35,20 +41,20 @@ def test_bad_files(tmp_path, content, match):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=match):
-        text.read_text(path)
+        text.TextSource(path, CharTokenizer("ab"), 4, 2, 0)
     with pytest.raises(ValueError, match="does not exist"):
-        text.read_text(tmp_path / "missing.txt")
+        text.TextSource(tmp_path / "missing.txt", CharTokenizer("ab"), 4, 2, 0)
 
 
 def test_file_shorter_than_a_window_is_refused(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("abc" * 50)
     with pytest.raises(ValueError, match="too short for --context 64"):
-        text.TextSource(path, text.build_vocab("abc"), 64, 4, 0)
+        text.TextSource(path, CharTokenizer("abc"), 64, 4, 0)
 
 
 def test_split_windows_by_seed_and_step(text_file):
-    source = text.TextSource(text_file, text.build_vocab(TEXT), 16, 4, seed=0)
+    source = text.TextSource(text_file, CharTokenizer(build_vocab(TEXT)), 16, 4, seed=0)
     assert len(source.train) == 864 and len(source.val) == 96  # 90% / 10%
     a = [next(source.train_batches(0))["tokens"] for _ in range(2)]
     np.testing.assert_array_equal(a[0], a[1])
@@ -58,11 +64,11 @@ def test_split_windows_by_seed_and_step(text_file):
     assert first.shape == (4, 17) and not np.array_equal(first, second)
     # Training windows stay inside the training part.
     for tokens in first:
-        assert text.decode(tokens, text.build_vocab(TEXT)) in TEXT[:864]
+        assert CharTokenizer(build_vocab(TEXT)).decode(tokens) in TEXT[:864]
 
 
 def test_eval_windows_are_fixed_and_masked(text_file):
-    source = text.TextSource(text_file, text.build_vocab(TEXT), 16, 32, seed=0)
+    source = text.TextSource(text_file, CharTokenizer(build_vocab(TEXT)), 16, 32, seed=0)
     batches = list(source.eval_batches())
     assert source.eval_examples == 80  # min(256, 96 - 16) windows
     assert sum(b["mask"].sum() for b in batches) == 80 and batches[-1]["mask"][16:].sum() == 0

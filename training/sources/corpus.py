@@ -116,15 +116,6 @@ def pieces(part: Part, flag="--data-file"):
                 return
 
 
-def read_text(path) -> str:
-    """A whole file's text (one line naming the file if it is missing, empty or not UTF-8)."""
-    files = text_files(path)
-    text = "".join(t for p in files for t in pieces(Part(p, 0, p.stat().st_size)))
-    if not text:
-        raise ValueError(f"--data-file {path} is empty: pass a text file with content")
-    return text
-
-
 def characters(data_file, val_file=None) -> str:
     """The corpus's distinct characters, sorted (the char tokenizer's vocabulary)."""
     train, val = parts(data_file, val_file)

@@ -12,35 +12,17 @@ exactly the batches of the uninterrupted one.
 import numpy as np
 
 from jaxtrain.training.sources import token_cache
-from jaxtrain.training.sources.corpus import TRAIN_FRACTION, read_text  # noqa: F401
-from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 EVAL_WINDOWS = 256  # fixed validation windows, evenly spaced over the validation tokens
 
 
-def build_vocab(text: str) -> str:
-    """The text's distinct characters, sorted: character i is token i."""
-    return "".join(sorted(set(text)))
-
-
-def encode(text: str, vocab: str) -> np.ndarray:
-    return CharTokenizer(vocab).encode(text)
-
-
-def decode(tokens, vocab: str) -> str:
-    return CharTokenizer(vocab).decode(tokens)
-
-
 class TextSource:
     """Training and validation windows of a corpus's tokens (a Source:
-    training/sources/base.py). `tokenizer`: training/sources/tokenizer.py, or a char
-    vocabulary (a str)."""
+    training/sources/base.py), by `tokenizer` (training/sources/tokenizer.py)."""
 
     def __init__(self, path, tokenizer, context: int, batch_size: int, seed: int,
-                 val_file=None, progress: bool = True):
-        if isinstance(tokenizer, str):
-            tokenizer = CharTokenizer(tokenizer)
-        made = token_cache.tokens(path, tokenizer, val_file, progress)
+                 val_file=None):
+        made = token_cache.tokens(path, tokenizer, val_file)
         self.train, self.val, self.cache = made.train, made.val, made.folder
         need = context + 1
         where = f"--val-file {val_file}" if val_file else f"--data-file {path}"

@@ -51,7 +51,7 @@ def _fingerprint(part_list: list[Part]) -> list:
             for p in part_list]
 
 
-def tokens(data_file, tokenizer, val_file=None, progress: bool = True) -> Tokens:
+def tokens(data_file, tokenizer, val_file=None) -> Tokens:
     """The corpus's tokens from the cache, tokenizing them first if they are not there."""
     train, val = parts(data_file, val_file)
     spec = {"format": FORMAT, "train": _fingerprint(train), "val": _fingerprint(val),
@@ -60,7 +60,7 @@ def tokens(data_file, tokenizer, val_file=None, progress: bool = True) -> Tokens
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_folder() / key
     if not (folder / "meta.json").is_file():
-        _write(folder, train, val, tokenizer, progress, data_file)
+        _write(folder, train, val, tokenizer, data_file)
     meta = json.loads((folder / "meta.json").read_text())
     dtype = np.dtype(meta["dtype"])
     return Tokens(*(_open(folder / f"{name}.bin", dtype) for name in ("train", "val")), folder)
@@ -92,7 +92,7 @@ def _open(path: Path, dtype) -> np.ndarray:
     return np.memmap(path, dtype, mode="r")
 
 
-def _write(folder: Path, train, val, tokenizer, progress: bool, data_file) -> None:
+def _write(folder: Path, train, val, tokenizer, data_file) -> None:
     """Tokenizes the parts into folder/{train,val}.bin, written aside and renamed into
     place, so a reader sees all of them or none (and two writers do the work twice)."""
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
@@ -104,7 +104,7 @@ def _write(folder: Path, train, val, tokenizer, progress: bool, data_file) -> No
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     start = time.perf_counter()
-    bar = _Progress(total, progress and total > 4 * PIECE)
+    bar = _Progress(total, total > 4 * PIECE)
     try:
         counts = {}
         for name, part_list in (("train", train), ("val", val)):
