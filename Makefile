@@ -13,12 +13,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,docs,wandb]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,wandb,digits]'
 	touch $@
 
 # JAX's CUDA 13 build on top (the [cuda] extra), for a machine with an NVIDIA GPU.
 install-gpu: install
-	$(BIN)/python -m pip install --quiet -e '.[test,docs,wandb,cuda]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,wandb,digits,cuda]'
 
 # The sdist and the wheel in dist/, built with this environment's setuptools (offline);
 # `pip install dist/jaxtrain-*.whl` installs jaxtrain anywhere (docs/getting-started.md).
