@@ -15,7 +15,6 @@ from jaxtrain.models.family import Family
 from jaxtrain.models.transformer import (
     TransformerConfig,
     networks,
-    train_flops_per_token,
 )
 
 # Tokens generated for TensorBoard at each evaluation, at most the context: all from
@@ -40,7 +39,6 @@ class CharLMFamily(Family):
                       "test_loss": f"nats/{tokenizer.unit}"}
         self.attention, self.model, self.decoder = networks(config, precision)
         self.tokens_per_example = config.context
-        self.flops_per_example = config.context * train_flops_per_token(config)
 
     def init(self, rng, batch_size):
         tokens = jnp.zeros((batch_size, self.config.context), jnp.int32)

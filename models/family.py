@@ -43,7 +43,6 @@ class Family(abc.ABC):
     # Units of the losses, by record key (training/metrics.py), e.g. {"train_loss":
     # "nats/token", "test_loss": "nats/image"}.
     units: ClassVar[dict[str, str]]
-    flops_per_example: float  # training FLOPs (forward + backward) of one example
 
     # --- Optional members: the defaults are a family without the feature. ---
     # Keyword options `sample` accepts (temperature, top_k).
@@ -91,11 +90,11 @@ class Family(abc.ABC):
 
     @abc.abstractmethod
     def sample(self, params: Params, request: Any, rng: jax.Array, **options) -> Any:
-        """Generates from the model: images [N, 28, 28] in [0, 1] for class labels [N]
+        """Generates from the model: images [N, H, W, C] in [0, 1] for class labels [N]
         (image families), or the tokens that follow a prompt (text)."""
 
     def epoch_images(self, params: Params, rng: jax.Array, preview: Any) -> dict:
-        """{name: (images [N, 28, 28], columns)} of grids written at each evaluation;
+        """{name: (images [N, H, W, C], columns)} of grids written at each evaluation;
         none by default."""
         return {}
 

@@ -1,4 +1,4 @@
-"""The judge: a small CNN classifier of 28x28 images whose verdicts and features score a
+"""The judge: a small CNN classifier of a dataset's images whose verdicts and features score a
 generator's samples (training/scoring/judge.py trains and keeps it;
 training/scoring/quality.py scores).
 
@@ -24,22 +24,21 @@ class Judge(nn.Module):
 
     @nn.compact
     def __call__(self, images):
-        """images [B, 28, 28] in [0, 1] -> (logits [B, C], features [B, F])."""
-        x = images[..., None]  # [B, 28, 28, 1]
-        x = nn.relu(nn.Conv(32, (3, 3), strides=(2, 2))(x))  # [B, 14, 14, 32]
-        x = nn.relu(nn.Conv(64, (3, 3), strides=(2, 2))(x))  # [B, 7, 7, 64]
+        """images [B, H, W, Ch] in [0, 1] -> (logits [B, C], features [B, F])."""
+        x = nn.relu(nn.Conv(32, (3, 3), strides=(2, 2))(images))  # [B, H/2, W/2, 32]
+        x = nn.relu(nn.Conv(64, (3, 3), strides=(2, 2))(x))  # [B, H/4, W/4, 64]
         features = nn.relu(nn.Dense(FEATURES)(x.reshape(x.shape[0], -1)))  # [B, F]
         return nn.Dense(self.num_classes)(features), features
 
 
 def apply_in_batches(model: Judge, params, images: np.ndarray, batch: int = 500):
-    """(predicted classes int [N], features float64 [N, F]) of images [N, 28, 28] in [0, 1],
+    """(predicted classes int [N], features float64 [N, F]) of images [N, H, W, C] in [0, 1],
     `batch` at a time (one compiled shape: the last batch is padded)."""
     labels, features = [], []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
         n = len(chunk)
-        padded = np.pad(chunk, [(0, batch - n), (0, 0), (0, 0)]).astype(np.float32)
+        padded = np.pad(chunk, [(0, batch - n)] + [(0, 0)] * (chunk.ndim - 1)).astype(np.float32)
         logits, f = _apply(model, params, padded)
         labels.append(np.asarray(jnp.argmax(logits, -1))[:n])
         features.append(np.asarray(f, np.float64)[:n])

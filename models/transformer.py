@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxtrain.models.configs import (  # noqa: F401 (re-exported)
-    NUM_PATCHES,
     PATCH_SYMBOLS,
     TransformerConfig,
 )

@@ -1,16 +1,26 @@
-"""Class-conditional variational autoencoder for 28x28 images, in Flax linen.
+"""Class-conditional variational autoencoder for images of any shape, in Flax linen.
 
-Shapes: B batch, D = 784 pixels, C = 10 classes, Z latent size, H hidden width.
-The encoder sees the class as a one-hot vector concatenated to the pixels; the decoder
-as the one-hot vector concatenated to each layer's input (condition="every-layer",
-Sohn et al.'s CVAE) or a projection of it added to z (condition="latent", the Flax/JAX
-tutorials'). The encoder still puts each class in a region of z, so the prior is
-learned per class (prior="class"), sending `sample --class c` to c's region (docs/evaluating.md:
-"Why the VAE's defaults are what they are").
+Shapes: B batch, (H, W, Ch) an image (models/spec.py), D = H * W * Ch pixels, C classes,
+Z latent size, F hidden width or channels.
+
+Two networks (VAEConfig.network) behind one encode/reparam/decode interface:
+- mlp: Dense layers on the flat pixels. The encoder sees the class as a one-hot vector
+  concatenated to the pixels; the decoder as the one-hot vector concatenated to each
+  layer's input (condition="every-layer", Sohn et al.'s CVAE) or a projection of it
+  added to z (condition="latent", the Flax/JAX tutorials').
+- conv: a small ResNet. The encoder halves H and W at each stage with a stride-2 3x3
+  convolution and ends in a residual block; the decoder mirrors it (nearest-neighbour
+  upsampling, then a 3x3 convolution). The class enters every residual block as FiLM
+  (a learned per-class scale and shift of the channels) and the decoder's input as a
+  one-hot vector beside z.
+The encoder puts each class in a region of z, so the prior is learned per class
+(prior="class"), sending `sample --class c` to c's region (docs/evaluating.md: "Why the
+VAE's defaults are what they are").
 """
 
 import functools
-from typing import Any, Sequence
+import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,31 +31,17 @@ import optax
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
 from jaxtrain.models.family import PRECISIONS, Family, example_keys
+from jaxtrain.models.networks import (  # noqa: F401 (FeedForward, ACTIVATION_FNS re-exported)
+    ACTIVATION_FNS,
+    ConvDecoder,
+    ConvEncoder,
+    FeedForward,
+)
 
 # The class prior's parameters are stored divided by this: AdamW moves a parameter by
 # about lr a step, and the class regions of z sit 3-5 units from the origin (Fashion-
 # MNIST, one epoch: class accuracy of samples 65% with scale 1, 94% with 10).
 PRIOR_SCALE = 10.0
-
-
-ACTIVATION_FNS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
-
-
-class FeedForward(nn.Module):
-    """A stack of Dense layers, each followed by `activation`; `dtype` of their matmuls.
-    With a `condition` [B, C], every layer's input is concatenated with it."""
-
-    widths: Sequence[int]
-    dtype: Any = jnp.float32
-    activation: str = "relu"
-
-    @nn.compact
-    def __call__(self, x, condition=None):
-        for width in self.widths:
-            if condition is not None:
-                x = jnp.concatenate([x, condition], -1)
-            x = ACTIVATION_FNS[self.activation](nn.Dense(width, dtype=self.dtype)(x))
-        return x
 
 
 class VAE(nn.Module):
@@ -58,13 +54,18 @@ class VAE(nn.Module):
 
     def setup(self):
         c = self.config
-        self.encoder = FeedForward(c.encoder_widths, self.dtype, c.activation)
+        if c.network == "conv":
+            self.encoder = ConvEncoder(c.channels, self.dtype, c.activation)
+            self.decoder = ConvDecoder(c.channels, tuple(c.image_shape), self.dtype,
+                                       c.activation)
+        else:
+            self.encoder = FeedForward(c.encoder_widths, self.dtype, c.activation)
+            self.decoder = FeedForward(c.decoder_widths, self.dtype, c.activation)
+            self.out = nn.Dense(math.prod(c.image_shape))
         self.mean = nn.Dense(c.latent_dim)
         self.logvar = nn.Dense(c.latent_dim)
         if c.condition == "latent":
             self.class_proj = nn.Dense(c.latent_dim)
-        self.decoder = FeedForward(c.decoder_widths, self.dtype, c.activation)
-        self.out = nn.Dense(c.image_dim)
         if c.prior == "class":  # starts as N(0, I) for every class
             self.prior_mean = nn.Embed(c.num_classes, c.latent_dim,
                                        embedding_init=nn.initializers.zeros)
@@ -79,8 +80,12 @@ class VAE(nn.Module):
         return PRIOR_SCALE * self.prior_mean(label), PRIOR_SCALE * self.prior_logvar(label)
 
     def encode(self, x, label):
+        """q(z | x, c) as (mean, logvar) [B, Z] of images x [B, H, W, Ch]."""
         onehot = jax.nn.one_hot(label, self.config.num_classes)  # [B, C]
-        h = self.encoder(jnp.concatenate([x, onehot], axis=-1))  # [B, H]
+        if self.config.network == "conv":
+            h = self.encoder(x, onehot)  # [B, F]
+        else:
+            h = self.encoder(jnp.concatenate([x.reshape(len(x), -1), onehot], axis=-1))
         return self.mean(h), self.logvar(h)  # [B, Z], [B, Z]
 
     def reparam(self, mean, logvar, keys):
@@ -89,14 +94,20 @@ class VAE(nn.Module):
         return mean + jnp.exp(0.5 * logvar) * eps  # [B, Z]
 
     def decode(self, z, label):
+        """The decoder's pixel outputs [B, H, W, Ch] (logits or means) for latents z [B, Z]."""
         onehot = jax.nn.one_hot(label, self.config.num_classes)  # [B, C]
         if self.config.condition == "latent":
-            return self.out(self.decoder(z + self.class_proj(onehot)))  # [B, D]
-        h = self.decoder(z, onehot)  # [B, H]
-        return self.out(jnp.concatenate([h, onehot], axis=-1))  # [B, D]
+            z = z + self.class_proj(onehot)
+        if self.config.network == "conv":
+            return self.decoder(z, onehot)
+        if self.config.condition == "latent":
+            out = self.out(self.decoder(z))  # [B, D]
+        else:
+            out = self.out(jnp.concatenate([self.decoder(z, onehot), onehot], axis=-1))
+        return out.reshape(-1, *self.config.image_shape)
 
     def __call__(self, x, label, keys):
-        """(pixel logits [B, D], q(z | x, c) and p(z | c), each as (mean, logvar))."""
+        """(pixel outputs [B, H, W, Ch], q(z | x, c) and p(z | c), each as (mean, logvar))."""
         mean, logvar = self.encode(x, label)
         z = self.reparam(mean, logvar, keys)
         return self.decode(z, label), (mean, logvar), self.prior(label)
@@ -105,14 +116,19 @@ class VAE(nn.Module):
 # --- Losses: per-example, in nats, free functions. ---
 
 
+def per_example_sum(values):
+    """[B, ...] -> [B]: the sum over everything but the batch axis."""
+    return values.reshape(len(values), -1).sum(axis=-1)
+
+
 def bernoulli_nll(logits, x):
     """-log p(x | logits) summed over pixels, x in [0, 1] (binary cross-entropy)."""
-    return optax.sigmoid_binary_cross_entropy(logits, x).sum(axis=-1)  # [B]
+    return per_example_sum(optax.sigmoid_binary_cross_entropy(logits, x))  # [B]
 
 
 def gaussian_nll(out, x):
     """The tutorial's squared error, 0.5 * ||out - x||^2 per image (not a normalized density)."""
-    return optax.l2_loss(out, x).sum(axis=-1)  # [B]
+    return per_example_sum(optax.l2_loss(out, x))  # [B]
 
 
 def kl_divergence(mean, logvar, prior_mean=0.0, prior_logvar=0.0):
@@ -153,16 +169,15 @@ class VAEFamily(Family):
         self.model = VAE(config, PRECISIONS[precision])
         # What the test loss scores: eval and docs/evaluating.md say which.
         self.target_pixels = "binary" if config.binarize else "grey"
-        self.flops_per_example = train_flops_per_example(config)
 
     def init(self, rng, batch_size):
-        x = jnp.zeros((batch_size, self.config.image_dim), jnp.float32)
+        x = jnp.zeros((batch_size, *self.config.image_shape), jnp.float32)
         label = jnp.zeros((batch_size,), jnp.int32)
         keys = example_keys(rng, jnp.arange(batch_size))
         return self.model.init(rng, x, label, keys)["params"]
 
     def targets(self, batch, rng=None):
-        """The pixels the model is scored on [B, D]: grey levels in [0, 1] (used as
+        """The pixels the model is scored on [B, H, W, Ch]: grey levels in [0, 1] (used as
         Bernoulli probabilities), or with `binarize` a fresh binarization of a training
         batch (rng given) or the fixed one of a test batch (models/binarize.py)."""
         if not self.config.binarize:
@@ -208,7 +223,7 @@ class VAEFamily(Family):
         if self.config.likelihood != "bernoulli":
             raise ValueError("the importance-weighted likelihood needs --likelihood bernoulli "
                              "(the gaussian recon term is not a density)")
-        x, label = self.targets(batch), batch["label"]  # [B, D], [B]
+        x, label = self.targets(batch), batch["label"]  # [B, H, W, Ch], [B]
         b, z_dim = x.shape[0], self.config.latent_dim
         keys = example_keys(rng, batch["index"])  # [B, 2]
         mean, logvar = self.model.apply({"params": params}, x, label, method=VAE.encode)
@@ -221,7 +236,7 @@ class VAEFamily(Family):
                                                        (chunk, z_dim)))(keys)  # [B, C, Z]
             z = mean[:, None] + std[:, None] * eps  # [B, C, Z]
             out = self.model.apply({"params": params}, z.reshape(b * chunk, z_dim),
-                                   jnp.repeat(label, chunk), method=VAE.decode)  # [B*C, D]
+                                   jnp.repeat(label, chunk), method=VAE.decode)  # [B*C, ...]
             log_px = -bernoulli_nll(out, jnp.repeat(x, chunk, axis=0)).reshape(b, chunk)
             log_w = (log_px + log_normal(z, prior_mean[:, None], prior_logvar[:, None])
                      - log_normal(z, mean[:, None], logvar[:, None]))  # [B, C]
@@ -237,7 +252,7 @@ class VAEFamily(Family):
         return {"iw_nll": jnp.sum(-log_p * batch["mask"]), "count": jnp.sum(batch["mask"])}
 
     def sample(self, params, labels, rng):
-        """Images [N, 28, 28] in [0, 1] of classes `labels` [N], from z ~ p(z | c)."""
+        """Images [N, H, W, Ch] in [0, 1] of classes `labels` [N], from z ~ p(z | c)."""
         return np.asarray(self._sample(params, jnp.asarray(labels), rng))
 
     def epoch_images(self, params, rng, preview):
@@ -248,7 +263,7 @@ class VAEFamily(Family):
         samples, recon = jax.device_get(self._epoch_images(params, rng, jnp.asarray(images),
                                                            jnp.asarray(labels)))
         return {"samples": (samples, self.config.num_classes),
-                "recon": (np.concatenate([images.reshape(-1, 28, 28), recon]), len(images))}
+                "recon": (np.concatenate([images, recon]), len(images))}
 
     # The samplers are jitted whole (one program each, compiled once per family): run
     # eagerly, each of their operations would compile on its own at the first evaluation.
@@ -266,12 +281,12 @@ class VAEFamily(Family):
         return self.generate(params, labels, self.latents(params, rng, labels))
 
     def generate(self, params, labels, z):
-        """Images [N, 28, 28] in [0, 1] for classes `labels` [N] from latents `z` [N, Z]."""
+        """Images [N, H, W, Ch] in [0, 1] for classes `labels` [N] from latents `z` [N, Z]."""
         out = self.model.apply({"params": params}, z, labels, method=VAE.decode)
-        return decoded_image(self.config, out).reshape(-1, 28, 28)
+        return decoded_image(self.config, out)
 
     def reconstruct(self, params, images, labels):
-        """Reconstructions [N, 28, 28] from the posterior mean (no sampling noise)."""
+        """Reconstructions [N, H, W, Ch] from the posterior mean (no sampling noise)."""
         mean, _ = self.model.apply({"params": params}, images, labels, method=VAE.encode)
         return self.generate(params, labels, mean)
 
@@ -283,16 +298,3 @@ class VAEFamily(Family):
             eps = jax.random.normal(rng, (len(labels), self.config.latent_dim))
         mean, logvar = self.model.apply({"params": params}, labels, method=VAE.prior)
         return mean + jnp.exp(0.5 * logvar) * eps
-
-
-def train_flops_per_example(config: VAEConfig) -> float:
-    """Training FLOPs per example: 6 per weight of the Dense layers (2 forward, 4
-    backward), the count `make bench` uses for GFLOP/s."""
-    c = config
-    widths = [c.image_dim + c.num_classes, *c.encoder_widths]
-    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
-    weights += 2 * c.encoder_widths[-1] * c.latent_dim  # (the prior's lookups: no FLOPs)
-    widths = [c.latent_dim, *c.decoder_widths, c.image_dim]
-    onehot = c.num_classes if c.condition == "every-layer" else 0  # each layer's extra input
-    weights += sum((a + onehot) * b for a, b in zip(widths[:-1], widths[1:]))
-    return 6 * (weights + (c.num_classes * c.latent_dim if c.condition == "latent" else 0))

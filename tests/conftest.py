@@ -35,6 +35,11 @@ TINY = ["--encoder-widths", "32", "--decoder-widths", "32", "--latent-dim", "4",
         "--batch-size", "8", "--warmup-steps", "2", "--no-download"]
 
 
+# The fixtures' images, MNIST's shape (training/sources/mnist.py), and what a digits
+# Transformer of them is sized with (training/commands/prepare.py:with_spec does it in a run).
+SHAPE = (28, 28, 1)
+DIGITS = {"image_shape": SHAPE, "context": 196}
+
 def fit_args(data_dir, workdir, epochs=2, *extra) -> list:
     """`jaxtrain fit` of the tiny VAE on the tiny dataset (8 steps an epoch, a log every 4)."""
     return ["fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", epochs, *TINY,
@@ -135,8 +140,11 @@ def write_judged_dataset(root):
     from jaxtrain.training.sources.images import ImageSource
 
     write_dataset(root)
-    load_or_train(ImageSource("mnist", root, False, 8, 0), judge_path("mnist", root, root), 10,
-                  epochs=1, min_steps=150)
+    from jaxtrain.training.settings.config import DataConfig
+
+    data = DataConfig(dataset="mnist", data_dir=str(root), download=False)
+    load_or_train(ImageSource(data, 8, 0), judge_path(data, root), 10, epochs=1,
+                  min_steps=150)
     return root
 
 

@@ -4,6 +4,7 @@ tolerance (the sums run in another order), for every family, dropout included.""
 import jax
 import numpy as np
 import pytest
+from conftest import DIGITS, SHAPE
 from flax.traverse_util import flatten_dict
 
 from jaxtrain.models.configs import TransformerConfig
@@ -17,7 +18,7 @@ STEPS = 3
 
 def image_batches(n, seed=0):
     rng = np.random.default_rng(seed)
-    return [{"image": rng.integers(0, 256, (n, 784), dtype=np.uint8),
+    return [{"image": rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8),
              "label": rng.integers(0, 10, n).astype(np.int32),
              "index": np.arange(n, dtype=np.int32)} for _ in range(STEPS)]
 
@@ -30,11 +31,13 @@ def text_batches(n, context, vocab, seed=0):
 
 VOCAB = "abcdefgh"
 CASES = {
-    "vae": (lambda: ("vae", VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4),
+    "vae": (lambda: ("vae", VAEConfig(image_shape=SHAPE, encoder_widths=(32,),
+                                      decoder_widths=(32,), latent_dim=4),
                      DataConfig()), image_batches),
     # dropout > 0: the masks must be the whole batch's, whatever K
     "digits": (lambda: ("transformer", TransformerConfig(layers=1, d_model=32, heads=2,
-                                                         dropout=0.2), DataConfig()),
+                                                         dropout=0.2, **DIGITS),
+                        DataConfig()),
                image_batches),
     "text": (lambda: ("transformer", TransformerConfig(
         layers=1, d_model=32, heads=2, dropout=0.2, context=16, vocab_size=len(VOCAB),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from conftest import SHAPE
 
 from jaxtrain.models.transformer import Transformer, TransformerConfig
 from jaxtrain.models.vae import VAEConfig, VAEFamily
@@ -27,7 +28,7 @@ def torch_parameter_count(model):
 
 @pytest.mark.slow
 def test_torch_references_have_the_same_parameters():
-    vae = VAEFamily(VAEConfig()).init(jax.random.PRNGKey(0), 1)
+    vae = VAEFamily(VAEConfig(image_shape=SHAPE)).init(jax.random.PRNGKey(0), 1)
     assert parameter_count(vae) == torch_parameter_count(torch_reference.TorchVAE())
     config = TransformerConfig(context=256, vocab_size=65, output_size=65)
     tokens = jax.numpy.zeros((1, 256), jax.numpy.int32)

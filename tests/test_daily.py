@@ -21,8 +21,10 @@ from conftest import (
 from events import read_events
 from PIL import Image
 
+from jaxtrain.training.commands.prepare import with_spec
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.files import read_file, resolve
+from jaxtrain.training.sources.registry import datasets
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def test_tensorboard_events_read_back_without_duplicates_after_resume(resumed):
     assert 'model = "vae"' in config and "[train]" in config
     # The run's config.toml gives its config back (`fit --config` repeats the run).
     config, workdir = resolve([read_file(resumed / "config.toml")])
-    assert config == checkpoint.restore(resumed).config
+    # (with what the data's spec adds: the classes' names, the image shape)
+    assert with_spec(config, datasets()["mnist"].spec) == checkpoint.restore(resumed).config
     assert workdir == str(resumed)
     # The test losses in TensorBoard are those of metrics.jsonl (rewritten on resume).
     logged = {s: v for _, t, s, v in events if t == "test/test_loss"}

@@ -6,25 +6,33 @@ import numpy as np
 import pytest
 from conftest import N_TEST, N_TRAIN, make_images, write_dataset
 
+from jaxtrain.training.settings.config import DataConfig
 from jaxtrain.training.sources import images as data
+from jaxtrain.training.sources import mnist
+
+
+def load(name, data_dir):
+    """(train, test) ArrayDatasets of a built-in dataset in data_dir, offline."""
+    return data.load_datasets(DataConfig(dataset=name, data_dir=str(data_dir),
+                                         download=False))[:2]
 
 
 def test_loads_idx_files_with_torchvision(data_dir):
-    train, test = data.load_datasets("mnist", data_dir, download=False)
+    train, test = load("mnist", data_dir)
     assert (len(train), len(test)) == (N_TRAIN, N_TEST)
     images, labels = make_images(N_TRAIN, seed=0)
     got_images, got_labels, index = train.__getitems__([0, 5])
     assert index.tolist() == [0, 5]
-    np.testing.assert_array_equal(got_images, images[[0, 5]].reshape(2, 784))
+    np.testing.assert_array_equal(got_images, images[[0, 5]][..., None])
     np.testing.assert_array_equal(got_labels, labels[[0, 5]])
 
 
 def test_train_batches_are_full_uint8_and_shuffled_by_seed_and_epoch(data_dir):
-    train, _ = data.load_datasets("mnist", data_dir, download=False)
+    train, _ = load("mnist", data_dir)
     batches = list(data.train_loader(train, 8, seed=0, epoch=0))
     assert len(batches) == N_TRAIN // 8 == data.steps_per_epoch(train, 8)
     b = batches[0]
-    assert b["image"].dtype == np.uint8 and b["image"].shape == (8, 784)
+    assert b["image"].dtype == np.uint8 and b["image"].shape == (8, *mnist.SHAPE)
     assert b["label"].dtype == np.int32 and b["label"].shape == (8,)
     assert b["image"].max() == 255
     labels = lambda bs: np.concatenate([x["label"] for x in bs])  # noqa: E731
@@ -40,10 +48,10 @@ def test_train_batches_are_full_uint8_and_shuffled_by_seed_and_epoch(data_dir):
 
 
 def test_eval_covers_every_example_once_with_padding_masked(data_dir):
-    _, test = data.load_datasets("mnist", data_dir, download=False)
+    _, test = load("mnist", data_dir)
     batches = list(data.eval_loader(test, 8))
     assert len(batches) == 4  # 30 = 8 + 8 + 8 + 6
-    assert all(b["image"].shape == (8, 784) for b in batches)
+    assert all(b["image"].shape == (8, *mnist.SHAPE) for b in batches)
     assert batches[-1]["mask"].tolist() == [1] * 6 + [0] * 2
     assert batches[-1]["index"][:6].tolist() == list(range(24, 30))
     assert sum(b["mask"].sum() for b in batches) == N_TEST
@@ -54,7 +62,7 @@ def test_eval_covers_every_example_once_with_padding_masked(data_dir):
 
 def test_missing_data_without_download_names_dir_files_and_remedy(tmp_path):
     with pytest.raises(ValueError) as e:
-        data.load_datasets("mnist", tmp_path, download=False)
+        load("mnist", tmp_path)
     msg = str(e.value)
     assert str(tmp_path / "MNIST" / "raw") in msg
     assert "train-images-idx3-ubyte" in msg and "--data-dir" in msg
@@ -66,7 +74,7 @@ def test_truncated_idx_file_is_a_clear_error(tmp_path):
     path = raw / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        data.load_datasets("mnist", tmp_path, download=False)
+        load("mnist", tmp_path)
 
 
 def test_label_count_mismatch_is_a_clear_error(tmp_path):
@@ -75,7 +83,7 @@ def test_label_count_mismatch_is_a_clear_error(tmp_path):
 
     write_idx(raw / "t10k-labels-idx1-ubyte", np.zeros(N_TEST - 1, np.uint8))
     with pytest.raises(ValueError, match="labels"):
-        data.load_datasets("mnist", tmp_path, download=False)
+        load("mnist", tmp_path)
 
 
 def test_fashion_mnist_found_offline_from_debian_package(tmp_path, monkeypatch):
@@ -85,8 +93,8 @@ def test_fashion_mnist_found_offline_from_debian_package(tmp_path, monkeypatch):
     for f in src.iterdir():
         with gzip.open(debian / f"{f.name}.gz", "wb") as out:
             out.write(f.read_bytes())
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian)
-    train, test = data.load_datasets("fashion-mnist", tmp_path / "cache", download=False)
+    monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST", debian)
+    train, test = load("fashion-mnist", tmp_path / "cache")
     assert (len(train), len(test)) == (N_TRAIN, N_TEST)
     assert (tmp_path / "cache" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
@@ -95,7 +103,9 @@ def test_reading_images_imports_no_torchdynamo_and_leaves_it_importable(data_dir
     """training/sources/vision.py: torchvision without torch._dynamo (1.4 s of the start);
     TorchDynamo itself still imports whole afterwards."""
     code = ("import sys; from jaxtrain.training.sources import images as data; "
-            f"train, _ = data.load_datasets('mnist', {str(data_dir)!r}, download=False); "
+            "from jaxtrain.training.settings.config import DataConfig; "
+            f"train, _, _ = data.load_datasets(DataConfig(dataset='mnist', "
+            f"data_dir={str(data_dir)!r}, download=False)); "
             "assert len(train) > 0; "
             "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'; "
             "import torch._dynamo.utils as u; r = sys.modules['torchvision.ops.roi_align']; "

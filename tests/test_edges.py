@@ -51,9 +51,10 @@ def torchvision_classes(name: str) -> list:
 
 def test_built_in_datasets_name_their_classes():
     from jaxtrain.training.commands.restored import class_index
-    from jaxtrain.training.settings.config import DATASET_CLASSES, DataConfig
+    from jaxtrain.training.settings.config import DataConfig
+    from jaxtrain.training.sources.mnist import CLASSES
 
-    assert DATASET_CLASSES["fashion-mnist"] == tuple(torchvision_classes("FashionMNIST"))
+    assert CLASSES["fashion-mnist"] == tuple(torchvision_classes("FashionMNIST"))
     names = DataConfig(dataset="fashion-mnist").labels
     assert [class_index(x, 10, names) for x in ("sneaker", "Ankle boot", "ankle-boot",
                                                 "t-shirt", "3")] == [7, 9, 9, 0, 3]
@@ -116,13 +117,13 @@ def test_folder_needs_its_data_dir_and_a_text_preset_prints_alone(jaxtrain):
 @pytest.mark.slow  # seconds only, but the first import of torch in a worker costs 5 s
 def test_data_dir_may_name_the_raw_folder_and_a_failed_download_leaves_no_folders(
         tmp_path, data_dir, monkeypatch):
-    from jaxtrain.training.sources import images
-    from jaxtrain.training.sources.images import data_root, load_split
+    from jaxtrain.training.sources import mnist
+    from jaxtrain.training.sources.mnist import data_root, load_split
 
     raw = data_dir / "MNIST" / "raw"
     assert data_root("mnist", raw) == data_root("mnist", raw.parent) == data_dir
     pixels, _ = load_split("mnist", raw, train=False, download=False)
-    assert pixels.shape == (30, 28, 28)
+    assert tuple(pixels.shape) == (30, *mnist.SHAPE[:2])
     # Files straight in a folder of another name: said where they must go.
     loose = tmp_path / "loose"
     loose.mkdir()
@@ -137,7 +138,7 @@ def test_data_dir_may_name_the_raw_folder_and_a_failed_download_leaves_no_folder
             (Path(root) / "MNIST" / "raw").mkdir(parents=True)
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
-    monkeypatch.setitem(images.TORCHVISION_CLASSES, "mnist", MNIST)
+    monkeypatch.setattr(mnist, "torchvision_class", lambda dataset: MNIST)
     empty = tmp_path / "cache"
     with pytest.raises(ValueError, match="the download failed"):
         load_split("mnist", empty, train=False, download=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, assert_one_line_error
+from conftest import SHAPE, TINY, assert_one_line_error
 
 from jaxtrain.models.pixel_lm import PixelLMFamily
 from jaxtrain.models.transformer import Transformer, TransformerConfig, relayout
@@ -62,6 +62,7 @@ def write(tmp_path, params, model, config, name="model.safetensors"):
 ])
 def test_vae_twin_decodes_the_same_images(tmp_path, settings):
     config = VAEConfig(**{"encoder_widths": (16,), "decoder_widths": (12, 8), "latent_dim": 4,
+                          "image_shape": SHAPE,
                           **settings})
     family = VAEFamily(config)
     params = noisy(family.init(jax.random.PRNGKey(0), 1))

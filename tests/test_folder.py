@@ -9,7 +9,8 @@ from conftest import assert_one_line_error
 from PIL import Image
 
 from jaxtrain.training.rundir import checkpoint
-from jaxtrain.training.sources.folder import CACHE_NAME, load_folder
+from jaxtrain.training.settings.config import DataConfig
+from jaxtrain.training.sources.folder import DEFAULT_SIZE, load_folder
 from jaxtrain.training.sources.images import ImageSource
 
 CLASSES = {"circle": 14, "square": 12, "stripes": 10}  # images per class
@@ -48,11 +49,12 @@ def test_hold_out_is_stratified_seeded_and_cached(tmp_path):
     root = write_folder(tmp_path / "shapes")
     (train_x, train_y), (test_x, test_y), names = load_folder(root, 0.25, tmp_path / "cache")
     assert names == ["circle", "square", "stripes"]
-    assert train_x.dtype == np.uint8 and train_x.shape[1:] == (28, 28)
+    # RGB pictures stay RGB, brought to the default size
+    assert train_x.dtype == np.uint8 and train_x.shape[1:] == (DEFAULT_SIZE, DEFAULT_SIZE, 3)
     # round(0.25 * n) of each class held out: 14 -> 4, 12 -> 3, 10 -> 2 (2.5 rounds to even)
     assert np.bincount(test_y).tolist() == [4, 3, 2]
     assert len(train_y) + len(test_y) == sum(CLASSES.values())
-    cache = root / CACHE_NAME
+    cache = root / f".jaxtrain-{DEFAULT_SIZE}x{DEFAULT_SIZE}.npz"
     stamp = cache.stat().st_mtime_ns
     again = load_folder(root, 0.25, tmp_path / "cache")  # from the cache, the same split
     assert cache.stat().st_mtime_ns == stamp
@@ -93,7 +95,30 @@ def test_bad_folders_are_one_line(tmp_path, jaxtrain, make, fragment):
 
 def test_fewer_images_than_a_batch(tmp_path, folder):
     with pytest.raises(ValueError, match="--batch-size 64 is larger than the"):
-        ImageSource("folder", folder, False, 64, 0)
+        ImageSource(DataConfig(dataset="folder", data_dir=str(folder)), 64, 0)
+
+
+def test_images_keep_their_channels_and_are_cropped_to_the_image_size(tmp_path):
+    """A grey folder stays one channel; a non-square picture loses the long side's
+    edges (shorter side resized to S, centre kept), it is not stretched."""
+    grey = tmp_path / "grey"
+    for c in ("a", "b"):
+        (grey / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((10, 10), 40 * i, np.uint8)).save(grey / c / f"{i}.png")
+    (x, _), _, _ = load_folder(grey, 0.3, tmp_path / "cache", size=4)
+    assert x.shape[1:] == (4, 4, 1)
+    wide = tmp_path / "wide"
+    for c in ("a", "b"):
+        (wide / c).mkdir(parents=True)
+        for i in range(2):  # 12 x 4: a red left third, green middle, blue right third
+            rgb = np.zeros((4, 12, 3), np.uint8)
+            rgb[:, :4, 0] = rgb[:, 4:8, 1] = rgb[:, 8:, 2] = 255
+            Image.fromarray(rgb).save(wide / c / f"{i}.png")
+    (x, _), _, _ = load_folder(wide, 0.3, tmp_path / "cache", size=4)
+    assert x.shape[1:] == (4, 4, 3)
+    np.testing.assert_array_equal(x[:, :, :, 1], 255)  # only the green middle is left
+    np.testing.assert_array_equal(x[:, :, :, [0, 2]], 0)
 
 
 VAE = ["--encoder-widths", 32, "--decoder-widths", 32, "--latent-dim", 4, "--batch-size", 8,

@@ -48,7 +48,7 @@ def test_fit_help_is_in_panels_in_order(jaxtrain):
 def test_choices_shown_and_each_default_once_in_one_style(jaxtrain):
     help_ = entries(jaxtrain("fit", "--help", check=True).stdout)
     assert "--model [vae|transformer]" in help_["--model"]
-    assert "[mnist|fashion-mnist|folder|text]" in help_["--dataset"]
+    assert "[mnist|fashion-mnist|digits|folder|text]" in help_["--dataset"]
     assert "--precision [float32|bf16]" in help_["--precision"]
     for flag, entry in help_.items():
         assert entry.count("[default:") <= 1, entry

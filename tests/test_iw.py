@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY, assert_one_line_error
+from conftest import SHAPE, TINY, assert_one_line_error
 
 from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily, bernoulli_nll
 
-ONE_D = VAEConfig(encoder_widths=(8,), decoder_widths=(8,), latent_dim=1)
+ONE_D = VAEConfig(image_shape=SHAPE, encoder_widths=(8,), decoder_widths=(8,), latent_dim=1)
 
 
 def one_d_family_and_batch(n=4):
@@ -23,7 +23,7 @@ def one_d_family_and_batch(n=4):
     # The learned class prior p(z | c) starts as N(0, 1); give each class its own.
     params = {**params, "prior_mean": {"embedding": rng.normal(0, 0.1, (10, 1))},
               "prior_logvar": {"embedding": rng.normal(0, 0.05, (10, 1))}}
-    batch = {"image": rng.integers(0, 256, (n, 784), dtype=np.uint8),
+    batch = {"image": rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8),
              "label": np.arange(n, dtype=np.int32) % 10, "index": np.arange(n, dtype=np.int32),
              "mask": np.ones(n, np.float32)}
     return family, params, batch

@@ -10,6 +10,7 @@ from conftest import TINY, assert_one_line_error, write_dataset
 
 from jaxtrain.models.judge import class_accuracy, frechet_distance
 from jaxtrain.training.scoring.judge import load_or_train
+from jaxtrain.training.settings.config import DataConfig
 from jaxtrain.training.sources.images import ImageSource
 
 
@@ -39,7 +40,7 @@ def test_class_accuracy_hand_computed():
 
 @pytest.fixture(scope="module")
 def source(data_dir):
-    return ImageSource("mnist", data_dir, False, 8, 0)
+    return ImageSource(DataConfig("mnist", str(data_dir), download=False), 8, 0)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_judge_trains_on_tiny_data_and_is_kept(judge, source, capsys):
     assert judge.accuracy >= 0.9 and judge.accuracy_binary >= 0.9
     again = load_or_train(source, judge.path, 10, epochs=1, min_steps=150)
     assert again.trained_s is None and again.accuracy == judge.accuracy  # read, not trained
-    images = source.test.images.reshape(-1, 28, 28) / 255.0
+    images = source.test.images / 255.0  # [N, H, W, C]
     labels, features = again.classify(images)
     np.testing.assert_array_equal(labels, judge.classify(images)[0])
     assert features.shape == (len(images), 256)
@@ -69,7 +70,7 @@ def test_judge_is_trained_again_when_the_data_changes(judge, source, data_dir, t
                                                      capsys):
     path = tmp_path / "judge.msgpack"
     path.write_bytes(judge.path.read_bytes())
-    changed = ImageSource("mnist", data_dir, False, 8, 0)
+    changed = ImageSource(DataConfig("mnist", str(data_dir), download=False), 8, 0)
     changed.train.images = changed.train.images.copy()
     changed.train.images[0, 0] ^= 1  # one pixel of one training image
     assert load_or_train(changed, path, 10, epochs=1, min_steps=10).trained_s is not None

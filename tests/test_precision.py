@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import SHAPE
 
 from jaxtrain.models.transformer import CausalSelfAttention, attention_for
 from jaxtrain.training.engine.run import Run
@@ -20,7 +21,8 @@ def tiny_run(model, precision):
     if model == "vae":
         from jaxtrain.models.vae import VAEConfig
 
-        model_config = VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4)
+        model_config = VAEConfig(image_shape=SHAPE, encoder_widths=(32,),
+                                 decoder_widths=(32,), latent_dim=4)
         data = DataConfig()
     else:  # a character model: the Transformer at its smallest context
         from jaxtrain.models.transformer import TransformerConfig
@@ -40,7 +42,8 @@ def train_losses(run):
     if run.config.data.is_text:
         batch = {"tokens": rng.integers(0, len(VOCAB), (8, 17)).astype(np.int32)}
     else:
-        images = (rng.random((8, 784)) < np.linspace(0.05, 0.6, 784)).astype(np.uint8) * 255
+        odds = np.linspace(0.05, 0.6, SHAPE[0] * SHAPE[1]).reshape(SHAPE)
+        images = (rng.random((8, *SHAPE)) < odds).astype(np.uint8) * 255
         batch = {"image": images, "label": np.arange(8, dtype=np.int32) % 10}
     state, losses = run.init_state(), []
     for _ in range(STEPS):

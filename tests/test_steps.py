@@ -1,6 +1,7 @@
 import jax
 import numpy as np
 import pytest
+from conftest import SHAPE
 
 from jaxtrain.models.vae import VAEConfig
 from jaxtrain.training.engine.run import Run
@@ -10,7 +11,8 @@ from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 
 
 def tiny_run(**train):
-    config = RunConfig("vae", VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4),
+    config = RunConfig("vae", VAEConfig(image_shape=SHAPE, encoder_widths=(32,),
+                                        decoder_widths=(32,), latent_dim=4),
                        DataConfig("mnist", "/nonexistent"),
                        TrainConfig(**{"epochs": 1, "batch_size": 8, "warmup_steps": 10, **train}))
     return Run(config, steps_per_epoch=100)
@@ -18,7 +20,7 @@ def tiny_run(**train):
 
 def a_batch(n=8, seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": (rng.random((n, 784)) > 0.7).astype(np.uint8) * 255,
+    return {"image": (rng.random((n, *SHAPE)) > 0.7).astype(np.uint8) * 255,
             "label": (np.arange(n) % 10).astype(np.int32)}
 
 

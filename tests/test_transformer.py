@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import DIGITS, SHAPE
 
 from jaxtrain.models.decoding import empty_cache, filtered_logits, pick
 from jaxtrain.models.pixel_lm import (
@@ -23,19 +24,19 @@ from jaxtrain.models.transformer import (
     scan_unroll,
 )
 
-TINY = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.1)
+TINY = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.1, **DIGITS)
 
 
 def test_tokenization_round_trip_and_layout():
-    bits = (np.random.default_rng(0).random((3, 784)) > 0.5).astype(np.int32)
+    bits = (np.random.default_rng(0).random((3, *SHAPE)) > 0.5).astype(np.int32)
     tokens = image_to_tokens(jnp.asarray(bits))
     assert tokens.shape == (3, 196) and 0 <= int(tokens.min()) and int(tokens.max()) <= 15
-    np.testing.assert_array_equal(tokens_to_image(tokens), bits)
+    np.testing.assert_array_equal(tokens_to_image(tokens, SHAPE), bits)
     # Pixels (0,0)=1, (0,1)=0, (1,0)=1, (1,1)=1 make the first token 0b1011 = 11;
     # pixel (0, 2) is the top-left of the second patch: 0b1000 = 8.
-    image = np.zeros((28, 28), np.int32)
+    image = np.zeros(SHAPE, np.int32)
     image[0, 0] = image[1, 0] = image[1, 1] = image[0, 2] = 1
-    first = image_to_tokens(jnp.asarray(image.reshape(1, 784)))[0]
+    first = image_to_tokens(jnp.asarray(image[None]))[0]
     assert first[:2].tolist() == [11, 8] and int(first[2:].sum()) == 0
 
 
@@ -44,7 +45,7 @@ def test_likelihood_arithmetic_hand_checked():
     # i.e. exactly 1 bit per binary pixel.
     nll = sequence_nll(jnp.zeros((1, 196, 16)), jnp.zeros((1, 196), jnp.int32))
     np.testing.assert_allclose(nll, [196 * math.log(16)], rtol=1e-6)
-    np.testing.assert_allclose(nats_to_bits_per_dim(nll), [1.0], rtol=1e-6)
+    np.testing.assert_allclose(nats_to_bits_per_dim(nll, 784), [1.0], rtol=1e-6)
     # A token given probability 1/2 costs log 2.
     logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25]]]))
     np.testing.assert_allclose(sequence_nll(logits, jnp.array([[0]])), [math.log(2)], rtol=1e-6)
@@ -210,7 +211,7 @@ def test_jitted_top_p_draws_only_from_the_nucleus_and_compiles_once():
 def test_test_binarization_is_fixed_per_example():
     family = PixelLMFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=4)
-    images = np.random.default_rng(0).integers(0, 256, (4, 784), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (4, *SHAPE), dtype=np.uint8)
     batch = {"image": images, "label": np.arange(4, dtype=np.int32),
              "index": np.arange(4, dtype=np.int32), "mask": np.ones(4, np.float32)}
     a = family.eval_sums(params, batch, jax.random.PRNGKey(0))
@@ -228,7 +229,7 @@ def test_sample_gives_binary_images_of_the_right_shape():
     params = family.init(jax.random.PRNGKey(0), batch_size=3)
     images = family.sample(params, np.array([0, 7, 7]), jax.random.PRNGKey(0), temperature=1.0,
                            top_k=4, top_p=0.9)
-    assert images.shape == (3, 28, 28) and set(np.unique(images)) <= {0.0, 1.0}
+    assert images.shape == (3, *SHAPE) and set(np.unique(images)) <= {0.0, 1.0}
 
 
 @pytest.mark.parametrize("kwargs", [{"heads": 3}, {"layers": 0}, {"dropout": 1.0}])
@@ -237,6 +238,18 @@ def test_config_rejects_bad_values(kwargs):
         TransformerConfig(**kwargs)
 
 
-def test_digits_need_a_context_of_196():
+def test_images_need_a_context_of_their_patches():
     with pytest.raises(ValueError, match="--context must be 196"):
-        PixelLMFamily(TransformerConfig(context=64))
+        PixelLMFamily(TransformerConfig(context=64, image_shape=SHAPE))
+    with pytest.raises(ValueError, match="must be even"):
+        PixelLMFamily(TransformerConfig(context=64, image_shape=(7, 8, 1)))
+
+
+def test_patch_tokens_of_rgb_images_round_trip_channels_innermost():
+    bits = (np.random.default_rng(0).random((2, 6, 4, 3)) > 0.5).astype(np.int32)
+    tokens = image_to_tokens(jnp.asarray(bits))
+    assert tokens.shape == (2, 3 * 2 * 3)
+    np.testing.assert_array_equal(tokens_to_image(tokens, (6, 4, 3)), bits)
+    # token 1 is the first patch's green channel: pixels (0,0), (0,1), (1,0), (1,1) of G
+    g = bits[0, :2, :2, 1]
+    assert int(tokens[0, 1]) == 8 * g[0, 0] + 4 * g[0, 1] + 2 * g[1, 0] + g[1, 1]

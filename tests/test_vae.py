@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import DIGITS, SHAPE
 
 from jaxtrain.models.family import example_keys
 from jaxtrain.models.vae import (
@@ -15,17 +16,17 @@ from jaxtrain.models.vae import (
     kl_divergence,
 )
 
-TINY = VAEConfig(encoder_widths=(16,), decoder_widths=(16,), latent_dim=4)
+TINY = VAEConfig(image_shape=SHAPE, encoder_widths=(16,), decoder_widths=(16,), latent_dim=4)
 
 
 def test_shapes_and_parameter_count():
     family = VAEFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=3)
-    x = jnp.zeros((3, 784))
+    x = jnp.zeros((3, *SHAPE))
     label = jnp.array([0, 7, 9])
     keys = example_keys(jax.random.PRNGKey(1), jnp.arange(3))  # one per example
     out, (mean, logvar), _ = VAE(TINY).apply({"params": params}, x, label, keys)
-    assert out.shape == (3, 784) and mean.shape == logvar.shape == (3, 4)
+    assert out.shape == (3, *SHAPE) and mean.shape == logvar.shape == (3, 4)
     count = sum(p.size for p in jax.tree.leaves(params))
     # encoder (784 + 10 one-hot) * 16 + 16; mean and logvar 16 * 4 + 4 each; decoder
     # (4 + 10) * 16 + 16; output (16 + 10) * 784 + 784; prior mean and logvar 10 * 4 each.
@@ -38,9 +39,11 @@ def test_legacy_architecture_keeps_its_parameters():
     from jaxtrain.training.settings.config import RunConfig
 
     saved = RunConfig.from_dict({"model": "vae", "model_config": {
-        "encoder_widths": [16], "decoder_widths": [16], "latent_dim": 4},
+        "encoder_widths": [16], "decoder_widths": [16], "latent_dim": 4, "image_dim": 784},
         "data": {}, "train": {}}).model_config
     assert (saved.condition, saved.prior, saved.activation) == ("latent", "standard", "relu")
+    # a flat image_dim (runs before image shapes) was a square grey image; the MLP
+    assert saved.image_shape == SHAPE and saved.network == "mlp"
     params = VAEFamily(saved).init(jax.random.PRNGKey(0), batch_size=3)
     # class projection 10 * 4 + 4; decoder 4 * 16 + 16; output 16 * 784 + 784.
     assert "class_proj" in params and "prior_mean" not in params
@@ -57,12 +60,69 @@ def test_activation_changes_the_function_not_the_parameters():
     assert not np.allclose(silu.generate(params, labels, z), relu.generate(params, labels, z))
 
 
+CONV = VAEConfig(image_shape=(12, 10, 3), network="conv", channels=(4, 8), latent_dim=3,
+                 num_classes=2)
+
+
+def test_conv_vae_shapes_parameter_count_and_interface():
+    """The conv network behind the MLP's interface, on an RGB shape whose sides halve to
+    odd sizes (12 x 10 -> 6 x 5 -> 3 x 3; the decoder's 12 x 12 is cropped to 12 x 10)."""
+    family = VAEFamily(CONV)
+    params = family.init(jax.random.PRNGKey(0), batch_size=2)
+    x = jnp.full((2, 12, 10, 3), 0.5)
+    label = jnp.array([0, 1])
+    keys = example_keys(jax.random.PRNGKey(1), jnp.arange(2))
+    out, (mean, logvar), prior = VAE(CONV).apply({"params": params}, x, label, keys)
+    assert out.shape == (2, 12, 10, 3) and mean.shape == logvar.shape == (2, 3)
+    count = sum(p.size for p in jax.tree.leaves(params))
+    # encoder: 3x3 convs 3 -> 4 (stride 2), 4 -> 8 (stride 2); a residual block of two
+    # 8 -> 8 convs with FiLM Dense(2 -> 16); mean, logvar from 3 * 3 * 8 = 72 features.
+    encoder = (27 * 4 + 4) + (36 * 8 + 8) + 2 * (72 * 8 + 8) + (2 * 16 + 16) + 2 * (72 * 3 + 3)
+    # decoder: Dense(3 + 2 -> 72), a residual block, 3x3 convs 8 -> 4, 4 -> 3.
+    decoder = (5 * 72 + 72) + 2 * (72 * 8 + 8) + (2 * 16 + 16) + (72 * 4 + 4) + (36 * 3 + 3)
+    assert count == encoder + decoder + 2 * 2 * 3  # and the class prior
+    images = family.generate(params, label, mean)
+    assert images.shape == (2, 12, 10, 3) and 0 <= float(images.min()) <= float(images.max()) <= 1
+    # FiLM starts at identity, so the class reaches the decoder through its input only:
+    # different classes still decode the same z differently.
+    same_z = family.generate(params, label, jnp.repeat(mean[:1], 2, axis=0))
+    assert not np.allclose(same_z[0], same_z[1], atol=1e-4)
+
+
+def test_conv_vae_learns_one_batch():
+    """An overfit check: 60 Adam steps on one batch (one binary image per class, twice)
+    lower the -ELBO by a third."""
+    import optax
+
+    family = VAEFamily(CONV)
+    rng = np.random.default_rng(0)
+    two = rng.integers(0, 2, (2, 12, 10, 3), dtype=np.uint8) * 255
+    batch = {"image": np.concatenate([two, two]),
+             "label": np.array([0, 1, 0, 1]), "row": np.arange(4)}
+    params = family.init(jax.random.PRNGKey(0), 4)
+    tx = optax.adam(1e-2)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, i):
+        (loss, _), grads = jax.value_and_grad(family.train_loss, has_aux=True)(
+            params, batch, jax.random.fold_in(jax.random.PRNGKey(2), i))
+        updates, opt = tx.update(grads, opt)
+        return optax.apply_updates(params, updates), opt, loss
+
+    losses = []
+    for i in range(60):
+        params, opt, loss = step(params, opt, i)
+        losses.append(float(loss))
+    assert losses[-1] < 0.67 * losses[0]
+
+
 def test_decoder_depends_on_the_class():
     family = VAEFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=2)
     z = jnp.zeros((2, 4))
     images = family.generate(params, jnp.array([1, 2]), z)
-    assert images.shape == (2, 28, 28)
+    assert images.shape == (2, *SHAPE)
     assert not np.allclose(images[0], images[1])
 
 
@@ -72,8 +132,8 @@ def test_bernoulli_nll_hand_computed():
     x = jnp.array([[1.0, 0.0]])
     np.testing.assert_allclose(bernoulli_nll(logits, x), [np.log(8 / 3)], rtol=1e-6)
     # Logits 0 cost log 2 per pixel whatever the intensity.
-    np.testing.assert_allclose(bernoulli_nll(jnp.zeros((1, 784)), jnp.full((1, 784), 0.3)),
-                               [784 * np.log(2)], rtol=1e-6)
+    np.testing.assert_allclose(bernoulli_nll(jnp.zeros((1, *SHAPE)), jnp.full((1, *SHAPE), 0.3)),
+                               [np.prod(SHAPE) * np.log(2)], rtol=1e-6)
 
 
 def test_gaussian_nll_is_half_squared_error():
@@ -97,7 +157,7 @@ def test_eval_sums_ignore_padding():
     family = VAEFamily(TINY)
     params = family.init(jax.random.PRNGKey(0), batch_size=4)
     rng = np.random.default_rng(0)
-    batch = {"image": rng.integers(0, 256, (4, 784), dtype=np.uint8),
+    batch = {"image": rng.integers(0, 256, (4, *SHAPE), dtype=np.uint8),
              "label": np.array([1, 2, 3, 4]), "index": np.array([5, 6, 0, 0]),
              "mask": np.array([1.0, 1.0, 0.0, 0.0], np.float32)}
     sums = family.eval_sums(params, batch, jax.random.PRNGKey(0))
@@ -123,14 +183,14 @@ def test_binarized_vae_scores_the_digits_transformers_test_bits():
     from jaxtrain.models.transformer import TransformerConfig
 
     rng = np.random.default_rng(0)
-    batch = {"image": rng.integers(0, 256, (4, 784), dtype=np.uint8),
+    batch = {"image": rng.integers(0, 256, (4, *SHAPE), dtype=np.uint8),
              "label": np.array([1, 2, 3, 4]), "index": np.array([7, 0, 3, 9]),
              "row": np.arange(4), "mask": np.ones(4, np.float32)}
-    vae = VAEFamily(VAEConfig(encoder_widths=(16,), decoder_widths=(16,), latent_dim=4,
-                              binarize=True))
+    vae = VAEFamily(VAEConfig(image_shape=SHAPE, encoder_widths=(16,), decoder_widths=(16,),
+                              latent_dim=4, binarize=True))
     bits = vae.targets(batch)
     assert set(np.unique(bits)) <= {0.0, 1.0} and vae.target_pixels == "binary"
-    digits = PixelLMFamily(TransformerConfig(layers=1, d_model=16, heads=2))
+    digits = PixelLMFamily(TransformerConfig(layers=1, d_model=16, heads=2, **DIGITS))
     params = digits.init(jax.random.PRNGKey(0), 4)
     on_vae_bits = digits._nll(params, bits, batch["label"]).sum()
     np.testing.assert_allclose(digits.eval_sums(params, batch, None)["loss"], on_vae_bits,

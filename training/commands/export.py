@@ -32,7 +32,8 @@ def tensors(params) -> dict[str, np.ndarray]:
 
 def metadata(config, step: int) -> dict[str, str]:
     """The file's metadata (safetensors keeps str -> str): format, model, task, step, the
-    config as JSON, and the classes' names (images) or the vocabulary (text)."""
+    config as JSON, and the images' shape [H, W, C] and classes' names (images) or the
+    vocabulary (text)."""
     meta = {"format": FORMAT, "model": config.model, "task": config.task, "step": str(step),
             "config": json.dumps(config.to_dict())}
     if config.data.is_text:
@@ -40,7 +41,9 @@ def metadata(config, step: int) -> dict[str, str]:
             meta["vocab"] = config.data.vocab
         if config.data.tokenizer_json is not None:  # a BPE's or a file's, as its JSON
             meta["tokenizer"] = config.data.tokenizer_json
-    elif config.data.labels is not None:
+    else:
+        if config.model_config.image_shape is not None:
+            meta["image_shape"] = json.dumps(list(config.model_config.image_shape))
         meta["class_names"] = json.dumps(list(config.data.labels))
     return meta
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxtrain.models.configs import PATCH_SYMBOLS
 from jaxtrain.models.fields import flag_name
+from jaxtrain.models.spec import ImageSpec
 from jaxtrain.models.transformer import layer_paths, relayout
 from jaxtrain.training.engine.steps import (
     param_path,
@@ -23,6 +24,7 @@ from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DEFAULT_BPE_VOCAB, RunConfig
 from jaxtrain.training.sources.base import open_source
 from jaxtrain.training.sources.corpus import characters
+from jaxtrain.training.sources.registry import datasets
 from jaxtrain.training.sources.token_cache import trained_bpe
 from jaxtrain.training.sources.tokenizer import read_tokenizer_file
 
@@ -69,7 +71,8 @@ def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
 
 # The model settings a run's data sizes, in the words an error shows them with.
 DERIVED = {"num_classes": "{} classes", "vocab_size": "{} input symbols",
-           "output_size": "{} output symbols", "image_dim": "{} pixels an image"}
+           "output_size": "{} output symbols", "image_shape": "images of shape {}",
+           "context": "{} patches an image"}
 
 
 def check_same_architecture(config: RunConfig, source: RunConfig, where) -> None:
@@ -100,17 +103,21 @@ def check_same_architecture(config: RunConfig, source: RunConfig, where) -> None
                          f"{what.format(was)}: {keep}; train on data of the same shape")
 
 
-def with_classes(config: RunConfig, class_names) -> RunConfig:
-    """An image-folder config with its classes (the subfolder names) filled in: their
-    number sizes the model's class inputs. MNIST-family configs come back unchanged."""
-    if class_names is None:
+def with_spec(config: RunConfig, spec: ImageSpec | None) -> RunConfig:
+    """An image run's config sized by its data's spec (models/spec.py): the classes (their
+    names saved with the run), the image shape and, for the Transformer, its class tokens
+    and context (the images' 2x2 patches). Text configs come back unchanged."""
+    if spec is None:
         return config
-    names, n = tuple(class_names), len(class_names)
-    model_config = dataclasses.replace(config.model_config, num_classes=n)
+    from jaxtrain.models.pixel_lm import num_patches
+
+    c, n = config.model_config, spec.num_classes
+    changes = {"num_classes": n, "image_shape": spec.shape}
     if config.model == "transformer":
-        model_config = model_config.replace(vocab_size=PATCH_SYMBOLS + n)
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, class_names=names),
-                               model_config=model_config)
+        changes.update(vocab_size=PATCH_SYMBOLS + n, context=c.context or num_patches(spec.shape))
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, class_names=spec.classes),
+        model_config=dataclasses.replace(c, **changes))
 
 
 def with_layout(config: RunConfig) -> RunConfig:
@@ -129,7 +136,7 @@ def prepare(config: RunConfig, open_data: bool = True):
     """A new run's config completed from its data (a text's vocabulary, a folder's
     classes) and, with --init-from, from the run it fine-tunes; returns (config, the
     (params, ema_params) to start from or None, the data source). With open_data False,
-    the data is read only where it sizes the model (a folder's classes), and the source
+    the data is read only where it sizes the model (a folder's classes and shape), and the source
     returned may be None."""
     restored = None
     if config.train.init_from:
@@ -140,8 +147,10 @@ def prepare(config: RunConfig, open_data: bool = True):
         except ValueError as e:
             raise ValueError(f"--init-from: {e}") from None
     config = with_tokenizer(config, restored and restored.config.data)
-    source = open_source(config) if open_data or config.data.dataset == "folder" else None
-    config = with_classes(config, source.class_names if source else None)
+    spec = None if config.data.is_text else datasets()[config.data.dataset].spec
+    source = open_source(config) if open_data or (spec is None and not config.data.is_text) \
+        else None
+    config = with_spec(config, getattr(source, "spec", spec))
     config = with_layout(config)
     if restored is None:
         return config, None, source
@@ -178,13 +187,21 @@ def list_params(config: RunConfig) -> str:
 
 
 def check_classes(config: RunConfig, source) -> None:
-    """A folder run's data must still have the classes the run was trained on."""
-    names = source.class_names
-    if names is not None and tuple(names) != config.data.class_names:
-        raise ValueError(f"the classes in {config.data.data_dir} ({', '.join(names)}) are not "
-                         f"the ones the run was trained on "
-                         f"({', '.join(config.data.class_names or ())}): point --data-dir at "
+    """A run's data must still have the classes and the image shape it was trained on
+    (a folder may have changed since)."""
+    spec = getattr(source, "spec", None)
+    if spec is None:
+        return
+    if spec.classes != tuple(config.data.labels or ()):
+        raise ValueError(f"the classes in {config.data.data_dir} ({', '.join(spec.classes)}) are "
+                         f"not the ones the run was trained on "
+                         f"({', '.join(config.data.labels or ())}): point --data-dir at "
                          "that folder")
+    if spec.shape != tuple(config.model_config.image_shape):
+        raise ValueError(f"the images in {config.data.data_dir} are {spec.describe()}, but the "
+                         f"run was trained on images of shape "
+                         f"{tuple(config.model_config.image_shape)}: point --data-dir at that "
+                         "data")
 
 
 def with_data(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfig:

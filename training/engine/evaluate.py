@@ -15,8 +15,6 @@ from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.steps import run_keys
 from jaxtrain.training.metrics import test_key
 
-IMAGE_DIMS = 784  # pixels of a 28x28 image
-
 
 def eval_batch_size(run: Run, source) -> int:
     """Rows per evaluation batch: the family's eval_rows (models/family.py) rounded down
@@ -61,7 +59,8 @@ def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 1638
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     nll = float(sums["iw_nll"] / sums["count"])
-    return {"test_iw_nll": nll, "test_iw_bits_per_dim": nll / (IMAGE_DIMS * math.log(2)),
+    dims = math.prod(run.config.model_config.image_shape)  # bits per pixel value
+    return {"test_iw_nll": nll, "test_iw_bits_per_dim": nll / (dims * math.log(2)),
             "iw_samples": samples}
 
 

@@ -284,11 +284,12 @@ def _train_record(run: Run, host: list, train_s: float, data_s: float,
         return {}
     out = mean_metrics(host)
     family, examples = run.family, len(host) * run.config.train.batch_size
-    out.update(train_steps=len(host), samples_per_s=examples / train_s,
-               gflops=examples * family.flops_per_example / train_s / 1e9,
-               train_s=train_s, data_s=data_s)
+    out.update(train_steps=len(host), samples_per_s=examples / train_s)
+    if run.flops_per_example:  # XLA's count, once the step is compiled (engine/precompile.py)
+        out["gflops"] = examples * run.flops_per_example / train_s / 1e9
+    out.update(train_s=train_s, data_s=data_s)
     if family.tokens_per_example:
         out["tokens_per_s"] = out["samples_per_s"] * family.tokens_per_example
-    if peak_gflops:
+    if peak_gflops and "gflops" in out:
         out["mfu"] = out["gflops"] / peak_gflops
     return out

@@ -70,16 +70,24 @@ class Precompile:
                 step, batch = run.train_steps, _abstract(self.train_batch, parallel.stacked, s)
             else:
                 step, batch = run.train_step, _abstract(self.train_batch, parallel.batch)
-            step.lower(state, batch).compile()
+            lowered = step.lower(state, batch)
+            lowered.compile()
             self.names.append(step.__name__)
+            single = lowered if s == 1 else run.train_step.lower(
+                state, _abstract(self.train_batch, parallel.batch))
+            # XLA's count of one step's FLOPs (a scan's body would count once, so the
+            # single step's), for the record's gflops: no formula per layer type. Set
+            # before the first timed call can end.
+            flops = (single.cost_analysis() or {}).get("flops")
+            if flops:
+                run.flops_per_example = flops / len(jax.tree.leaves(self.train_batch)[0])
             self.trained.set()
             key = run_keys(run.config.train.seed)["eval"]
             run.eval_step.lower(state.ema_params, _abstract(self.eval_batch, parallel.batch),
                                 key).compile()
             self.names.append(run.eval_step.__name__)
             if s > 1 and self._single_steps_later(s):  # a period's last steps, one by one
-                run.train_step.lower(state, _abstract(self.train_batch, parallel.batch)
-                                     ).compile()
+                single.compile()
                 self.names.append(run.train_step.__name__)
         except Exception:  # noqa: BLE001 (the main thread's own compile reports it)
             pass

@@ -38,6 +38,9 @@ class Run:
         self.total_steps = train.steps or train.epochs * steps_per_epoch
         self.eval_every = eval_period(train, steps_per_epoch)
         self.family = config.family()
+        # Training FLOPs of one example, from XLA's cost analysis of the compiled step
+        # (training/engine/precompile.py); None until then.
+        self.flops_per_example: float | None = None
         self.schedule = make_schedule(train, self.total_steps)
         # A pytree of bools like the params (False: frozen), or None when all train.
         self.trainable = None if not train.freeze else trainable_mask(

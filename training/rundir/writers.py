@@ -65,7 +65,8 @@ class TensorBoard(Callback):
             if k in METRICS and METRICS[k].group in ("test", "speed"):
                 self.writer.add_scalar(tag(k), v, loop.step)
         for name, grid in loop.artifacts.get("images", {}).items():
-            self.writer.add_image(name, grid, loop.step, dataformats="HW")
+            self.writer.add_image(name, grid, loop.step,
+                                  dataformats="HW" if grid.ndim == 2 else "HWC")
         if "text" in loop.artifacts:  # a text run's sample (engine/callbacks.py:Samples)
             self.writer.add_text("sample", loop.artifacts["text"], loop.step)
         self.writer.flush()
@@ -224,7 +225,8 @@ class Console(Callback):
         if "samples_per_s" in record:
             rate = (f"{record['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in record
                     else f"{record['samples_per_s']:,.0f} samples/s")
-            rate += f" {record['gflops']:.1f} GFLOP/s"
+            if "gflops" in record:  # XLA's count arrives with the compiled step
+                rate += f" {record['gflops']:.1f} GFLOP/s"
             if "mfu" in record:
                 rate += f" ({100 * record['mfu']:.0f}% of peak)"
             if loop.period_start == loop.start:  # the command's first period: its

@@ -8,7 +8,9 @@ both kinds of test images.
 
     mnist, fashion-mnist:  <data-dir>/MNIST/jaxtrain-judge.msgpack (FashionMNIST/...)
     folder:                <folder>/.jaxtrain-judge.msgpack
-    (a read-only data folder: under the jaxtrain cache folder, judges/)
+    digits:                <data-dir>/digits/jaxtrain-judge.msgpack
+    (the dataset's home folder, training/sources/registry.py; when it is read-only,
+    under the jaxtrain cache folder, judges/)
 """
 
 import dataclasses
@@ -49,21 +51,18 @@ class TrainedJudge:
     trained_s: float | None = None  # None when it was read from `path`
 
     def classify(self, images: np.ndarray):
-        """(predicted classes [N], features [N, F]) of images [N, 28, 28] in [0, 1]."""
+        """(predicted classes [N], features [N, F]) of images [N, H, W, C] in [0, 1]."""
         return apply_in_batches(self.model, self.params, images)
 
 
-def judge_path(dataset: str, data_dir, cache_dir) -> Path:
-    """Where the judge of this data lives: beside the data, or in the cache folder when
-    the data's folder is read-only."""
-    if dataset == "folder":
-        folder, name = Path(data_dir), ".jaxtrain-judge.msgpack"
-    else:
-        from jaxtrain.training.sources.images import raw_dir
+def judge_path(data, cache_dir) -> Path:
+    """Where the judge of this data (a DataConfig) lives: in its dataset's home folder
+    (training/sources/registry.py), or in the cache folder when that is read-only."""
+    from jaxtrain.training.sources.registry import dataset
 
-        folder = raw_dir(dataset, data_dir).parent
-        name = "jaxtrain-judge.msgpack"
-    if os.access(folder, os.W_OK):
+    folder = Path(dataset(data.dataset).home(data))
+    name = ".jaxtrain-judge.msgpack" if data.dataset == "folder" else "jaxtrain-judge.msgpack"
+    if os.access(folder, os.W_OK) or (not folder.exists() and os.access(folder.parent, os.W_OK)):
         return folder / name
     digest = hashlib.sha1(str(folder.absolute()).encode()).hexdigest()[:16]
     return Path(cache_dir) / "judges" / f"{digest}.msgpack"
@@ -76,9 +75,8 @@ def judge_of(data, source, retrain: bool = False, report: bool = True) -> Traine
 
     if data.is_text:
         raise ValueError("the judge scores image samples; this is a text run")
-    path = judge_path(data.dataset, data.data_dir, default_data_dir())
-    num_classes = len(data.class_names) if data.class_names else 10
-    return load_or_train(source, path, num_classes, retrain, report=report)
+    path = judge_path(data, default_data_dir())
+    return load_or_train(source, path, len(data.labels), retrain, report=report)
 
 
 def open_judge(data, retrain: bool = False):
@@ -87,11 +85,9 @@ def open_judge(data, retrain: bool = False):
     from jaxtrain.training.sources.images import ImageSource
 
     # (The source's own batch size is unused: train() batches the arrays itself.)
-    source = ImageSource(data.dataset, data.data_dir, data.download, 1, SEED,
-                         data.test_fraction)
-    names = source.class_names and tuple(source.class_names)
-    return judge_of(dataclasses.replace(data, class_names=names), source, retrain,
-                    report=False), source
+    source = ImageSource(data, 1, SEED)
+    return judge_of(dataclasses.replace(data, class_names=source.spec.classes), source,
+                    retrain, report=False), source
 
 
 def fingerprint(train, test) -> str:
@@ -158,7 +154,7 @@ def train(model: Judge, dataset, epochs: int, min_steps: int = 0):
     epochs = max(epochs, -(-min_steps // per_epoch))
     steps = epochs * per_epoch
     rng = jax.random.PRNGKey(SEED)
-    params = model.init(rng, jnp.zeros((1, 28, 28)))["params"]
+    params = model.init(rng, jnp.zeros((1, *dataset.images.shape[1:])))["params"]
     warmup = min(100, steps // 10)
     schedule = optax.warmup_cosine_decay_schedule(LR / 100, LR, warmup, steps)
     state = TrainState.create(apply_fn=model.apply, params=params,
@@ -167,11 +163,11 @@ def train(model: Judge, dataset, epochs: int, min_steps: int = 0):
     @jax.jit
     def step(state, images, labels, index):
         key = jax.random.fold_in(rng, state.step)
-        grey = images / 255.0  # [B, 784]
+        grey = images / 255.0  # [B, H, W, C]
         bits = dynamic_bits(example_keys(key, index), images)
         binary = jax.random.bernoulli(jax.random.fold_in(key, 1), BINARY_SHARE,
                                        labels.shape)  # [B]
-        x = jnp.where(binary[:, None], bits, grey).reshape(-1, 28, 28)
+        x = jnp.where(binary[:, None, None, None], bits, grey)
 
         def loss_fn(params):
             logits, _ = state.apply_fn({"params": params}, x)

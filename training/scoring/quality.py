@@ -23,7 +23,7 @@ KEYS = ("test_class_accuracy", "test_frechet", "test_frechet_floor", "judge_accu
 
 
 def draw(family, params, num_classes: int, per_class: int, key) -> tuple[np.ndarray, np.ndarray]:
-    """(images [C * N, 28, 28], the classes asked for [C * N]): N samples of every class
+    """(images [C * N, H, W, Ch], the classes asked for [C * N]): N samples of every class
     from the family's own sampler, class c from fold_in(key, c)."""
     images, asked = [], []
     for c in range(num_classes):
@@ -37,18 +37,18 @@ def draw(family, params, num_classes: int, per_class: int, key) -> tuple[np.ndar
 
 
 def pixels(images_uint8: np.ndarray, binary: bool, key=None) -> np.ndarray:
-    """uint8 [N, 784] images as the samples are: grey levels in [0, 1], or binary (the
+    """uint8 [N, H, W, C] images as the samples are: grey levels in [0, 1], or binary (the
     test set's fixed binarization when `key` is None, else one draw from `key`)."""
     if not binary:
-        return images_uint8.reshape(-1, 28, 28) / 255.0
+        return images_uint8 / 255.0
     index = np.arange(len(images_uint8))
     bits = (test_bits(images_uint8, index) if key is None
             else dynamic_bits(example_keys(key, index), images_uint8))
-    return np.asarray(bits).reshape(-1, 28, 28)
+    return np.asarray(bits)
 
 
 def floor_images(dataset, per_class: int, num_classes: int) -> np.ndarray:
-    """uint8 [<= C * N, 784]: N training images of each class (seeded; all of a class
+    """uint8 [<= C * N, H, W, Ch]: N training images of each class (seeded; all of a class
     with fewer), the stand-in for a perfect generator's samples."""
     rng = np.random.default_rng(0)
     chosen = [rng.permutation(np.flatnonzero(dataset.labels == c))[:per_class]

@@ -14,8 +14,11 @@ from typing import Any
 
 from jaxtrain.models.configs import TransformerConfig, VAEConfig, saved_fields
 from jaxtrain.models.fields import SettingError, setting, validate
+from jaxtrain.training.sources.folder import DEFAULT_SIZE
+from jaxtrain.training.sources.registry import datasets
 
-# --model -> its architecture's config class.
+DATASETS = tuple(datasets())  # training/sources/registry.py: each dataset's module registers it
+
 MODELS = {"vae": VAEConfig, "transformer": TransformerConfig}
 DEFAULT_MODEL = "vae"
 # (--model, task) -> "module:class" of the family that trains it (models/family.py); the
@@ -23,19 +26,11 @@ DEFAULT_MODEL = "vae"
 FAMILIES = {("vae", "images"): "vae:VAEFamily",
             ("transformer", "images"): "pixel_lm:PixelLMFamily",
             ("transformer", "text"): "charlm:CharLMFamily"}
-DATASETS = ("mnist", "fashion-mnist", "folder", "text")
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
 PRECISION_NAMES = ("float32", "bf16")
 WANDB_MODES = ("offline", "online")  # see TrainConfig.wandb_mode
 BYTES = 256  # a byte-level BPE's first tokens: the bytes (training/sources/tokenizer.py)
 DEFAULT_BPE_VOCAB = 2048  # models/family.py:PRECISIONS gives their dtypes
-
-# The classes' names of the built-in datasets, as torchvision names them
-# (torchvision.datasets.FashionMNIST.classes; MNIST's are its digits), kept here so that
-# naming a class costs no torch import. A folder dataset's are its subfolders.
-DATASET_CLASSES = {"mnist": tuple("0123456789"),
-                   "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
 
 # Defaults that differ between families and tasks ({section: {field: value}}), applied
 # over the field defaults: everything not named here is the field's own default.
@@ -43,6 +38,8 @@ FAMILY_DEFAULTS = {
     # VAE lr 4e-3: Fashion-MNIST -ELBO after 10 epochs 235.47, against 235.88 with 2e-3.
     # steps_per_call 10: a warm 3-epoch fit, 15.6 -> 13.0 s on 2 cores (2026-12-01).
     "vae": {"train": {"batch_size": 128, "lr": 4e-3, "steps_per_call": 10}},
+    # conv: one step a call; XLA:CPU convolutions in a lax.scan are 7x slower (66/476 ms).
+    "vae-conv": {"train": {"steps_per_call": 1}},
     "transformer": {"train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 200}},
     "text": {"train": {"epochs": None, "steps": 2000, "eval_every": 250},
              "model_config": {"context": 256}},
@@ -50,8 +47,8 @@ FAMILY_DEFAULTS = {
 
 
 def family_warmup(warmup: int, total_steps: int) -> int:
-    """A family's default warmup (the Transformer's 200), at most a tenth of the run, as
-    the VAE's default is: a short run never fails on a --warmup-steps nobody passed."""
+    """A family's default warmup (the Transformer's 200), at most a tenth of the run: a
+    short run never fails on a --warmup-steps nobody passed."""
     return min(warmup, total_steps // 10)
 
 
@@ -66,8 +63,7 @@ def with_family_warmup(config: "RunConfig", steps_per_epoch: int | None) -> "Run
 
 
 class RunMismatch(ValueError):
-    """The workdir holds a run this command cannot use (unlike a damaged checkpoint,
-    an older checkpoint would not help)."""
+    """The workdir holds a run this command cannot use (an older checkpoint won't help)."""
 
 
 def default_data_dir() -> str:
@@ -77,9 +73,8 @@ def default_data_dir() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str = setting("mnist", "Training data; folder: your images in --data-dir, one "
-                           "subfolder per class; text (a character model of --data-file) "
-                           "needs --model transformer.", choices=DATASETS)
+    dataset: str = setting("mnist", "Training data: " + "; ".join(
+        f"{name}: {d.help}" for name, d in datasets().items()) + ".", choices=DATASETS)
     data_dir: str = setting(help="Folder holding MNIST/raw/ or FashionMNIST/raw/ IDX files; "
                             "folder: the images' folder.", factory=default_data_dir)
     download: bool = setting(True, "Download the data if it is missing.")
@@ -96,8 +91,12 @@ class DataConfig:
         None, "text, --tokenizer bpe: the BPE's tokens (its first 256 are the bytes).",
         gt=BYTES, shown=str(DEFAULT_BPE_VOCAB))
     test_fraction: float = setting(
-        0.1, "folder: share of each class held out for testing (fixed, seeded), unless "
-        "the folder has train/ and test/ subfolders.", gt=0, lt=1)
+        0.1, "folder, digits: share of each class held out for testing (fixed, seeded), "
+        "unless the folder has train/ and test/ subfolders.", gt=0, lt=1)
+    image_size: int | None = setting(
+        None, "folder: the images' side S: each is resized (its shorter side to S) and its "
+        "centre S x S kept; grey folders stay grey, colour ones RGB.", gt=1,
+        shown=str(DEFAULT_SIZE))
     vocab: str | None = setting(None, cli=False)  # text, char: the corpus's characters
     tokenizer_json: str | None = setting(None, cli=False)  # text, bpe or a file: its JSON
     class_names: tuple[str, ...] | None = setting(None, cli=False)  # folder: subfolder names
@@ -106,7 +105,7 @@ class DataConfig:
         if isinstance(self.class_names, list):  # from JSON
             object.__setattr__(self, "class_names", tuple(self.class_names))
         validate(self)
-        if (self.dataset == "text") != (self.data_file is not None):
+        if self.is_text != (self.data_file is not None):
             raise SettingError("data_file", "goes with --dataset text, and --dataset text "
                                             "needs --data-file PATH")
         for name, default in (("val_file", None), ("vocab_size", None), ("tokenizer", "char")):
@@ -114,10 +113,13 @@ class DataConfig:
                 raise SettingError(name, "applies to text runs (--dataset text)")
         if self.vocab_size is not None and self.tokenizer != "bpe":
             raise SettingError("vocab_size", "sizes a BPE: it goes with --tokenizer bpe")
+        if self.image_size is not None and self.dataset != "folder":
+            raise SettingError("image_size", f"applies to --dataset folder; {self.dataset}'s "
+                               "images have their own size")
 
     @property
     def is_text(self) -> bool:
-        return self.dataset == "text"
+        return datasets()[self.dataset].task == "text"
 
     def text_tokenizer(self):
         """A text run's tokenizer (training/sources/tokenizer.py), from its saved form."""
@@ -127,8 +129,9 @@ class DataConfig:
 
     @property
     def labels(self) -> tuple[str, ...] | None:
-        """The classes' names: a folder's subfolders, a built-in dataset's, None for text."""
-        return self.class_names or DATASET_CLASSES.get(self.dataset)
+        """The classes' names: as the run saved them, else the dataset's; None for text."""
+        spec = datasets()[self.dataset].spec
+        return self.class_names or (spec.classes if spec else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,8 +257,7 @@ class RunConfig:
             raise SettingError("final_eval", "iw=K applies to VAE runs with --likelihood "
                                "bernoulli (a Transformer's test loss is already an exact NLL)")
         if "samples" in final and self.data.is_text:
-            raise SettingError("final_eval", "samples=N scores image samples; this is a text "
-                               "run")
+            raise SettingError("final_eval", "samples=N scores image samples, not text")
 
     def family(self):
         """The model family object (models/family.py) of this run."""
@@ -269,8 +271,7 @@ class RunConfig:
         return cls(self.model_config, precision=precision)
 
     @property
-    def task(self) -> str:
-        """What the run models: "text" or "images"."""
+    def task(self) -> str:  # what the run models
         return "text" if self.data.is_text else "images"
 
     def to_dict(self) -> dict:

@@ -137,12 +137,15 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
     model = top.get("model", DEFAULT_MODEL)
     setters = {}  # (section, key) -> the layer that set it last
     merged = {"data": {}, "train": {}, "model_config": {}}
-    dataset = "mnist"
+    dataset, network = "mnist", None
     for layer in layers:
         dataset = layer.values.get("data", {}).get("dataset", dataset)
+        network = layer.values.get("model_config", {}).get("network", network)
     family_layers = [FAMILY_DEFAULTS[model]] if model in FAMILY_DEFAULTS else []
     if dataset == "text" and model == "transformer":  # else RunConfig says what is wrong
         family_layers.append(FAMILY_DEFAULTS["text"])
+    if model == "vae" and network == "conv":
+        family_layers.append(FAMILY_DEFAULTS["vae-conv"])
     for defaults in family_layers:
         for section, values in defaults.items():
             merged[section].update(values)

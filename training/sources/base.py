@@ -1,8 +1,7 @@
 """What the engine asks of a data source, written down, and the source of a run's config.
 
-Two sources keep the contract: images (training/sources/images.py: an MNIST-family
-dataset in torchvision's layout, or a folder of your own images through
-training/sources/folder.py) and text (training/sources/text.py: windows of a tokenized
+Two sources keep the contract: images (training/sources/images.py: any registered image
+dataset, training/sources/registry.py) and text (training/sources/text.py: windows of a tokenized
 file or folder). Batches are dicts of numpy arrays, addressed by global step so that a
 resumed run reads exactly the batches of the uninterrupted one.
 """
@@ -17,8 +16,8 @@ from jaxtrain.training.sources.text import TextSource
 class Source(Protocol):
     # Steps in one pass over the training data; None where steps are the unit (text).
     steps_per_epoch: int | None
-    # An image folder's class names (subfolders, sorted); None for MNIST and text.
-    class_names: list[str] | None
+    # Images: what they are (models/spec.py: shape, classes, levels); None for text.
+    spec: Any
 
     def train_batches(self, start_step: int) -> Iterator[dict]:
         """The batches of steps start_step, start_step + 1, ... (endless)."""
@@ -55,5 +54,4 @@ def open_source(config: RunConfig) -> Source:
     # sampling and text runs do without them.
     from jaxtrain.training.sources.images import ImageSource
 
-    return ImageSource(config.data.dataset, config.data.data_dir, config.data.download,
-                       config.train.batch_size, config.train.seed, config.data.test_fraction)
+    return ImageSource(config.data, config.train.batch_size, config.train.seed)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxtrain.training.sources.registry import Dataset, register
+
 TRAIN_FRACTION = 0.9
 PIECE = 1 << 20  # bytes of text a piece (cut at the last line end inside)
 
@@ -137,3 +139,8 @@ def training_text(data_file, val_file=None, limit: int | None = None):
             seen += len(text)
             if limit is not None and seen >= limit:
                 return
+
+
+# Read by training/sources/text.py (windows of its tokens), not into image arrays.
+register(Dataset("text", "a language model of --data-file (needs --model transformer)",
+                 task="text"))

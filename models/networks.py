@@ -1,0 +1,87 @@
+"""The VAE's networks (models/vae.py), in Flax linen: a stack of Dense layers on flat
+vectors, and a small ResNet-style encoder and decoder for images [B, H, W, Ch] with the
+class entering each residual block as FiLM.
+
+Shapes: B batch, (H, W, Ch) an image, C classes, Z latent size, F width or channels.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ACTIVATION_FNS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
+
+
+class FeedForward(nn.Module):
+    """A stack of Dense layers, each followed by `activation`; `dtype` of their matmuls.
+    With a `condition` [B, C], every layer's input is concatenated with it."""
+
+    widths: Sequence[int]
+    dtype: Any = jnp.float32
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x, condition=None):
+        for width in self.widths:
+            if condition is not None:
+                x = jnp.concatenate([x, condition], -1)
+            x = ACTIVATION_FNS[self.activation](nn.Dense(width, dtype=self.dtype)(x))
+        return x
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(conv(act(FiLM(x, c))))): two 3x3 convolutions of the same width, the
+    class `condition` [B, C] as a per-channel scale and shift (Perez et al.'s FiLM)."""
+
+    dtype: Any = jnp.float32
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, x, condition):  # x [B, H, W, F]
+        act, f = ACTIVATION_FNS[self.activation], x.shape[-1]
+        scale, shift = jnp.split(nn.Dense(2 * f, kernel_init=nn.initializers.zeros,
+                                          name="film")(condition), 2, axis=-1)  # [B, F]
+        h = x * (1 + scale[:, None, None]) + shift[:, None, None]
+        h = nn.Conv(f, (3, 3), dtype=self.dtype)(act(h))
+        h = nn.Conv(f, (3, 3), dtype=self.dtype)(act(h))
+        return x + h
+
+
+class ConvEncoder(nn.Module):
+    """Images [B, H, W, Ch] and the class [B, C] -> features [B, F]."""
+
+    channels: Sequence[int]
+    dtype: Any = jnp.float32
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, x, condition):
+        act = ACTIVATION_FNS[self.activation]
+        for i, f in enumerate(self.channels):  # each stage halves H and W
+            x = nn.Conv(f, (3, 3), strides=(2, 2), dtype=self.dtype)(act(x) if i else x)
+        x = ResBlock(self.dtype, self.activation)(x, condition)  # [B, H/2^n, W/2^n, F]
+        return act(x).reshape(x.shape[0], -1)
+
+
+class ConvDecoder(nn.Module):
+    """Latents [B, Z] and the class [B, C] -> pixel outputs [B, H, W, Ch]."""
+
+    channels: Sequence[int]
+    shape: tuple[int, int, int]
+    dtype: Any = jnp.float32
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, z, condition):
+        act, (h, w, c) = ACTIVATION_FNS[self.activation], self.shape
+        n = len(self.channels)
+        small = (-(-h // 2 ** n), -(-w // 2 ** n))  # the encoder's last H, W (SAME padding)
+        x = nn.Dense(small[0] * small[1] * self.channels[-1], dtype=self.dtype)(
+            jnp.concatenate([z, condition], axis=-1))
+        x = x.reshape(-1, *small, self.channels[-1])
+        x = ResBlock(self.dtype, self.activation)(x, condition)
+        for f in [*self.channels[-2::-1], c]:  # each stage doubles H and W
+            x = jnp.repeat(jnp.repeat(act(x), 2, axis=1), 2, axis=2)
+            x = nn.Conv(f, (3, 3), dtype=self.dtype if f != c else jnp.float32)(x)
+        return x[:, :h, :w]  # [B, H, W, Ch] (an odd size was rounded up)
