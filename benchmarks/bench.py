@@ -11,6 +11,7 @@ Writes <out>/bench.json and <out>/bench.md. --quick shrinks every case (for the 
 """
 
 import argparse
+import dataclasses
 import datetime
 import itertools
 import json
@@ -33,13 +34,8 @@ from timing import seconds  # benchmarks/timing.py
 
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.decoding import pick
-from jaxtrain.models.pixel_lm import PixelLMFamily
-from jaxtrain.models.transformer import (
-    NUM_PATCHES,
-    PATCH_SYMBOLS,
-    TransformerConfig,
-    train_flops_per_token,
-)
+from jaxtrain.models.pixel_lm import PixelLMFamily, num_patches
+from jaxtrain.models.transformer import PATCH_SYMBOLS, TransformerConfig
 from jaxtrain.models.vae import VAEConfig, VAEFamily
 from jaxtrain.training.commands.fit import train
 from jaxtrain.training.engine.run import Run
@@ -54,9 +50,12 @@ from jaxtrain.training.host.memory import tune_host
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 from jaxtrain.training.sources import images as data
+from jaxtrain.training.sources.mnist import SHAPE, raw_dir
 from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+VAE = VAEConfig(image_shape=SHAPE)  # the default VAE on MNIST's 28 x 28 x 1
+NUM_PATCHES = num_patches(SHAPE)  # the digits Transformer's tokens
 
 
 def summary(values):
@@ -97,6 +96,17 @@ def matmul_peak(n, repeats):
 PER_CALL = 10  # steps per call in the --steps-per-call case
 
 
+def step_flops(family, batch, batch_size) -> float:
+    """Training FLOPs of one example: XLA's cost analysis of one compiled step, as
+    `jaxtrain fit` counts them for its record's gflops (training/engine/precompile.py)."""
+    train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
+    schedule = make_schedule(train_config, 100_000)
+    state = jax.eval_shape(lambda: create_state(family, train_config,
+                                                make_optimizer(train_config, schedule)))
+    step = make_train_step(family, schedule, train_config.ema_decay)
+    return step.lower(state, batch).cost_analysis()["flops"] / batch_size
+
+
 def jax_steps(family, batch, steps, batch_size, per_call=1):
     """A closure running `steps` of jaxtrain's jitted train step on one fixed batch, in
     calls of `per_call` steps (--steps-per-call) each."""
@@ -130,18 +140,19 @@ def torch_vae(vae: VAEConfig):
     return ref.TorchVAE(vae.encoder_widths, vae.decoder_widths, vae.latent_dim)
 
 
-def vae_step(batch_size, steps, repeats, peak, per_call=1, vae=VAEConfig()):
+def vae_step(batch_size, steps, repeats, peak, per_call=1, vae=VAE):
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
+    images = rng.integers(0, 256, (batch_size, *SHAPE), dtype=np.uint8)
     labels = rng.integers(0, 10, batch_size)
-    ours = jax_steps(VAEFamily(vae), {"image": images, "label": labels.astype(np.int32)},
-                     steps, batch_size, per_call)
+    batch = {"image": images, "label": labels.astype(np.int32)}
+    ours = jax_steps(VAEFamily(vae), batch, steps, batch_size, per_call)
     theirs = torch_steps(ref.make_step(torch_vae(vae), ref.vae_loss, lr=2e-3),
-                         (torch.from_numpy(images / np.float32(255)), torch.from_numpy(labels)),
+                         (torch.from_numpy(images.reshape(batch_size, -1) / np.float32(255)),
+                          torch.from_numpy(labels)),
                          steps)
     out = side_by_side(ours, theirs, batch_size * steps, repeats)
     out["unit"] = "samples/s"
-    flops = VAEFamily(vae).flops_per_example
+    flops = step_flops(VAEFamily(vae), batch, batch_size)
     out["gflops"] = out["jax"]["median"] * flops / 1e9
     out["peak_share"] = out["gflops"] / peak
     return out
@@ -151,10 +162,9 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
     rng = np.random.default_rng(0)
     if name == "digits":
         family = PixelLMFamily(config)
-        images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
+        images = rng.integers(0, 256, (batch_size, *SHAPE), dtype=np.uint8)
         labels = rng.integers(0, 10, batch_size)
-        ours = jax_steps(family, {"image": images, "label": labels.astype(np.int32)}, steps,
-                         batch_size)
+        ours_batch = {"image": images, "label": labels.astype(np.int32)}
         # PyTorch gets the same token sequences (class token, then 195 patches).
         tokens = torch.from_numpy(rng.integers(0, PATCH_SYMBOLS, (batch_size, NUM_PATCHES)))
         inputs = torch.cat([PATCH_SYMBOLS + torch.from_numpy(labels)[:, None],
@@ -164,16 +174,17 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
         vocab_chars = string.printable[:config.vocab_size]
         family = CharLMFamily(config, CharTokenizer(vocab_chars))
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
-        ours = jax_steps(family, {"tokens": tokens.astype(np.int32)}, steps, batch_size)
+        ours_batch = {"tokens": tokens.astype(np.int32)}
         tokens = torch.from_numpy(tokens)
         vocab, out_size, batch = config.vocab_size, config.output_size, (tokens[:, :-1],
                                                                          tokens[:, 1:])
+    ours = jax_steps(family, ours_batch, steps, batch_size)
     model = ref.TorchTransformer(vocab, out_size, config.context, config.layers, config.d_model,
                                  config.heads, config.dropout)
     theirs = torch_steps(ref.make_step(model, ref.lm_loss), batch, steps)
     out = side_by_side(ours, theirs, batch_size * config.context * steps, repeats)
     out["unit"] = "tokens/s"
-    flops = train_flops_per_token(config.replace(output_size=out_size))
+    flops = step_flops(family, ours_batch, batch_size) / config.context  # per token
     out["gflops"] = out["jax"]["median"] * flops / 1e9
     out["peak_share"] = out["gflops"] / peak
     return out
@@ -212,11 +223,11 @@ class ClassicTorchEpoch:
     pass, then torch.save of model and optimizer. The model is jaxtrain's (TorchVAE), on
     `device` (the script's `.to(device)` idiom for a GPU), of `vae`'s sizes."""
 
-    def __init__(self, dataset, data_dir, batch_size, device="cpu", vae=VAEConfig()):
+    def __init__(self, dataset, data_dir, batch_size, device="cpu", vae=VAE):
         from torchvision import datasets, transforms
 
         cls = datasets.FashionMNIST if dataset == "fashion-mnist" else datasets.MNIST
-        root = data.raw_dir(dataset, data_dir).parent.parent
+        root = raw_dir(dataset, data_dir).parent.parent
         to_tensor = transforms.ToTensor()
         self.train = torch.utils.data.DataLoader(
             cls(root, train=True, transform=to_tensor), batch_size=batch_size, shuffle=True)
@@ -230,21 +241,22 @@ class ClassicTorchEpoch:
     def __call__(self):
         self.model.train()
         for images, labels in self.train:
-            self.step(images.view(-1, 784).to(self.device), labels.to(self.device))
+            self.step(images.flatten(1).to(self.device), labels.to(self.device))
         self.model.eval()
         with torch.no_grad():
             for images, labels in self.test:
-                ref.vae_loss(self.model, images.view(-1, 784).to(self.device),
+                ref.vae_loss(self.model, images.flatten(1).to(self.device),
                              labels.to(self.device))
         torch.save({"model": self.model.state_dict()}, self.path)
 
 
-def whole_epoch(dataset, data_dir, batch_size, repeats, device="cpu", vae=VAEConfig()):
+def whole_epoch(dataset, data_dir, batch_size, repeats, device="cpu", vae=VAE):
     """One epoch of `jaxtrain fit` (data, steps, eval, images, checkpoint) against the
     classic PyTorch script's epoch, alternating, after one warm-up epoch each."""
-    source = data.ImageSource(dataset, data_dir, False, batch_size, seed=0)
+    data_config = DataConfig(dataset, str(data_dir), download=False)
+    source = data.ImageSource(data_config, batch_size, seed=0)
     spe = source.steps_per_epoch
-    config = RunConfig("vae", vae, DataConfig(dataset, str(data_dir), download=False),
+    config = RunConfig("vae", vae, data_config,
                        TrainConfig(epochs=repeats + 1, batch_size=batch_size,
                                    warmup_steps=min(200, spe)))
     run = Run(config, spe)
@@ -479,8 +491,8 @@ def main():
     results["matmul_peak"] = case("matmul peak", matmul_peak, n, repeats)
     peak = results["matmul_peak"]["peak_gflops"]
     # quick: the code paths, with models as tiny as the tests' (compiling is their cost)
-    vae = VAEConfig(encoder_widths=(32,), decoder_widths=(32,), latent_dim=4) if quick \
-        else VAEConfig()
+    vae = dataclasses.replace(VAE, encoder_widths=(32,), decoder_widths=(32,), latent_dim=4) \
+        if quick else VAE
     for b in (8,) if quick else (64, 128, 512):
         results["cases"][f"VAE train step, batch {b}"] = case(
             f"VAE step {b}", vae_step, b, 2 if quick else max(10, 6400 // b), repeats, peak,
@@ -491,7 +503,7 @@ def main():
         f"VAE step {b} x{PER_CALL}", vae_step, b, 2 * PER_CALL if quick else 6400 // b,
         repeats, peak, PER_CALL, vae)
     tiny = dict(layers=1, d_model=32, heads=2) if quick else {}
-    digits = TransformerConfig(**tiny)
+    digits = TransformerConfig(**tiny, image_shape=SHAPE, context=NUM_PATCHES)
     text_ctx = 16 if quick else 256
     steps, b = (1, 4) if quick else (3, 32)
     transformers = (

@@ -22,6 +22,8 @@ import json, sys, time
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_compilation_cache", False)
 import jaxtrain.models.transformer as transformer
+from jaxtrain.models.pixel_lm import num_patches
+from jaxtrain.training.sources.mnist import SHAPE
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.settings.config import MODELS, DataConfig, RunConfig, TrainConfig
 
@@ -30,11 +32,12 @@ if form == "loop":
     transformer.scan_unroll = lambda config, backend=None: 1
 vocab = "".join(chr(32 + i) for i in range(65))
 if what == "compile":
-    config = RunConfig("transformer", MODELS["transformer"](layers=layers), DataConfig(),
+    config = RunConfig("transformer", MODELS["transformer"](
+        layers=layers, image_shape=SHAPE, context=num_patches(SHAPE)), DataConfig(),
                        TrainConfig(epochs=None, steps=100, batch_size=8))
     run = Run(config, None)
     state = jax.eval_shape(run.init_state)
-    batch = {"image": jax.ShapeDtypeStruct((8, 784), jnp.uint8),
+    batch = {"image": jax.ShapeDtypeStruct((8, *SHAPE), jnp.uint8),
              "label": jax.ShapeDtypeStruct((8,), jnp.int32),
              "index": jax.ShapeDtypeStruct((8,), jnp.int32)}
     t0 = time.perf_counter()

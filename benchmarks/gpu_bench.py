@@ -30,8 +30,8 @@ import torch_reference as ref  # benchmarks/, beside this script
 
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.pixel_lm import PixelLMFamily
-from jaxtrain.models.transformer import TransformerConfig, train_flops_per_token
-from jaxtrain.models.vae import VAEConfig, VAEFamily
+from jaxtrain.models.transformer import TransformerConfig
+from jaxtrain.models.vae import VAEFamily
 from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -59,11 +59,11 @@ def torch_step(model, loss_fn, precision, **kwargs):
 
 def vae_case(precision, batch_size, steps, repeats):
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
+    images = rng.integers(0, 256, (batch_size, *bench.SHAPE), dtype=np.uint8)
     labels = rng.integers(0, 10, batch_size)
-    ours = bench.jax_steps(VAEFamily(VAEConfig(), precision),
+    ours = bench.jax_steps(VAEFamily(bench.VAE, precision),
                            {"image": images, "label": labels.astype(np.int32)}, steps, batch_size)
-    batch = (torch.from_numpy(images / np.float32(255)).to(DEVICE),
+    batch = (torch.from_numpy(images.reshape(batch_size, -1) / np.float32(255)).to(DEVICE),
              torch.from_numpy(labels).to(DEVICE))
     theirs = synced(bench.torch_steps(torch_step(ref.TorchVAE(), ref.vae_loss, precision,
                                                  lr=2e-3), batch, steps))
@@ -75,27 +75,28 @@ def transformer_case(kind, config, precision, batch_size, steps, repeats):
     rng = np.random.default_rng(0)
     if kind == "digits":
         family = PixelLMFamily(config, precision)
-        images = rng.integers(0, 256, (batch_size, 784), dtype=np.uint8)
+        images = rng.integers(0, 256, (batch_size, *bench.SHAPE), dtype=np.uint8)
         labels = rng.integers(0, 10, batch_size)
-        ours = bench.jax_steps(family, {"image": images, "label": labels.astype(np.int32)},
-                               steps, batch_size)
-        tokens = torch.from_numpy(rng.integers(0, 16, (batch_size, 196)))
+        ours_batch = {"image": images, "label": labels.astype(np.int32)}
+        tokens = torch.from_numpy(rng.integers(0, 16, (batch_size, bench.NUM_PATCHES)))
         inputs = torch.cat([16 + torch.from_numpy(labels)[:, None], tokens[:, :-1]], 1)
         batch = (inputs, tokens)
     else:
         chars = "".join(chr(33 + i) for i in range(config.vocab_size))
         family = CharLMFamily(config, CharTokenizer(chars), precision)
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
-        ours = bench.jax_steps(family, {"tokens": tokens.astype(np.int32)}, steps, batch_size)
+        ours_batch = {"tokens": tokens.astype(np.int32)}
         tokens = torch.from_numpy(tokens)
         batch = (tokens[:, :-1], tokens[:, 1:])
+    ours = bench.jax_steps(family, ours_batch, steps, batch_size)
     model = ref.TorchTransformer(config.vocab_size, config.output_size, config.context,
                                  config.layers, config.d_model, config.heads, config.dropout)
     theirs = synced(bench.torch_steps(torch_step(model, ref.lm_loss, precision),
                                       tuple(b.to(DEVICE) for b in batch), steps))
     out = bench.side_by_side(ours, theirs, batch_size * config.context * steps, repeats)
     out["attention"] = family.attention
-    out["gflops"] = out["jax"]["median"] * train_flops_per_token(config) / 1e9
+    per_token = bench.step_flops(family, ours_batch, batch_size) / config.context
+    out["gflops"] = out["jax"]["median"] * per_token / 1e9
     return {**out, "unit": "tokens/s"}
 
 
@@ -251,8 +252,9 @@ def main():
         record("cases", f"VAE train step, batch 128, {precision}", vae_case, precision,
                8 if quick else 128, 2 if quick else 50, repeats, precision=precision)
         record("cases", f"Transformer digits (dropout 0.1), batch {b}, {precision}",
-               transformer_case, "digits", TransformerConfig(**tiny), precision, b, steps,
-               repeats, precision=precision)
+               transformer_case, "digits",
+               TransformerConfig(**tiny, image_shape=bench.SHAPE, context=bench.NUM_PATCHES),
+               precision, b, steps, repeats, precision=precision)
         record("cases", f"Transformer text (context {text.context}, dropout 0), batch {b}, "
                f"{precision}", transformer_case, "text", text, precision, b, steps, repeats,
                precision=precision)

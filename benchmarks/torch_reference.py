@@ -30,11 +30,13 @@ class TorchVAE(nn.Module):
 
     def __init__(self, encoder=(512, 256), decoder=(512, 1024), latent=32, classes=10,
                  activation="silu", condition="every-layer", prior="class",
-                 likelihood="bernoulli", image_dim=784):
+                 likelihood="bernoulli", image_shape=(28, 28, 1)):
         super().__init__()
         self.classes, self.latent = classes, latent
         self.condition, self.prior_kind, self.likelihood = condition, prior, likelihood
         self.act = ACTIVATIONS[activation]()
+        image_dim = math.prod(image_shape)
+        self.image_shape = tuple(image_shape)
         self.encoder = mlp([image_dim + classes, *encoder], activation)
         self.mean = nn.Linear(encoder[-1], latent)
         self.logvar = nn.Linear(encoder[-1], latent)
@@ -73,11 +75,11 @@ class TorchVAE(nn.Module):
         return h
 
     def images(self, z, label):
-        """Images [B, 28, 28] in [0, 1], as models/vae.py:VAEFamily.generate: the
+        """Images [B, H, W, C] in [0, 1], as models/vae.py:VAEFamily.generate: the
         Bernoulli mean, or the clipped output."""
         out = self.decode(z, label)
         out = torch.sigmoid(out) if self.likelihood == "bernoulli" else out.clamp(0.0, 1.0)
-        return out.reshape(-1, 28, 28)
+        return out.reshape(-1, *self.image_shape)
 
     def forward(self, x, label):
         mean, logvar = self.encode(x, label)
@@ -183,9 +185,13 @@ def load_exported(path, device="cpu"):
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     c = json.loads(meta["config"])["model_config"]
     if meta["model"] == "vae":
+        if c.get("network", "mlp") != "mlp":
+            raise ValueError(f"{path} holds a --network {c['network']} VAE; the PyTorch twin "
+                             "here is the MLP's (the safetensors file itself loads anywhere)")
+        side = math.isqrt(c.get("image_dim", 0))  # runs exported before image shapes
         model = TorchVAE(c["encoder_widths"], c["decoder_widths"], c["latent_dim"],
                          c["num_classes"], c["activation"], c["condition"], c["prior"],
-                         c["likelihood"], c["image_dim"])
+                         c["likelihood"], c.get("image_shape") or (side, side, 1))
         state = vae_state(tensors)
     else:
         model = TorchTransformer(c["vocab_size"], c["output_size"], c["context"], c["layers"],

@@ -28,11 +28,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    source = data.ImageSource(args.dataset, args.data_dir, True, args.batch_size, seed=0)
+    data_config = DataConfig(args.dataset, args.data_dir)
+    source = data.ImageSource(data_config, args.batch_size, seed=0)
     steps = source.steps_per_epoch
     # The default run (the schedule's values do not change the speed).
     train = TrainConfig(batch_size=args.batch_size)
-    config = RunConfig("vae", VAEConfig(), DataConfig(args.dataset, args.data_dir), train)
+    config = RunConfig("vae", VAEConfig(image_shape=source.spec.shape), data_config, train)
     run = Run(config, steps)
 
     def epoch_of_batches():
