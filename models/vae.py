@@ -147,6 +147,7 @@ class VAEFamily(Family):
     units = {"train_loss": "nats/image", "test_loss": "nats/image"}
     sample_pixels = "grey"  # sample() returns Bernoulli means (training/scoring/quality.py)
     eval_rows = 1024
+    no_decay = ("prior_mean", "prior_logvar")  # a distribution's parameters, not weights
 
     def __init__(self, config: VAEConfig, precision: str = "float32"):
         self.config = config

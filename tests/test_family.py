@@ -38,6 +38,7 @@ def test_families_satisfy_the_protocol_and_count_their_flops():
                                                                              None)
     assert vae.epoch_text(None, None) is None and text.epoch_images(None, None, None) == {}
     assert vae.tokens_per_example is None and vae.sample_options == ()
+    assert vae.no_decay == ("prior_mean", "prior_logvar") and digits.no_decay == ()
     key = jax.random.PRNGKey(0)
 
     def shapes(family):  # the parameters' shapes, without computing them
@@ -48,3 +49,7 @@ def test_families_satisfy_the_protocol_and_count_their_flops():
         attention = 12 * 2 * 16 * tokens  # scores and weighted sums, per token
         per_token = 6 * kernel_weights(shapes(family)) + attention
         assert math.isclose(family.flops_per_example, tokens * per_token)
+    for family in (vae, digits, text):  # each no_decay name is a parameter's
+        paths = {getattr(k, "key", None) for path, _ in
+                 jax.tree_util.tree_flatten_with_path(shapes(family))[0] for k in path}
+        assert set(family.no_decay) <= paths
