@@ -1,5 +1,6 @@
 """The optimizer built from its section (training/engine/optimizer.py): weight decay
-masked to kernels and embeddings, and runs saved before the mask resuming as they were."""
+masked to kernels and embeddings, runs saved before the mask resuming as they were, and
+a checkpoint whose optimizer state this jaxtrain does not build refused in one line."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from conftest import assert_one_line_error
 
 from jaxtrain.models.configs import TransformerConfig
 from jaxtrain.models.vae import VAEConfig
@@ -14,7 +16,7 @@ from jaxtrain.training.engine.optimizer import decay_mask, make_optimizer
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.steps import param_path, param_shapes
 from jaxtrain.training.rundir import checkpoint
-from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
+from jaxtrain.training.settings.config import DataConfig, RunConfig, RunMismatch, TrainConfig
 from jaxtrain.training.settings.optimizer import OptimizerConfig
 
 
@@ -109,3 +111,16 @@ def test_a_run_saved_before_the_mask_restores_as_it_was(tmp_path):
     restored = checkpoint.restore(tmp_path)
     assert restored.config == old.config
     assert jax.tree.structure(restored.state.opt_state) == jax.tree.structure(state.opt_state)
+
+
+def test_an_optimizer_state_the_config_does_not_build_is_one_line(tmp_path, jaxtrain):
+    # The state of an unmasked AdamW under a config whose AdamW is masked: as a
+    # checkpoint of a jaxtrain whose optimizer was another chain.
+    state = Run(tiny_config(weight_decay_mask="all"), steps_per_epoch=100).init_state()
+    save(tmp_path, state, tiny_config().to_dict())
+    with pytest.raises(RunMismatch, match=r"opt_state/1/1: the checkpoint holds an empty "
+                                          r"state, this jaxtrain builds \{inner_state\}"):
+        checkpoint.restore(tmp_path)
+    proc = jaxtrain("resume", "--workdir", tmp_path)
+    assert_one_line_error(proc, "checkpoint step 0", "optimizer state",
+                          "saved by another jaxtrain version")
