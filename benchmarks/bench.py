@@ -38,14 +38,10 @@ from jaxtrain.models.pixel_lm import PixelLMFamily, num_patches
 from jaxtrain.models.transformer import PATCH_SYMBOLS, TransformerConfig
 from jaxtrain.models.vae import VAEConfig, VAEFamily
 from jaxtrain.training.commands.fit import train
+from jaxtrain.training.engine.optimizer import make_optimizer, make_schedule
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import describe_start
-from jaxtrain.training.engine.steps import (
-    create_state,
-    make_optimizer,
-    make_schedule,
-    make_train_step,
-)
+from jaxtrain.training.engine.steps import create_state, make_train_step
 from jaxtrain.training.host.memory import tune_host
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
@@ -112,7 +108,8 @@ def jax_steps(family, batch, steps, batch_size, per_call=1):
     calls of `per_call` steps (--steps-per-call) each."""
     train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
     schedule = make_schedule(train_config, 100_000)
-    state = create_state(family, train_config, make_optimizer(train_config, schedule))
+    tx = make_optimizer(train_config, schedule, no_decay=family.no_decay)
+    state = create_state(family, train_config, tx)
     step = make_train_step(family, schedule, train_config.ema_decay, steps_per_call=per_call)
     if per_call > 1:
         batch = jax.tree.map(lambda x: np.stack([x] * per_call), batch)

@@ -136,6 +136,8 @@ class TransformerConfig:
 
 
 def saved_fields(cls, values: dict) -> dict:
-    """A saved model config's fields, with LEGACY values for fields it predates."""
-    values = cls.upgrade(values)
+    """A saved config's fields, upgraded (a model config's `upgrade`) and with LEGACY
+    values for fields it predates."""
+    if hasattr(cls, "upgrade"):
+        values = cls.upgrade(values)
     return {**{k: v for k, v in cls.LEGACY.items() if k not in values}, **values}

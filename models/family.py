@@ -64,6 +64,9 @@ class Family(abc.ABC):
     # of a small model: the VAE's test set takes 0.85 s in batches of 128 and 0.43 s in
     # batches of 1024 on 2 CPU cores); None: the training batch.
     eval_rows: int | None = None
+    # Path components of parameters that weight decay leaves alone besides biases and
+    # norms (training/engine/optimizer.py:decays), e.g. the VAE's class prior.
+    no_decay: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def init(self, rng: jax.Array, batch_size: int) -> Params:

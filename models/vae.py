@@ -31,12 +31,7 @@ import optax
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
 from jaxtrain.models.family import PRECISIONS, Family, example_keys
-from jaxtrain.models.networks import (  # noqa: F401 (FeedForward, ACTIVATION_FNS re-exported)
-    ACTIVATION_FNS,
-    ConvDecoder,
-    ConvEncoder,
-    FeedForward,
-)
+from jaxtrain.models.networks import ConvDecoder, ConvEncoder, FeedForward
 
 # The class prior's parameters are stored divided by this: AdamW moves a parameter by
 # about lr a step, and the class regions of z sit 3-5 units from the origin (Fashion-
@@ -163,6 +158,7 @@ class VAEFamily(Family):
     units = {"train_loss": "nats/image", "test_loss": "nats/image"}
     sample_pixels = "grey"  # sample() returns Bernoulli means (training/scoring/quality.py)
     eval_rows = 1024
+    no_decay = ("prior_mean", "prior_logvar")  # a distribution's parameters, not weights
 
     def __init__(self, config: VAEConfig, precision: str = "float32"):
         self.config = config

@@ -2,6 +2,7 @@
 members default to "no such feature"."""
 
 
+import jax
 from conftest import DIGITS, SHAPE
 
 from jaxtrain.models.charlm import CharLMFamily
@@ -30,3 +31,10 @@ def test_families_satisfy_the_protocol():
                                                                              None)
     assert vae.epoch_text(None, None) is None and text.epoch_images(None, None, None) == {}
     assert vae.tokens_per_example is None and vae.sample_options == ()
+    assert vae.no_decay == ("prior_mean", "prior_logvar") and digits.no_decay == ()
+    key = jax.random.PRNGKey(0)
+    for family in (vae, digits, text):  # each no_decay name is a parameter's
+        shapes = jax.eval_shape(lambda f=family: f.init(key, 2))
+        paths = {getattr(k, "key", None) for path, _ in
+                 jax.tree_util.tree_flatten_with_path(shapes)[0] for k in path}
+        assert set(family.no_decay) <= paths

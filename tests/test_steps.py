@@ -4,8 +4,9 @@ import pytest
 from conftest import SHAPE
 
 from jaxtrain.models.vae import VAEConfig
+from jaxtrain.training.engine.optimizer import make_schedule
 from jaxtrain.training.engine.run import Run
-from jaxtrain.training.engine.steps import ema_decay_at, make_schedule, update_ema
+from jaxtrain.training.engine.steps import ema_decay_at, update_ema
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 

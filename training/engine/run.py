@@ -7,12 +7,11 @@ import dataclasses
 
 import jax
 
+from jaxtrain.training.engine.optimizer import make_optimizer, make_schedule
 from jaxtrain.training.engine.parallel import DataParallel
 from jaxtrain.training.engine.steps import (
     create_state,
     make_eval_step,
-    make_optimizer,
-    make_schedule,
     make_train_step,
     param_shapes,
     trainable_mask,
@@ -45,7 +44,7 @@ class Run:
         # A pytree of bools like the params (False: frozen), or None when all train.
         self.trainable = None if not train.freeze else trainable_mask(
             param_shapes(self.family), train.freeze)
-        self.tx = make_optimizer(train, self.schedule, self.trainable)
+        self.tx = make_optimizer(train, self.schedule, self.trainable, self.family.no_decay)
         # Built once per run, so each compiles once.
         self.train_step = make_train_step(self.family, self.schedule, train.ema_decay,
                                           self.parallel, train.accumulate, self.trainable)

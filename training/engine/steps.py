@@ -1,4 +1,5 @@
-"""TrainState with a parameter EMA, the optimizer and its schedule, and the jitted steps.
+"""TrainState with a parameter EMA, the trainable mask of --freeze, and the jitted steps
+(the optimizer and its schedule: training/engine/optimizer.py).
 
 The steps are pure: `train_step(state, batch) -> (state, metrics)` and
 `eval_step(params, batch, rng) -> sums`. The model family supplies the losses; the
@@ -24,36 +25,6 @@ class TrainState(train_state.TrainState):
 
     ema_params: Any
     rng: jax.Array  # raw uint32 key [2]; per-step keys are fold_in(rng, step)
-
-
-def warmup_steps(train: TrainConfig, total_steps: int) -> int:
-    """--warmup-steps, or a tenth of the run (the VAE's default: Fashion-MNIST -ELBO after
-    10 epochs 235.05 with 500 steps of warmup against 235.47 with 200, and a 1-epoch run
-    of 468 steps still warms up)."""
-    return total_steps // 10 if train.warmup_steps is None else train.warmup_steps
-
-
-def make_schedule(train: TrainConfig, total_steps: int):
-    """Linear warmup from lr/100 to lr, then cosine decay to lr/100 at total_steps."""
-    warmup = warmup_steps(train, total_steps)
-    if warmup >= total_steps:
-        raise ValueError(f"--warmup-steps {warmup} must be smaller than the run's "
-                         f"{total_steps} total steps: lower --warmup-steps or train longer")
-    return optax.warmup_cosine_decay_schedule(
-        init_value=train.lr / 100, peak_value=train.lr, warmup_steps=warmup,
-        decay_steps=total_steps, end_value=train.lr / 100)
-
-
-def make_optimizer(train: TrainConfig, schedule, trainable=None):
-    """Clipping then AdamW. With a `trainable` mask (a pytree of bools like the params),
-    frozen parameters get zero updates (no weight decay either) and stay out of the
-    clipping norm: optax.multi_transform over the labels "train" and "frozen"."""
-    tx = optax.chain(optax.clip_by_global_norm(train.grad_clip),
-                     optax.adamw(schedule, weight_decay=train.weight_decay))
-    if trainable is None:
-        return tx
-    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
-    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def param_shapes(family):

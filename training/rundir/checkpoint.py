@@ -72,9 +72,56 @@ def _restore_step(manager, step, devices):
     config = RunConfig.from_dict(meta.config)
     # The saved run rebuilt from its config: the state's shapes, on this run's devices.
     target = Run(config, meta.position["steps_per_epoch"], devices).abstract_state()
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+    except Exception:
+        check_optimizer_state(manager.directory / str(step) / "state", target.opt_state)
+        raise  # a damaged checkpoint
     return Restored(step, config, dict(meta.position), restored.state, [])
+
+
+def check_optimizer_state(folder, built) -> None:
+    """Raises a one-line RunMismatch if the optimizer state saved in `folder` (a step's
+    state item) is not a tree like `built`, the one the run's config builds today (a
+    checkpoint of another jaxtrain, whose optimizer was another chain): Orbax's own
+    error is a page, and an older checkpoint of the run would not restore either."""
+    try:
+        saved = ocp.StandardCheckpointHandler().metadata(folder).tree["opt_state"]
+    except Exception:  # unreadable metadata: a damaged checkpoint, not this mismatch
+        return
+    where = _difference(saved, ocp.tree.serialize_tree(built, keep_empty_nodes=True))
+    if where is not None:
+        raise RunMismatch(
+            f"checkpoint step {folder.parent.name} in {folder.parent.parent} holds an "
+            f"optimizer state that this jaxtrain does not build from the run's config "
+            f"({where}): it was saved by another jaxtrain version; resume it with that "
+            "version, or start again with `jaxtrain fit --overwrite`") from None
+
+
+def _kind(node) -> str:
+    """A serialized tree node in words; an array's shape is not its structure."""
+    if isinstance(node, dict) and node:
+        return "{" + ", ".join(sorted(node)) + "}"
+    if isinstance(node, (list, tuple)) and node:
+        return f"a list of {len(node)}"
+    if node is None or isinstance(node, (dict, list, tuple)):
+        return "an empty state"  # optax's EmptyState, MaskedNode, ...
+    return "an array"
+
+
+def _difference(saved, built, path="opt_state") -> str | None:
+    """Where two serialized trees first differ, in words ('opt_state/1/1: the
+    checkpoint holds an empty state, this jaxtrain builds {inner_state}'), or None."""
+    if _kind(saved) != _kind(built):
+        return f"{path}: the checkpoint holds {_kind(saved)}, this jaxtrain builds {_kind(built)}"
+    if isinstance(saved, dict):
+        pairs = [(k, saved[k], built[k]) for k in sorted(saved)]
+    elif isinstance(saved, (list, tuple)):
+        pairs = [(i, a, b) for i, (a, b) in enumerate(zip(saved, built))]
+    else:
+        pairs = []
+    return next((d for k, a, b in pairs if (d := _difference(a, b, f"{path}/{k}"))), None)
 
 
 def check_workdir(workdir) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from jaxtrain.models.configs import TransformerConfig, VAEConfig, saved_fields
 from jaxtrain.models.fields import SettingError, setting, validate
+from jaxtrain.training.settings.optimizer import OptimizerConfig
 from jaxtrain.training.sources.folder import DEFAULT_SIZE
 from jaxtrain.training.sources.registry import datasets
 
@@ -135,7 +136,10 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(OptimizerConfig):
+    """The [train] section: the optimizer's settings (lr, warmup_steps, weight_decay,
+    weight_decay_mask, grad_clip: training/settings/optimizer.py), then the run's."""
+
     epochs: int | None = setting(
         10, "Epochs in the run; the LR schedule spans the run.", gt=0)
     steps: int | None = setting(
@@ -150,13 +154,6 @@ class TrainConfig:
         1, "Optimizer steps per call of the compiled program (a lax.scan): fewer "
         "dispatches for small models; 0: fit picks calls of about 20 ms (at most 32 "
         "steps) and saves the choice.", ge=0)
-    lr: float = setting(2e-3, "Peak learning rate of AdamW.", gt=0)
-    warmup_steps: int | None = setting(
-        None, "Linear warmup steps from lr/100 before cosine decay (a family's default: "
-        "at most a tenth of the run).", ge=0,
-        shown="a tenth of the run's steps")
-    weight_decay: float = setting(1e-4, "AdamW decoupled weight decay.", ge=0)
-    grad_clip: float = setting(1.0, "Clip gradients to this global norm.", gt=0)
     ema_decay: float = setting(0.998, "Decay of the parameter EMA used for eval and sampling.",
                                ge=0, lt=1)
     precision: str = setting(
@@ -280,7 +277,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         """The config saved with a run; fields added since it was saved take defaults, or
-        for the model, the values its parameters were made with (LEGACY)."""
+        the values the run was made with (LEGACY: the model's, the optimizer's)."""
         model = d.get("model")
         if model not in MODELS:
             raise RunMismatch(f"the run's config names model {model!r}, which this jaxtrain "
@@ -288,7 +285,8 @@ class RunConfig:
         config_class = MODELS[model]
         return cls(model=model,
                    model_config=config_class(**saved_fields(config_class, d["model_config"])),
-                   data=DataConfig(**d["data"]), train=TrainConfig(**d["train"]))
+                   data=DataConfig(**d["data"]),
+                   train=TrainConfig(**saved_fields(TrainConfig, d["train"])))
 
 
 SECTIONS = {"data": DataConfig, "train": TrainConfig}
