@@ -66,8 +66,8 @@ class Restored:
     config: RunConfig
     position: dict  # {"step", "steps_per_epoch" (None for text)}: where training continues
     state: Any  # the TrainState; None where the EMA parameters alone were read
-    ema_params: Any
     broken: list  # newer steps that failed to restore
+    ema_params: Any = None
 
 
 def _restore_step(manager, step, devices, ema_only: bool) -> Restored:
@@ -83,12 +83,12 @@ def _restore_step(manager, step, devices, ema_only: bool) -> Restored:
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True)))
-        return Restored(step, config, position, None, restored.state["ema_params"], [])
+        return Restored(step, config, position, None, [], restored.state["ema_params"])
     # The saved run rebuilt from its config: the state's shapes, on this run's devices.
     target = Run(config, position["steps_per_epoch"], devices).abstract_state()
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))
-    return Restored(step, config, position, restored.state, restored.state.ema_params, [])
+    return Restored(step, config, position, restored.state, [], restored.state.ema_params)
 
 
 def check_workdir(workdir) -> None:
