@@ -101,11 +101,13 @@ def settings_page() -> str:
 def metrics_page() -> str:
     parts = ["# Metrics", "",
              "Every key a run's record can hold: one line of `<workdir>/metrics.jsonl` per "
-             "evaluation, the object `jaxtrain eval --json` prints, and the TensorBoard tag "
-             "`<group>/<key>` (groups `train`, `test`, `speed`; `time` and `run` keys are "
-             "kept in the record only). A unit `loss` is the family's loss unit: nats per "
-             "image (VAE, digits Transformer), per character (text) or per token (the "
-             "Transformers' `train_loss`). From `METRICS` in `training/metrics.py`.", "",
+             "evaluation, the object `jaxtrain eval --json` prints, and the TensorBoard and "
+             "W&B tag `<group>/<key>`. TensorBoard and W&B get every number of a record "
+             "(not its lists, strings or booleans), whatever its name: a key missing here "
+             "goes under `train`, `test` or `other` by its prefix. A unit `loss` is the "
+             "family's loss unit: nats per image (VAE, digits Transformer), per character "
+             "(text) or per token (the Transformers' `train_loss`). From `METRICS` in "
+             "`training/metrics.py`.", "",
              "| key | group | unit | meaning |", "|---|---|---|---|"]
     for key, m in METRICS.items():
         meaning = m.help + (" (the period's last value, not its mean)" if m.last else "")

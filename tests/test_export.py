@@ -175,7 +175,7 @@ def test_export_without_a_checkpoint_is_one_line(tmp_path, jaxtrain):
 
 
 def test_out_that_is_a_folder_is_one_line(tmp_path, jaxtrain, monkeypatch):
-    monkeypatch.setattr(checkpoint, "restore", lambda *_: _restored_stub())
+    monkeypatch.setattr(checkpoint, "restore", lambda *_, **__: _restored_stub())
     (tmp_path / "folder").mkdir()
     assert_one_line_error(jaxtrain("export", "--workdir", tmp_path, "--out",
                                    tmp_path / "folder"), "is a folder")

@@ -2,16 +2,20 @@
 read-only in on_eval and on_save, whose additions no other callback of the same phase
 sees, so the order of the callbacks does not matter."""
 
+import collections
+
 import jax
 import numpy as np
 import pytest
 from conftest import SHAPE, records
+from events import read_events
 from test_accumulate import image_batches
 from test_steps_per_call import vae_run
 
 from jaxtrain.models.spec import ImageSpec
 from jaxtrain.training.engine.loop import Callback, Loop, run_loop
-from jaxtrain.training.rundir.writers import Curves, Jsonl
+from jaxtrain.training.metrics import METRICS, tag
+from jaxtrain.training.rundir.writers import Curves, Jsonl, TensorBoard
 from jaxtrain.training.sources.base import Source
 
 TIMES = ("train_s", "data_s", "eval_s", "period_s", "samples_per_s", "gflops")
@@ -150,3 +154,38 @@ def test_the_step_flops_are_xla_s_count_of_the_compiled_step():
         jax.eval_shape(lambda: run.family.init(jax.random.PRNGKey(0), 2)))[0]
         if path[-1].key == "kernel")
     assert 0.9 < run.flops_per_example / (6 * kernels) < 2
+
+
+# Keys the metric table does not know, scalars and not; only the numbers are written.
+UNKNOWN = {"brand_new": 2.5, "test_brand_new": 0.25, "words": "x", "values": [1.0, 2.0],
+           "flag": True}
+
+
+class AddsUnknown(Callback):
+    def on_eval(self, loop, record):
+        return UNKNOWN
+
+
+def test_every_number_of_the_record_reaches_tensorboard(tmp_path):
+    """Writers take every number a record holds, whatever its name (training/metrics.py
+    only documents them): a key METRICS lacks is in the event file as in metrics.jsonl;
+    lists, strings and bools are not scalars; no tag has two points at one step."""
+    assert not set(UNKNOWN) & set(METRICS)
+    run = vae_run(eval_every=2)
+    run_loop(Loop(run, tmp_path, run.init_state(), ArraySource(), 0, 4, {}),
+             [TensorBoard("seed = 0"), Jsonl(), AddsUnknown()])
+    events = [(t, step, v) for kind, t, step, v in read_events(tmp_path / "tb")
+              if kind == "scalar"]
+    points = collections.Counter((t, step) for t, step, _ in events)
+    assert max(points.values()) == 1, points.most_common(3)
+    scalars = {(t, step): v for t, step, v in events}
+    for r in records(tmp_path):
+        assert scalars["other/brand_new", r["step"]] == 2.5
+        assert scalars["test/test_brand_new", r["step"]] == 0.25
+        for k, v in r.items():
+            if k == "writers_s" or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue  # writers_s: the seconds the writers took, after them
+            assert (tag(k), r["step"]) in scalars, k
+            if not k.startswith("train_") and k != "lr":  # those: each log's mean
+                np.testing.assert_allclose(scalars[tag(k), r["step"]], v, rtol=1e-6)
+    assert not {t.split("/")[1] for t, _ in scalars} & {"words", "values", "flag"}

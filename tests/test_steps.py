@@ -1,8 +1,11 @@
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
-from conftest import SHAPE
+from conftest import DIGITS, SHAPE
 
+from jaxtrain.models.transformer import STACKED, TransformerConfig
 from jaxtrain.models.vae import VAEConfig
 from jaxtrain.training.engine.optimizer import make_schedule
 from jaxtrain.training.engine.run import Run
@@ -95,6 +98,38 @@ def test_checkpoint_save_restore_is_bitwise(tmp_path):
     assert type(restored.state) is type(state)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored.state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("scan_layers", [None, True, False])  # None: the VAE
+def test_ema_only_restore_reads_the_ema_alone(tmp_path, scan_layers):
+    """eval, sample and export read the EMA parameters alone, bitwise those of the whole
+    state, from a checkpoint saved as ever; a Transformer's blocks in either layout;
+    --step N and best pick the same checkpoint as for the whole state."""
+    run = tiny_run()
+    if scan_layers is not None:
+        model_config = TransformerConfig(layers=2, d_model=16, heads=2, **DIGITS,
+                                         scan_layers=scan_layers)
+        run = Run(dataclasses.replace(run.config, model="transformer",
+                                      model_config=model_config), steps_per_epoch=100)
+    state = run.init_state()
+    manager = checkpoint.open_manager(tmp_path)
+    for step, loss in [(1, 1.0), (2, 2.0)]:
+        state, _ = run.train_step(state, a_batch(seed=step))
+        checkpoint.save(manager, state, {"step": step, "steps_per_epoch": 100}, run.config,
+                        metrics={"test_loss": loss})
+        manager.wait_until_finished()
+    manager.close()
+    for step, want in [(None, 2), (1, 1), ("best", 1)]:
+        whole = checkpoint.restore(tmp_path, step)
+        ema = checkpoint.restore(tmp_path, step, ema_only=True)
+        assert ema.state is None and ema.step == whole.step == want
+        assert ema.config == whole.config and ema.position == whole.position
+        assert jax.tree.structure(ema.ema_params) == jax.tree.structure(whole.state.ema_params)
+        for a, b in zip(jax.tree.leaves(whole.state.ema_params), jax.tree.leaves(ema.ema_params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if scan_layers is not None:
+        assert (STACKED in ema.ema_params) == scan_layers
+        assert ("Block_1" in ema.ema_params) == (not scan_layers)
 
 
 def test_a_reader_lists_again_when_a_training_run_deletes_a_step(tmp_path, monkeypatch):

@@ -164,3 +164,28 @@ def test_wandb_without_the_package_is_one_line(tmp_path, data_dir, jaxtrain, mon
     proc = jaxtrain(*fit_args(data_dir, tmp_path / "run", 1, "--wandb"))
     assert_one_line_error(proc, "--wandb needs the wandb package: pip install -e '.[wandb]'")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@needs_wandb
+def test_a_number_the_metric_table_lacks_reaches_wandb(tmp_path):
+    """The W&B writer logs every number of a record, whatever its name, under the tags
+    TensorBoard gets (tests/test_loop.py checks the event file)."""
+    from test_loop import UNKNOWN, AddsUnknown, ArraySource
+    from test_steps_per_call import vae_run
+
+    from jaxtrain.training.engine.loop import Loop, run_loop
+    from jaxtrain.training.metrics import tag
+    from jaxtrain.training.rundir.writers import Jsonl, WandB
+
+    run = vae_run(eval_every=2)
+    run_loop(Loop(run, tmp_path, run.init_state(), ArraySource(), 0, 4, {}),
+             [WandB(run.config), Jsonl(), AddsUnknown()])
+    history = offline_runs(tmp_path)[0]["history"]
+    for r in records(tmp_path):
+        row = history[r["step"]]
+        assert row["other/brand_new"] == UNKNOWN["brand_new"]
+        assert row["test/test_brand_new"] == UNKNOWN["test_brand_new"]
+        for k in ("test_loss", "eval_s", "train_s", "train_steps", "step"):
+            np.testing.assert_allclose(row[tag(k)], r[k], rtol=1e-6)
+    assert not any(k.endswith(("/words", "/values", "/flag")) for row in history.values()
+                   for k in row)

@@ -1,17 +1,22 @@
-"""One name per metric: the keys of a run's record, what each is in, and where it shows.
+"""One name per metric: the keys of a run's record, what each is in, and its group.
 
 A record is one line of <workdir>/metrics.jsonl, one evaluation; `eval --json` prints a
 record of the same keys for a checkpoint. A family names its numbers without a phase
 ("loss", "recon", "kl": models/family.py); the engine keys them once, "train_<name>" for
 the training step's means and "test_<name>" for the test set's, and from then on every
-reader uses the same key: the console, TensorBoard (tag "<group>/<key>"), `jaxtrain
-runs`, `jaxtrain plot --metric KEY`. The losses' units depend on the family (nats per
-image, per character, per token: `Family.units`); every other unit is here.
+reader uses the same key: the console, TensorBoard and W&B (tag "<group>/<key>"),
+`jaxtrain runs`, `jaxtrain plot --metric KEY`. The losses' units depend on the family
+(nats per image, per character, per token: `Family.units`); every other unit is here.
+
+METRICS documents the keys (docs/reference/metrics.md is made from it); it does not
+decide what is written: the writers write every number of a record, whatever its name
+(`scalars`), a key the table lacks under the group its prefix says.
 
 No heavy imports: `runs` and `plot` read records with this module alone.
 """
 
 import dataclasses
+import numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +78,8 @@ METRICS = {
     "samples_s": Metric("time", "s", "drawing the evaluation's grids and text sample"),
     "save_s": Metric("time", "s", "the blocking part of the checkpoint save"),
     "writers_s": Metric("time", "s", "the record's writers before metrics.jsonl: "
-                                     "TensorBoard, PNG files, the console line"),
+                                     "TensorBoard, W&B, PNG files, the console line (so "
+                                     "in metrics.jsonl alone)"),
     "first_step_s": Metric("time", "s", "from the command's start to its first step"),
     # The start of a command, in its first record (training/engine/startup.py).
     "start_imports_s": Metric("time", "s", "the interpreter, the CLI, JAX (and torch for images)"),
@@ -104,9 +110,24 @@ def test_key(name: str) -> str:
     return f"test_{name}"
 
 
+def group(key: str) -> str:
+    """The key's group in METRICS; for a key it lacks, train or test by its prefix, else
+    other."""
+    if key in METRICS:
+        return METRICS[key].group
+    return next((g for g in ("train", "test") if key.startswith(f"{g}_")), "other")
+
+
 def tag(key: str) -> str:
-    """The TensorBoard tag of a key: "<group>/<key>", e.g. "test/test_loss"."""
-    return f"{METRICS[key].group if key in METRICS else 'other'}/{key}"
+    """The TensorBoard and W&B tag of a key: "<group>/<key>", e.g. "test/test_loss"."""
+    return f"{group(key)}/{key}"
+
+
+def scalars(record) -> dict:
+    """The record's numbers (int or float; not bools, lists, dicts or strings), whatever
+    their names: what TensorBoard and W&B write."""
+    return {k: v for k, v in record.items()
+            if isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
 def short(key: str) -> str:

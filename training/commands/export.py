@@ -54,7 +54,7 @@ def export(workdir, step=None, out=None) -> tuple[Path, dict[str, str]]:
     its metadata)."""
     from safetensors.numpy import save
 
-    restored = checkpoint.restore(workdir, step)
+    restored = checkpoint.restore(workdir, step, ema_only=True)
     out = Path(out) if out is not None else Path(workdir) / "model.safetensors"
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: pass a file name such as "
@@ -64,7 +64,7 @@ def export(workdir, step=None, out=None) -> tuple[Path, dict[str, str]]:
     # Written whole then renamed, so an interrupted export leaves no half file; through
     # Python, so the file gets the umask's permissions (save_file makes it owner-only).
     partial = out.with_name(f"{out.name}.partial")
-    partial.write_bytes(save(tensors(restored.state.ema_params), metadata=meta))
+    partial.write_bytes(save(tensors(restored.ema_params), metadata=meta))
     os.replace(partial, out)
     return out, meta
 

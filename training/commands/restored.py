@@ -1,4 +1,5 @@
-"""The commands that use a saved run without training it: evaluate a checkpoint, sample."""
+"""The commands that use a saved run without training it: evaluate a checkpoint, sample.
+Both read the checkpoint's EMA parameters alone; neither builds an optimizer."""
 
 import sys
 import time
@@ -9,7 +10,7 @@ import numpy as np
 
 from jaxtrain.training.commands.prepare import check_classes, with_data
 from jaxtrain.training.engine.evaluate import evaluate, evaluate_iw
-from jaxtrain.training.engine.run import Run
+from jaxtrain.training.engine.run import Evaluator
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir.grids import make_grid, save_grid
 from jaxtrain.training.sources.base import open_source
@@ -20,22 +21,22 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
     """Test metrics of the EMA parameters of a checkpoint (latest by default; "best"); also
     the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class.
     The metrics have the keys of the run's metrics.jsonl records (training/metrics.py)."""
-    restored = checkpoint.restore(workdir, step)
-    config = with_data(restored.config, data_dir, data_file)
+    restored = checkpoint.restore(workdir, step, ema_only=True)
+    config, params = with_data(restored.config, data_dir, data_file), restored.ema_params
     if samples and config.data.is_text:
         raise ValueError("--samples scores image samples; this is a text run")
     source = open_source(config)
     check_classes(config, source)
-    run = Run(config, restored.position["steps_per_epoch"])
-    metrics = evaluate(run, restored.state.ema_params, source)
+    run = Evaluator(config, restored.position["steps_per_epoch"])
+    metrics = evaluate(run, params, source)
     if iw_samples:
         t = time.perf_counter()
-        metrics.update(evaluate_iw(run, restored.state.ema_params, source, iw_samples))
+        metrics.update(evaluate_iw(run, params, source, iw_samples))
         metrics["iw_s"] = time.perf_counter() - t
     if samples:
         from jaxtrain.training.scoring import judge, quality
 
-        metrics.update(quality.sample_quality(run, restored.state.ema_params, source,
+        metrics.update(quality.sample_quality(run, params, source,
                                               judge.judge_of(config.data, source), samples))
     at = restored.position["step"]
     targets = run.family.target_pixels  # image families: binary or grey
@@ -52,8 +53,8 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
     returned); `prompt` a text for text models, whose continuation is returned.
     `options` (temperature, top_k, top_p) go to families that take them; a value given
     to one that does not is an error."""
-    restored = checkpoint.restore(workdir, step)
-    config, params = restored.config, restored.state.ema_params
+    restored = checkpoint.restore(workdir, step, ema_only=True)
+    config, params = restored.config, restored.ema_params
     family = config.family()
     for name, value in options.items():
         if value is not None and name not in family.sample_options:

@@ -11,12 +11,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxtrain.training.engine.parallel import is_primary, local_copy, say
-from jaxtrain.training.engine.run import Run
+from jaxtrain.training.engine.run import Evaluator
 from jaxtrain.training.engine.steps import run_keys
 from jaxtrain.training.metrics import test_key
 
 
-def eval_batch_size(run: Run, source) -> int:
+def eval_batch_size(run: Evaluator, source) -> int:
     """Rows per evaluation batch: the family's eval_rows (models/family.py) rounded down
     to a multiple of the training batch (so each device gets equal rows), at most the
     test set rounded up; else the training batch size."""
@@ -24,7 +24,7 @@ def eval_batch_size(run: Run, source) -> int:
     return b * max(1, min((rows or 0) // b, -(-source.eval_examples // b)))
 
 
-def evaluate(run: Run, params, source) -> dict:
+def evaluate(run: Evaluator, params, source) -> dict:
     """Mean test metrics over every test example (or fixed text window) exactly once.
     A family that draws noise in evaluation (the VAE's z) draws it per test example from
     the one eval key, so the figure does not depend on the batch size (but for the
@@ -40,7 +40,7 @@ def evaluate(run: Run, params, source) -> dict:
     return {test_key(k): v for k, v in metrics.items()}
 
 
-def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 16384) -> dict:
+def evaluate_iw(run: Evaluator, params, source, samples: int, chunk_images: int = 16384) -> dict:
     """The importance-weighted estimate of -log p(x | c) (models/vae.py:iw_sums) with
     `samples` samples, averaged over every test image: {"test_iw_nll" (nats/image),
     "test_iw_bits_per_dim", "iw_samples"}. About `chunk_images` decoded images are in memory
@@ -65,7 +65,7 @@ def evaluate_iw(run: Run, params, source, samples: int, chunk_images: int = 1638
 
 
 
-def evaluate_record(run: Run, params, source, final: bool = False) -> dict:
+def evaluate_record(run: Evaluator, params, source, final: bool = False) -> dict:
     """The test part of an evaluation's record: the test metrics and eval_s; at the
     run's end (`final`) also the measures of --final-eval: iw=K, the importance-weighted
     test NLL (test_iw_nll, test_iw_bits_per_dim, iw_samples, iw_s); samples=N, the

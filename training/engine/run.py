@@ -1,6 +1,6 @@
 """A run assembled from its config: the model family, the schedule and optimizer, the
 jitted steps, and where a step lies in the run. The loop (training/engine/loop.py)
-drives it; training/engine/evaluate.py evaluates it.
+drives it; training/engine/evaluate.py evaluates it, or a saved run's `Evaluator`.
 """
 
 import dataclasses
@@ -25,18 +25,35 @@ def eval_period(train, steps_per_epoch: int | None) -> int:
     return train.eval_every or steps_per_epoch or 250
 
 
-class Run:
-    """Everything built from a RunConfig and the data's steps per epoch (None for text)."""
+class Evaluator:
+    """What evaluating a run's parameters needs (training/engine/evaluate.py): its config,
+    family, devices and jitted eval step. `eval` builds one for a saved run, without the
+    optimizer, its schedule or the train steps; a `Run` is one."""
 
     def __init__(self, config: RunConfig, steps_per_epoch: int | None, devices: int | None = 1):
         self.config = config
         self.steps_per_epoch = steps_per_epoch
-        train = config.train
         self.parallel = DataParallel(devices)
+        self.family = config.family()
+        self.eval_step = make_eval_step(self.family, self.parallel)
+
+    def epoch_of(self, step: int) -> dict:
+        """{"epoch": e} for runs measured in epochs (a float mid-epoch), else {}."""
+        if not self.steps_per_epoch:
+            return {}
+        epoch = step / self.steps_per_epoch
+        return {"epoch": int(epoch) if epoch.is_integer() else epoch}
+
+
+class Run(Evaluator):
+    """Everything built from a RunConfig and the data's steps per epoch (None for text)."""
+
+    def __init__(self, config: RunConfig, steps_per_epoch: int | None, devices: int | None = 1):
+        super().__init__(config, steps_per_epoch, devices)
+        train = config.train
         self.parallel.check_batch_size(train.batch_size, train.accumulate)
         self.total_steps = train.steps or train.epochs * steps_per_epoch
         self.eval_every = eval_period(train, steps_per_epoch)
-        self.family = config.family()
         # Training FLOPs of one example, from XLA's cost analysis of the compiled step
         # (training/engine/precompile.py); None until then.
         self.flops_per_example: float | None = None
@@ -50,7 +67,6 @@ class Run:
                                           self.parallel, train.accumulate, self.trainable)
         # 0 (automatic): single steps until fit has chosen S (choose_steps_per_call).
         self.set_steps_per_call(train.steps_per_call or 1, save=bool(train.steps_per_call))
-        self.eval_step = make_eval_step(self.family, self.parallel)
         self._init = None  # init_state's program
 
     def set_steps_per_call(self, s: int, save: bool = True):
@@ -94,10 +110,3 @@ class Run:
             text += (f" (epoch {epoch_text(step / self.steps_per_epoch)}/"
                      f"{self.config.train.epochs})")
         return text
-
-    def epoch_of(self, step: int) -> dict:
-        """{"epoch": e} for runs measured in epochs (a float mid-epoch), else {}."""
-        if not self.steps_per_epoch:
-            return {}
-        epoch = step / self.steps_per_epoch
-        return {"epoch": int(epoch) if epoch.is_integer() else epoch}

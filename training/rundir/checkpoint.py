@@ -2,7 +2,8 @@
 
 Layout: <workdir>/checkpoints/<step>/{state, position, config}. The manager keeps the
 latest `keep` checkpoints plus the one with the best test loss. A checkpoint that no
-longer restores is skipped with a warning, never deleted.
+longer restores is skipped with a warning, never deleted. Readers that only use the
+model (eval, sample, export) restore the state's EMA parameters alone.
 """
 
 import dataclasses
@@ -15,7 +16,9 @@ import absl.logging
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxtrain.training.engine.parallel import DataParallel
 from jaxtrain.training.engine.run import Run
+from jaxtrain.training.engine.steps import param_shapes
 from jaxtrain.training.rundir.workdir import CHECKPOINTS, check_not_file
 from jaxtrain.training.settings.config import RunConfig, RunMismatch
 
@@ -62,23 +65,34 @@ class Restored:
     step: int
     config: RunConfig
     position: dict  # {"step", "steps_per_epoch" (None for text)}: where training continues
-    state: Any
+    state: Any  # the TrainState; None where the EMA parameters alone were read
     broken: list  # newer steps that failed to restore
+    ema_params: Any = None
 
 
-def _restore_step(manager, step, devices):
+def _restore_step(manager, step, devices, ema_only: bool) -> Restored:
     meta = manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore(), position=ocp.args.JsonRestore()))
     config = RunConfig.from_dict(meta.config)
+    position = dict(meta.position)
+    if ema_only:
+        # The parameters' shapes from the saved config (its blocks' layout included), on
+        # this run's devices: Orbax reads that subtree and leaves the optimizer state and
+        # the training parameters on disk.
+        target = {"ema_params": DataParallel(devices).abstract(param_shapes(config.family()))}
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True)))
+        return Restored(step, config, position, None, [], restored.state["ema_params"])
     # The saved run rebuilt from its config: the state's shapes, on this run's devices.
-    target = Run(config, meta.position["steps_per_epoch"], devices).abstract_state()
+    target = Run(config, position["steps_per_epoch"], devices).abstract_state()
     try:
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))
     except Exception:
         check_optimizer_state(manager.directory / str(step) / "state", target.opt_state)
         raise  # a damaged checkpoint
-    return Restored(step, config, dict(meta.position), restored.state, [])
+    return Restored(step, config, position, restored.state, [], restored.state.ema_params)
 
 
 def check_optimizer_state(folder, built) -> None:
@@ -139,23 +153,26 @@ def check_workdir(workdir) -> None:
 READS = 3  # tries of a reader whose listed step a training run deletes under it
 
 
-def restore(workdir, step: int | str | None = None, devices: int | None = 1) -> Restored:
+def restore(workdir, step: int | str | None = None, devices: int | None = 1,
+            ema_only: bool = False) -> Restored:
     """Restores `step` ("best": the one with the lowest test loss), or else the newest
     checkpoint that restores, as the TrainState of the saved run replicated on `devices`
-    (any number, whatever the run was saved on; None: all). Raises ValueError if none
-    does. A reader (eval, sample) may run while the run trains: where the run's
-    retention deletes a step this one is listing, it reads the folder again."""
+    (any number, whatever the run was saved on; None: all); with `ema_only`, its EMA
+    parameters alone (`state` None: no optimizer is built, its state is not read).
+    Raises ValueError if none does. A reader (eval, sample) may run while the run
+    trains: where the run's retention deletes a step this one is listing, it reads the
+    folder again."""
     workdir = Path(workdir)
     check_workdir(workdir)
     for attempt in range(READS):
         try:
-            return _restore(workdir, step, devices)
+            return _restore(workdir, step, devices, ema_only)
         except FileNotFoundError:
             if attempt == READS - 1:
                 raise
 
 
-def _restore(workdir: Path, step, devices) -> Restored:
+def _restore(workdir: Path, step, devices, ema_only: bool) -> Restored:
     manager = open_manager(workdir, read_only=True)
     try:
         steps = sorted(manager.all_steps(), reverse=True)
@@ -175,7 +192,7 @@ def _restore(workdir: Path, step, devices) -> Restored:
         broken = []
         for s in steps:
             try:
-                result = _restore_step(manager, s, devices)
+                result = _restore_step(manager, s, devices, ema_only)
                 result.broken = broken
                 return result
             except RunMismatch:

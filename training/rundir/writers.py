@@ -10,7 +10,14 @@ import sys
 import time
 
 from jaxtrain.training.engine.loop import Callback
-from jaxtrain.training.metrics import METRICS, describe, tag
+from jaxtrain.training.metrics import describe, scalars, tag
+
+
+def record_scalars(record, logged) -> dict:
+    """{tag: value} of every number in `record` but the train step's metrics `logged`
+    already wrote at each log: the record holds their means over the evaluation period,
+    which would put a second point at the last log's step."""
+    return {tag(k): v for k, v in scalars(record).items() if k not in logged}
 
 
 class Jsonl(Callback):
@@ -38,15 +45,16 @@ class Jsonl(Callback):
 
 class TensorBoard(Callback):
     """Event files under <workdir>/tb/ (tensorboardX, no TensorFlow): train metrics at
-    each log; test metrics, speed, the grids and (text runs) a generated text at each
-    evaluation; and the resolved config as text. Tags are "<group>/<key>" with the
-    record's keys (training/metrics.py: "train/train_loss", "test/test_kl"). A resumed
-    run purges what was logged after its checkpoint, so the curves continue without
-    duplicates."""
+    each log; every other number of the record (test metrics, speed, times, counts),
+    the grids and (text runs) a generated text at each evaluation; and the resolved
+    config as text. Tags are "<group>/<key>" with the record's keys (training/metrics.py:
+    "train/train_loss", "test/test_kl"). A resumed run purges what was logged after its
+    checkpoint, so the curves continue without duplicates."""
 
     def __init__(self, config_toml: str):
         self.config_toml = config_toml
         self.writer = None
+        self.logged = set()  # the keys on_log writes
 
     def on_start(self, loop):
         SummaryWriter = _summary_writer_class()
@@ -57,13 +65,13 @@ class TensorBoard(Callback):
             self.writer.add_text("config", "```\n" + self.config_toml + "\n```", 0)
 
     def on_log(self, loop, metrics):
-        for k, v in metrics.items():
+        self.logged.update(metrics)
+        for k, v in scalars(metrics).items():
             self.writer.add_scalar(tag(k), v, loop.step)
 
     def on_record(self, loop, record):
-        for k, v in record.items():
-            if k in METRICS and METRICS[k].group in ("test", "speed"):
-                self.writer.add_scalar(tag(k), v, loop.step)
+        for name, v in record_scalars(record, self.logged).items():
+            self.writer.add_scalar(name, v, loop.step)
         for name, grid in loop.artifacts.get("images", {}).items():
             self.writer.add_image(name, grid, loop.step,
                                   dataformats="HW" if grid.ndim == 2 else "HWC")
@@ -78,15 +86,16 @@ class TensorBoard(Callback):
 
 class WandB(Callback):
     """A Weights & Biases run under <workdir>/wandb/ (`--wandb`), fed what TensorBoard
-    gets, at the same steps and under the same tags: train metrics at each log; test
-    metrics, speed, the grids and (text runs) a generated text at each evaluation; the
-    resolved config as the run's config. Its id is kept in <workdir>/wandb/run_id, so a
-    resumed run continues the same W&B run. Finished at the loop's end; a process killed
-    (os._exit after a second signal, kill -9) may lose its last records, as TensorBoard
-    does."""
+    gets, at the same steps and under the same tags: train metrics at each log; every
+    other number of the record, the grids and (text runs) a generated text at each
+    evaluation; the resolved config as the run's config. Its id is kept in
+    <workdir>/wandb/run_id, so a resumed run continues the same W&B run. Finished at the
+    loop's end; a process killed (os._exit after a second signal, kill -9) may lose its
+    last records, as TensorBoard does."""
 
     def __init__(self, config):
         self.config, self.run = config, None
+        self.logged = set()  # the keys on_log writes
 
     def on_start(self, loop):
         wandb = import_wandb()
@@ -108,13 +117,13 @@ class WandB(Callback):
         id_file.write_text(self.run.id + "\n")
 
     def on_log(self, loop, metrics):
-        self.run.log({tag(k): v for k, v in metrics.items()}, step=loop.step)
+        self.logged.update(metrics)
+        self.run.log({tag(k): v for k, v in scalars(metrics).items()}, step=loop.step)
 
     def on_record(self, loop, record):
         import wandb
 
-        row = {tag(k): v for k, v in record.items()
-               if k in METRICS and METRICS[k].group in ("test", "speed")}
+        row = record_scalars(record, self.logged)
         for name, grid in loop.artifacts.get("images", {}).items():
             row[name] = wandb.Image(grid)
         if "text" in loop.artifacts:
