@@ -101,6 +101,26 @@ def test_bad_corpora_name_the_file(tmp_path, make, match):
         TextSource(root, CharTokenizer("ok\n"), 4, 2, 0)
 
 
+@pytest.mark.parametrize("at", [5, corpus.PIECE + 4])
+def test_a_non_utf8_byte_is_named_by_its_offset_and_flag(tmp_path, at):
+    """The first bad byte's offset in the file, past the first 1 MB piece too (there a
+    character's first byte ends the piece and waits in the decoder), and the flag that
+    named the file."""
+    good = tmp_path / "good.txt"
+    good.write_text("ok\n" * 200, encoding="utf-8")
+    head = "é".encode() if at < corpus.PIECE else b"a" * (corpus.PIECE - 1) + "é".encode()
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(head + b"x" * (at - len(head)) + b"\xff" + b"tail\n" * 50)
+    assert bad.read_bytes()[at] == 0xFF and bad.read_bytes()[:at].decode("utf-8")
+    for data, val, flag in ((bad, None, "--data-file"), (good, bad, "--val-file")):
+        for read in (lambda: corpus.characters(data, val),
+                     lambda: TextSource(data, CharTokenizer("oktail\nxaé"), 4, 2, 0, val)):
+            with pytest.raises(ValueError) as e:
+                read()
+            assert str(e.value).startswith(f"{flag} {bad} is not UTF-8 text: byte 0xff at "
+                                           f"offset {at} (counting from 0; invalid start byte)")
+
+
 def test_bpe_encodes_any_text_and_counts_its_bytes():
     bpe = HFTokenizer(train_bpe([PROSE * 50], 300))
     assert 256 < bpe.vocab_size <= 300

@@ -34,10 +34,12 @@ def text_files(path, flag="--data-file") -> list[Path]:
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """The bytes [start, end) of a file: a training or validation share of it."""
+    """The bytes [start, end) of a file: a training or validation share of it, and the
+    flag that named the file (for errors)."""
     path: Path
     start: int
     end: int
+    flag: str = "--data-file"
 
 
 def _chars_before(data: np.ndarray) -> np.ndarray:
@@ -79,7 +81,7 @@ def parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
             raise ValueError(f"--data-file {data_file} has no text left to train on once "
                              f"--val-file {val_file} is held out")
         return ([Part(p, 0, p.stat().st_size) for p in train_files],
-                [Part(p, 0, p.stat().st_size) for p in val_files])
+                [Part(p, 0, p.stat().st_size, "--val-file") for p in val_files])
     train, val = [], []
     for p in train_files:
         cut = split_at(p, TRAIN_FRACTION)
@@ -88,9 +90,10 @@ def parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
     return train, val
 
 
-def pieces(part: Part, flag="--data-file"):
+def pieces(part: Part):
     """The part's text in pieces of about PIECE bytes, each ending at a line end where
-    one is near; a non-UTF-8 byte is one line naming the file."""
+    one is near; a non-UTF-8 byte is one line naming the file, the flag that named it and
+    the byte's offset in the file."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     with open(part.path, "rb") as f:
         f.seek(part.start)
@@ -104,16 +107,23 @@ def pieces(part: Part, flag="--data-file"):
                 cut = block.rfind(b"\n") + 1
                 if cut > len(block) // 2:
                     block, rest = block[:cut], block[cut:]
+            held = decoder.getstate()[0]  # a character's first bytes, left by the last block
             try:
                 text = decoder.decode(block, final=last)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{flag} {part.path} is not UTF-8 text ({e.reason} near byte "
-                                 f"{offset + e.start}): convert it to UTF-8") from None
+            except UnicodeDecodeError as e:  # e.start counts from the held bytes
+                raise ValueError(not_utf8(part, offset - len(held) + e.start, e)) from None
             offset += len(block)
             if text:
                 yield text
             if last:
                 return
+
+
+def not_utf8(part: Part, at: int, error: UnicodeDecodeError) -> str:
+    """The one line for a file that is not UTF-8: its first bad byte, by offset."""
+    byte = error.object[error.start]
+    return (f"{part.flag} {part.path} is not UTF-8 text: byte 0x{byte:02x} at offset {at} "
+            f"(counting from 0; {error.reason}): convert it to UTF-8, e.g. with iconv")
 
 
 def characters(data_file, val_file=None) -> str:
