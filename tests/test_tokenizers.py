@@ -75,6 +75,36 @@ def test_tokens_are_cached_memory_mapped_and_redone_when_a_source_changes(folder
     assert len(inside.train) == len(PROSE * 21)  # a --val-file inside the folder: held out
 
 
+def test_characters_and_splits_are_cached_and_found_again_when_a_file_changes(folder,
+                                                                               monkeypatch):
+    """A second run on the same files reads none of them for its vocabulary or its split
+    (each a pass over every byte); a changed file is read again."""
+    vocab = token_cache.char_vocab(folder)
+    assert vocab == corpus.characters(folder)
+    made = token_cache.corpus_parts(folder)
+    assert made == corpus.parts(folder)
+    assert len(list(token_cache.cache_folder().glob("chars-*.json"))) >= 1
+
+    def no_pass(*args):
+        raise AssertionError("a pass over the corpus")
+
+    with monkeypatch.context() as m:
+        m.setattr(token_cache, "characters", no_pass)
+        m.setattr(token_cache, "split_at", no_pass)
+        assert token_cache.char_vocab(folder) == vocab
+        assert token_cache.corpus_parts(folder) == made
+        tokenizer = CharTokenizer(vocab)
+        assert len(token_cache.tokens(folder, tokenizer).val) > 0  # tokenized: no split pass
+        assert token_cache.tokens(folder, tokenizer).folder.is_dir()
+    (folder / "sub" / "b.txt").write_text("xyz\n" * 40, encoding="utf-8")
+    assert token_cache.char_vocab(folder) == "".join(sorted(set(PROSE + "xyz\n")))
+    assert token_cache.corpus_parts(folder) == corpus.parts(folder)
+    # A --val-file's characters count, and whole files need no split.
+    (folder / "v.txt").write_text("Ω\n", encoding="utf-8")
+    assert "Ω" in token_cache.char_vocab(folder / "a.txt", folder / "v.txt")
+    assert "x" not in token_cache.char_vocab(folder / "a.txt", folder / "v.txt")
+
+
 def test_a_large_vocabulary_is_kept_in_uint32(tmp_path):
     class Wide(CharTokenizer):  # a char tokenizer whose ids pass 2**16
         def encode(self, text):

@@ -22,8 +22,7 @@ from jaxtrain.training.engine.steps import (
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DEFAULT_BPE_VOCAB, RunConfig
 from jaxtrain.training.sources.base import open_source
-from jaxtrain.training.sources.corpus import characters
-from jaxtrain.training.sources.token_cache import trained_bpe
+from jaxtrain.training.sources.token_cache import char_vocab, trained_bpe
 from jaxtrain.training.sources.tokenizer import read_tokenizer_file
 
 
@@ -36,7 +35,7 @@ def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
     if not data.is_text or data.vocab is not None or data.tokenizer_json is not None:
         return config
     if source is not None and source.vocab is not None:
-        chars = characters(data.data_file, data.val_file)
+        chars = char_vocab(data.data_file, data.val_file)
         unknown = "".join(sorted(set(chars) - set(source.vocab)))
         if unknown:
             raise ValueError(f"{data.data_file} has {len(unknown)} characters the run in "
@@ -54,7 +53,7 @@ def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
                                    vocab_size=source.vocab_size,
                                    tokenizer_json=source.tokenizer_json)
     elif data.tokenizer == "char":
-        data = dataclasses.replace(data, vocab=characters(data.data_file, data.val_file))
+        data = dataclasses.replace(data, vocab=char_vocab(data.data_file, data.val_file))
     elif data.tokenizer == "bpe":
         data = dataclasses.replace(data, tokenizer_json=trained_bpe(
             data.data_file, data.vocab_size or DEFAULT_BPE_VOCAB, data.val_file))

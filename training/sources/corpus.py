@@ -70,23 +70,31 @@ def _split_at(path: Path, fraction: float, size: int, mtime_ns: int) -> int:
     return size
 
 
-def parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
-    """(training parts, validation parts) of the corpus."""
-    train_files = text_files(data_file)
+def whole_files(data_file, val_file=None) -> list[Part]:
+    """Every file of the corpus, whole: --data-file's, then --val-file's (one inside the
+    --data-file folder is held out of it)."""
+    val = text_files(val_file, "--val-file") if val_file is not None else []
+    held = {p.resolve() for p in val}  # never trained on, if inside --data-file
+    train = [p for p in text_files(data_file) if p.resolve() not in held]
+    if val_file is not None and not train:
+        raise ValueError(f"--data-file {data_file} has no text left to train on once "
+                         f"--val-file {val_file} is held out")
+    return ([Part(p, 0, p.stat().st_size) for p in train]
+            + [Part(p, 0, p.stat().st_size, "--val-file") for p in val])
+
+
+def parts(data_file, val_file=None, cut=split_at) -> tuple[list[Part], list[Part]]:
+    """(training parts, validation parts) of the corpus; `cut(path, fraction)` finds the
+    byte where a file's validation share starts (a cache may know it)."""
+    files = whole_files(data_file, val_file)
     if val_file is not None:
-        val_files = text_files(val_file, "--val-file")
-        held = {p.resolve() for p in val_files}  # never trained on, if inside --data-file
-        train_files = [p for p in train_files if p.resolve() not in held]
-        if not train_files:
-            raise ValueError(f"--data-file {data_file} has no text left to train on once "
-                             f"--val-file {val_file} is held out")
-        return ([Part(p, 0, p.stat().st_size) for p in train_files],
-                [Part(p, 0, p.stat().st_size, "--val-file") for p in val_files])
+        return ([f for f in files if f.flag == "--data-file"],
+                [f for f in files if f.flag == "--val-file"])
     train, val = [], []
-    for p in train_files:
-        cut = split_at(p, TRAIN_FRACTION)
-        train.append(Part(p, 0, cut))
-        val.append(Part(p, cut, p.stat().st_size))
+    for f in files:
+        at = cut(f.path, TRAIN_FRACTION)
+        train.append(Part(f.path, 0, at))
+        val.append(Part(f.path, at, f.end))
     return train, val
 
 
@@ -127,10 +135,10 @@ def not_utf8(part: Part, at: int, error: UnicodeDecodeError) -> str:
 
 
 def characters(data_file, val_file=None) -> str:
-    """The corpus's distinct characters, sorted (the char tokenizer's vocabulary)."""
-    train, val = parts(data_file, val_file)
+    """The corpus's distinct characters, sorted (the char tokenizer's vocabulary): those
+    of all its files, training and validation."""
     seen = set()
-    for part in train + val:
+    for part in whole_files(data_file, val_file):
         for text in pieces(part):
             seen.update(np.unique(np.frombuffer(text.encode("utf-32-le"), np.uint32)).tolist())
     if not seen:

@@ -1,11 +1,14 @@
-"""The token cache: a corpus's tokens, written once into memory-mapped files, and the
-BPEs learned from corpora.
+"""The token cache: a corpus's tokens, written once into memory-mapped files, and what
+else takes a pass over a corpus: the BPEs learned from it, its characters (the char
+tokenizer's vocabulary) and its files' training/validation splits.
 
 A corpus's tokens are kept in <cache>/jaxtrain/tokens/<key>/{train,val}.bin (uint16
 where the vocabulary fits, else uint32), the key a digest of the sources (path, size,
 modification time), the split and the tokenizer: a changed source or another tokenizer
 tokenizes again, and nothing else does. A BPE encodes its pieces on all cores, while
-the next pieces are read.
+the next pieces are read. The small results (a BPE's JSON, the characters, the splits)
+are files beside the token folders, keyed the same way, so a second run on an unchanged
+corpus reads none of its text.
 """
 
 import dataclasses
@@ -22,7 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from jaxtrain.training.settings.config import default_data_dir
-from jaxtrain.training.sources.corpus import PIECE, Part, parts, pieces, training_text
+from jaxtrain.training.sources.corpus import (
+    PIECE,
+    TRAIN_FRACTION,
+    Part,
+    characters,
+    parts,
+    pieces,
+    split_at,
+    training_text,
+    whole_files,
+)
 from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, train_bpe
 
 FORMAT = 1  # of the cached token files: a new format never reads an old one
@@ -51,9 +64,56 @@ def _fingerprint(part_list: list[Part]) -> list:
             for p in part_list]
 
 
+def _entry(kind: str, spec: dict) -> Path:
+    """Where the cache keeps a `kind` made from `spec` (what it depends on)."""
+    key = hashlib.sha256(json.dumps({"format": FORMAT, **spec}, sort_keys=True).encode())
+    return cache_folder() / f"{kind}-{key.hexdigest()[:24]}.json"
+
+
+def _keep(path: Path, text: str) -> None:
+    """Writes the cache file `path`, atomically: a reader sees the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{_writer()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def char_vocab(data_file, val_file=None) -> str:
+    """The corpus's distinct characters, sorted (the char tokenizer's vocabulary), kept
+    in the cache: a second run on the same files reads none of them."""
+    path = _entry("chars", {"files": _fingerprint(whole_files(data_file, val_file))})
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))["characters"]
+    made = characters(data_file, val_file)
+    _keep(path, json.dumps({"characters": made}))
+    return made
+
+
+def corpus_parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
+    """corpus.parts, each file's split kept in the cache (finding it counts the
+    characters of the whole file)."""
+    if val_file is not None:  # whole files: no split to find
+        return parts(data_file, val_file)
+    path = _entry("splits", {"files": _fingerprint(whole_files(data_file)),
+                             "fraction": TRAIN_FRACTION})
+    known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    found = len(known)
+
+    def cut(file: Path, fraction: float) -> int:
+        key = str(file.resolve())
+        if key not in known:
+            known[key] = split_at(file, fraction)
+        return known[key]
+
+    made = parts(data_file, cut=cut)
+    if len(known) > found:
+        _keep(path, json.dumps(known))
+    return made
+
+
 def tokens(data_file, tokenizer, val_file=None) -> Tokens:
     """The corpus's tokens from the cache, tokenizing them first if they are not there."""
-    train, val = parts(data_file, val_file)
+    train, val = corpus_parts(data_file, val_file)
     spec = {"format": FORMAT, "train": _fingerprint(train), "val": _fingerprint(val),
             "tokenizer": hashlib.sha256(
                 (getattr(tokenizer, "json", None) or tokenizer.vocab).encode()).hexdigest()}
@@ -72,17 +132,14 @@ def trained_bpe(data_file, vocab_size: int, val_file=None) -> str:
     same sources trains none."""
     from tokenizers import __version__ as version
 
-    spec = {"format": FORMAT, "train": _fingerprint(parts(data_file, val_file)[0]),
-            "vocab_size": vocab_size, "bytes": BPE_TRAIN_BYTES, "tokenizers": version}
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_folder() / f"bpe-{key}.json"
+    spec = {"train": _fingerprint(corpus_parts(data_file, val_file)[0]),
+            "vocab_size": vocab_size,
+            "bytes": BPE_TRAIN_BYTES, "tokenizers": version}
+    path = _entry("bpe", spec)
     if path.is_file():
         return path.read_text(encoding="utf-8")
     made = train_bpe(training_text(data_file, val_file, BPE_TRAIN_BYTES), vocab_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{_writer()}")
-    tmp.write_text(made, encoding="utf-8")
-    tmp.replace(path)  # atomic: a reader sees the whole file or none
+    _keep(path, made)
     return made
 
 
