@@ -15,6 +15,7 @@ from jaxtrain.training.sources.text import TextSource
 from jaxtrain.training.sources.tokenizer import (
     CharTokenizer,
     HFTokenizer,
+    OutsideVocabulary,
     read_tokenizer_file,
     train_bpe,
 )
@@ -103,6 +104,42 @@ def test_characters_and_splits_are_cached_and_found_again_when_a_file_changes(fo
     (folder / "v.txt").write_text("Ω\n", encoding="utf-8")
     assert "Ω" in token_cache.char_vocab(folder / "a.txt", folder / "v.txt")
     assert "x" not in token_cache.char_vocab(folder / "a.txt", folder / "v.txt")
+
+
+def test_an_evaluation_on_a_val_file_reads_it_alone(folder, tmp_path):
+    """`eval --val-file F` tokenizes F only (the training text may be gone), and a char
+    run's characters F lacks are one line naming --val-file."""
+    val = folder / "sub" / "b.txt"
+    source = TextSource(None, CharTokenizer(corpus.characters(folder)), 8, 4, 0, val)
+    assert len(source.train) == 0 and len(source.val) == len(val.read_text(encoding="utf-8"))
+    assert source.eval_examples > 0
+    other = tmp_path / "other.txt"
+    other.write_text("ab Ω\n" * 30, encoding="utf-8")
+    with pytest.raises(OutsideVocabulary, match=rf"^--val-file {other}: characters not in "
+                                                r"the model's vocabulary: 'Ω' \(U\+03A9\)"):
+        TextSource(None, CharTokenizer(corpus.characters(folder)), 8, 4, 0, other)
+
+
+def test_resume_keeps_a_runs_validation_text(tmp_path):
+    """resume --val-file: the run's own file, or where it is now if it moved; another
+    (or one for a run validated by 10% of each file) is one line."""
+    from types import SimpleNamespace
+
+    from jaxtrain.training.commands.prepare import check_val_file
+
+    val, other = tmp_path / "val.txt", tmp_path / "other.txt"
+    val.write_text("v"), other.write_text("o")
+    run = SimpleNamespace(data=DataConfig(dataset="text", data_file="t.txt", val_file=str(val)))
+    check_val_file(run, None, "w")
+    check_val_file(run, tmp_path / "." / "val.txt", "w")  # the same file
+    with pytest.raises(ValueError, match=rf"^--val-file {other}: the run in w validates on "
+                                         rf"{val}; a resumed run keeps its validation text"):
+        check_val_file(run, other, "w")
+    split = SimpleNamespace(data=DataConfig(dataset="text", data_file="t.txt"))
+    with pytest.raises(ValueError, match="validates on the last 10% of each --data-file"):
+        check_val_file(split, val, "w")
+    val.unlink()  # moved: the new place is taken
+    check_val_file(run, other, "w")
 
 
 def test_a_large_vocabulary_is_kept_in_uint32(tmp_path):

@@ -15,16 +15,17 @@ from jaxtrain.training.rundir.grids import make_grid, save_grid
 from jaxtrain.training.sources.base import open_source
 
 
-def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
+def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None, val_file=None,
                     iw_samples: int | None = None, samples: int | None = None) -> dict:
     """Test metrics of the EMA parameters of a checkpoint (latest by default; "best"); also
     the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class.
-    The metrics have the keys of the run's metrics.jsonl records (training/metrics.py)."""
+    A text run is scored on `val_file` if given (read alone), else on its own validation
+    text. The metrics have the keys of the run's metrics.jsonl records (training/metrics.py)."""
     restored = checkpoint.restore(workdir, step)
-    config = with_data(restored.config, data_dir, data_file)
+    config = with_data(restored.config, data_dir, data_file, val_file)
     if samples and config.data.is_text:
         raise ValueError("--samples scores image samples; this is a text run")
-    source = open_source(config)
+    source = open_source(config, train=False)
     check_classes(config, source)
     run = Run(config, restored.position["steps_per_epoch"])
     metrics = evaluate(run, restored.state.ema_params, source)
@@ -41,7 +42,8 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
     targets = run.family.target_pixels  # image families: binary or grey
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
             "model": config.model, "test_examples": source.eval_examples,
-            **({"targets": targets} if targets else {})}
+            **({"targets": targets} if targets else {}),
+            **({"val_file": config.data.val_file} if config.data.is_text else {})}
 
 
 def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int = 0,

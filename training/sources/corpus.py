@@ -71,12 +71,14 @@ def _split_at(path: Path, fraction: float, size: int, mtime_ns: int) -> int:
 
 
 def whole_files(data_file, val_file=None) -> list[Part]:
-    """Every file of the corpus, whole: --data-file's, then --val-file's (one inside the
-    --data-file folder is held out of it)."""
+    """Every file of the corpus, whole: --data-file's (none when None: an evaluation on
+    --val-file alone), then --val-file's (one inside the --data-file folder is held out
+    of it)."""
     val = text_files(val_file, "--val-file") if val_file is not None else []
     held = {p.resolve() for p in val}  # never trained on, if inside --data-file
-    train = [p for p in text_files(data_file) if p.resolve() not in held]
-    if val_file is not None and not train:
+    train = [] if data_file is None else [p for p in text_files(data_file)
+                                          if p.resolve() not in held]
+    if val_file is not None and data_file is not None and not train:
         raise ValueError(f"--data-file {data_file} has no text left to train on once "
                          f"--val-file {val_file} is held out")
     return ([Part(p, 0, p.stat().st_size) for p in train]

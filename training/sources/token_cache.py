@@ -36,7 +36,7 @@ from jaxtrain.training.sources.corpus import (
     training_text,
     whole_files,
 )
-from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, train_bpe
+from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, OutsideVocabulary, train_bpe
 
 FORMAT = 1  # of the cached token files: a new format never reads an old one
 
@@ -112,7 +112,8 @@ def corpus_parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
 
 
 def tokens(data_file, tokenizer, val_file=None) -> Tokens:
-    """The corpus's tokens from the cache, tokenizing them first if they are not there."""
+    """The corpus's tokens from the cache, tokenizing them first if they are not there;
+    with `data_file` None, those of `val_file` alone (train empty: an evaluation)."""
     train, val = corpus_parts(data_file, val_file)
     spec = {"format": FORMAT, "train": _fingerprint(train), "val": _fingerprint(val),
             "tokenizer": hashlib.sha256(
@@ -120,7 +121,7 @@ def tokens(data_file, tokenizer, val_file=None) -> Tokens:
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_folder() / key
     if not (folder / "meta.json").is_file():
-        _write(folder, train, val, tokenizer, data_file)
+        _write(folder, train, val, tokenizer, data_file, val_file)
     meta = json.loads((folder / "meta.json").read_text())
     dtype = np.dtype(meta["dtype"])
     return Tokens(*(_open(folder / f"{name}.bin", dtype) for name in ("train", "val")), folder)
@@ -149,13 +150,16 @@ def _open(path: Path, dtype) -> np.ndarray:
     return np.memmap(path, dtype, mode="r")
 
 
-def _write(folder: Path, train, val, tokenizer, data_file) -> None:
+def _write(folder: Path, train, val, tokenizer, data_file, val_file) -> None:
     """Tokenizes the parts into folder/{train,val}.bin, written aside and renamed into
     place, so a reader sees all of them or none (and two writers do the work twice)."""
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     total = sum(p.end - p.start for p in train + val)
+    where = {"train": f"--data-file {data_file}",
+             "val": f"--val-file {val_file}" if val_file else f"--data-file {data_file}"}
     if total == 0:
-        raise ValueError(f"--data-file {data_file} is empty: pass a text file with content")
+        raise ValueError(f"{where['val' if data_file is None else 'train']} is empty: pass a "
+                         "text file with content")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f"{folder.name}.tmp-{_writer()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -166,7 +170,10 @@ def _write(folder: Path, train, val, tokenizer, data_file) -> None:
         counts = {}
         for name, part_list in (("train", train), ("val", val)):
             with open(tmp / f"{name}.bin", "wb") as out:
-                counts[name] = _tokenize(part_list, tokenizer, out, dtype, bar)
+                try:
+                    counts[name] = _tokenize(part_list, tokenizer, out, dtype, bar)
+                except OutsideVocabulary as e:  # a resumed or evaluated run's new text
+                    raise OutsideVocabulary(f"{where[name]}: {e}") from None
         seconds = time.perf_counter() - start
         bar.close(seconds)
         meta = {"dtype": np.dtype(dtype).name, "train_tokens": counts["train"],
