@@ -392,9 +392,12 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
     metrics = json.loads(jaxtrain("eval", "--workdir", straight, "--json").stdout)
     assert metrics["dataset"] == "text" and metrics["test_loss"] == ma["test_loss"]
     np.testing.assert_allclose(metrics["test_bits_per_char"], metrics["test_loss"] / np.log(2))
-    out = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
-                   "--temperature", 0).stdout
+    proc = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
+                    "--temperature", 0)
+    out = proc.stdout
     assert out.startswith("to be") and len(out.rstrip("\n")) >= 45
+    assert re.fullmatch(r"sampled 40 tokens in [\d.]+ s \([\d,]+ tokens/s after a [\d.]+ s "
+                        r"compile\)\n", proc.stderr), proc.stderr
     written = tmp_path / "t.txt"  # --out writes the text too (it was silently ignored)
     proc = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
                     "--temperature", 0, "--out", written, check=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxtrain.models.decoding import Clock
 from jaxtrain.training.commands.prepare import check_classes, with_data
 from jaxtrain.training.engine.evaluate import evaluate, evaluate_iw
 from jaxtrain.training.engine.run import Run
@@ -68,7 +69,10 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
             raise ValueError("--prompt applies to text models; this is an image model: pass "
                              "--class N")
         tokenizer = config.data.text_tokenizer()
-        tokens = family.sample(params, tokenizer.encode(prompt), rng, length, **options)
+        clock = Clock()
+        tokens = family.sample(params, tokenizer.encode(prompt), rng, length, clock=clock,
+                               **options)
+        print(speed_line(length, clock), file=sys.stderr)
         return prompt + tokenizer.decode(tokens)
     if config.data.is_text:
         raise ValueError("--class applies to image models; this is a text model: pass "
@@ -91,6 +95,13 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
         out = Path(workdir) / f"sample_class_{str(label).replace('/', '-')}.png"
     out = Path(out)
     return save_grid(make_grid(images, cols, row_names=row_names), out)
+
+
+def speed_line(tokens: int, clock: Clock) -> str:
+    """How fast a text was sampled, its compile apart (a first sample pays it once)."""
+    return (f"sampled {tokens:,} tokens in {clock.generate_s:.2f} s "
+            f"({tokens / max(clock.generate_s, 1e-9):,.0f} tokens/s after a "
+            f"{clock.compile_s:.1f} s compile)")
 
 
 def _simple(name: str) -> str:
