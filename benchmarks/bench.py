@@ -8,6 +8,8 @@ alternating A/B repeats, after a warm-up (compilation). Ratios are taken pair by
 (jaxtrain rate / PyTorch rate within the same repeat), then the median. The load
 average before each case is recorded: other work on the machine slows both sides.
 Writes <out>/bench.json and <out>/bench.md. --quick shrinks every case (for the tests).
+`--only generation` runs the text-generation rows alone (benchmarks/text_generation.py,
+about a minute) and writes <out>/generation.json and generation.md, as the whole run does.
 """
 
 import argparse
@@ -28,6 +30,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import text_generation  # benchmarks/text_generation.py
 import torch
 import torch_reference as ref  # benchmarks/torch_reference.py, beside this script
 from timing import seconds  # benchmarks/timing.py
@@ -461,6 +464,9 @@ def main():
     parser.add_argument("--data-dir", default=DataConfig().data_dir)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
+    parser.add_argument("--only", choices=["generation"],
+                        help="run these rows alone: generation (text, KV-cache decoder "
+                             "against PyTorch eager), into <out>/generation.{json,md}")
     args = parser.parse_args()
     # jaxtrain's process settings (training/host/memory.py), as `jaxtrain fit` makes them. They
     # are process-wide: the PyTorch side of the in-process cases runs with them too.
@@ -476,6 +482,7 @@ def main():
                "malloc_keeps_freed": malloc_kept,
                "load_before": loadavg()}
     results = {"machine": machine, "cases": {}}
+    generation = text_generation.TINY if quick else text_generation.FULL
 
     def case(name, fn, *a):
         load, t0 = loadavg(), time.perf_counter()
@@ -485,6 +492,11 @@ def main():
         print(f"{name}: {out['case_s']:.0f} s", file=sys.stderr, flush=True)
         return out
 
+    if args.only == "generation":
+        made = case("text generation", text_generation.generation, generation, repeats)
+        machine["load_after"] = loadavg()
+        print(text_generation.write(made, machine, args.out))
+        return
     results["matmul_peak"] = case("matmul peak", matmul_peak, n, repeats)
     peak = results["matmul_peak"]["peak_gflops"]
     # quick: the code paths, with models as tiny as the tests' (compiling is their cost)
@@ -522,6 +534,9 @@ def main():
     results["sampling"] = case("KV-cache sampling", kv_cache_sampling,
                                digits.replace(dropout=0.0), drawn, repeats)
     results["sampling"]["n"] = drawn
+    results["generation"] = case("text generation", text_generation.generation, generation,
+                                 few)
+    results["cases"].update(text_generation.cases(results["generation"]))
     results["commands"] = {
         "help_s": command_seconds(["--help"], repeats),
         "sample_s": command_seconds(["sample", "--workdir", epoch["workdir"], "--class", "7",
@@ -534,6 +549,7 @@ def main():
     (args.out / "bench.json").write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)
     (args.out / "bench.md").write_text(table)
+    text_generation.write(results["generation"], machine, args.out)
     print(table)
 
 

@@ -125,6 +125,19 @@ class Block(nn.Module):
         h = self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
         return x + F.dropout(h, self.dropout, self.training)
 
+    def cached(self, x, past):
+        """The block at the next positions x [B, t, D], attending to them and to `past`,
+        the keys and values [B, H, s, Dh] of the positions before (None: none); returns
+        (out, the keys and values of all s + t positions). Eval mode."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (y.view(b, t, self.heads, d // self.heads).transpose(1, 2) for y in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        h = F.scaled_dot_product_attention(q, k, v, is_causal=past is None)
+        x = x + self.proj(h.transpose(1, 2).reshape(b, t, d))
+        return x + self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")), (k, v)
+
 
 class TorchTransformer(nn.Module):
     """models/transformer.py's decoder-only Transformer: learned positions, pre-LN blocks
@@ -146,6 +159,30 @@ class TorchTransformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln(x))
+
+    @torch.no_grad()
+    def generate(self, prompt, length, cache=True):
+        """`length` greedy tokens [B, length] after `prompt` [B, P], eval mode. With
+        `cache`, a key/value cache (each new token one position through the blocks, the
+        keys and values grown by torch.cat), within the context; without, nanoGPT's
+        `generate`: the last `context` tokens through the whole model for each token."""
+        context, tokens, past = self.pos.shape[0], prompt, None
+        if cache and prompt.shape[1] + length - 1 > context:
+            raise ValueError(f"a cached generation stays within the context ({context})")
+        x = prompt
+        for _ in range(length):
+            if cache:
+                at = tokens.shape[1] - x.shape[1]  # the first new position
+                h = self.embed(x) + self.pos[at:at + x.shape[1]]
+                past = past or [None] * len(self.blocks)
+                for i, block in enumerate(self.blocks):
+                    h, past[i] = block.cached(h, past[i])
+                logits = self.head(self.ln(h[:, -1]))
+            else:
+                logits = self(tokens[:, -context:])[:, -1]
+            x = logits.argmax(-1, keepdim=True)  # [B, 1]
+            tokens = torch.cat([tokens, x], 1)
+        return tokens[:, prompt.shape[1]:]
 
 
 def lm_loss(model, inputs, targets):

@@ -204,6 +204,9 @@ def resume(
                                                        "folder saved with the run."),
     data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
                                                         "one saved with the run."),
+    val_file: Optional[Path] = typer.Option(
+        None, help="text: where the run's --val-file is now, if it moved; a resumed run keeps "
+                   "its validation text, so another is refused."),
     devices: Optional[int] = typer.Option(None, help=DEVICES_HELP),
     profile_steps: Optional[str] = typer.Option(
         None, help="Write a jax.profiler trace of steps A to B (A:B) into <workdir>/profile/."),
@@ -228,5 +231,6 @@ def resume(
     overrides = {"epochs": epochs, "steps": steps, "lr": lr, "grad_clip": grad_clip,
                  "patience": patience, "wandb": wandb}
     run = commands.resume(workdir, overrides, data_dir=data_dir and data_dir.absolute(),
-                          data_file=data_file and data_file.absolute(), extras=extras)
+                          data_file=data_file and data_file.absolute(), extras=extras,
+                          val_file=val_file and val_file.absolute())
     _done(workdir, tensorboard, run.config.train)

@@ -77,6 +77,9 @@ def eval_(
                                                        "folder saved with the run."),
     data_file: Optional[Path] = typer.Option(None, help="text: read this file instead of the "
                                                         "one saved with the run."),
+    val_file: Optional[Path] = typer.Option(
+        None, help="text: score the run on this file or folder of .txt files instead of its "
+                   "own validation text (only it is read)."),
     iw_samples: Optional[int] = typer.Option(
         None, help="VAE: also estimate -log p(x|c) with K importance samples per test image "
                    "(a bound that tightens as K grows; 1000 is usual)."),
@@ -97,6 +100,7 @@ def eval_(
 
     m = restored.eval_checkpoint(workdir, step=step, data_dir=data_dir and data_dir.absolute(),
                                  data_file=data_file and data_file.absolute(),
+                                 val_file=val_file and val_file.absolute(),
                                  iw_samples=iw_samples, samples=samples)
     if as_json:
         print(json.dumps(m))
@@ -112,8 +116,10 @@ def eval_(
         unit = "character" if m["dataset"] == "text" else "image"
         targets = {"binary": ", binarized pixels", "grey": ", grey-level pixels"}.get(
             m.pop("targets", None), "")
+        val_file = m.pop("val_file", None)
+        windows = "windows" + (f" of {val_file}" if val_file else "")
         print(f"{m.pop('model')} on {m.pop('dataset')} ({m.pop('test_examples')} test "
-              f"{'windows' if unit == 'character' else 'images'}{targets}), {where}: "
+              f"{windows if unit == 'character' else 'images'}{targets}), {where}: "
               f"{describe(m, f'nats/{unit}')}")
         if iw:
             print(f"importance-weighted NLL ({iw['iw_samples']} samples per image): "

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtrain.models.decoding import continue_text
+from jaxtrain.models.decoding import Clock, continue_text
 from jaxtrain.models.family import Family
 from jaxtrain.models.transformer import (
     TransformerConfig,
@@ -70,10 +70,11 @@ class CharLMFamily(Family):
                 "bits_per_byte": per_byte}
 
     def sample(self, params, prompt: np.ndarray, rng, length: int = 500, temperature=1.0,
-               top_k=None, top_p=None) -> np.ndarray:
-        """`length` tokens following the tokens `prompt` [P] (see decoding.continue_text)."""
+               top_k=None, top_p=None, clock: Clock | None = None) -> np.ndarray:
+        """`length` tokens following the tokens `prompt` [P] (see decoding.continue_text;
+        a `clock` gets its compile and generation seconds apart)."""
         return continue_text(self.model, self.decoder, params, prompt, length, rng,
-                             temperature, top_k, top_p)
+                             temperature, top_k, top_p, clock)
 
     def epoch_text(self, params, rng):
         """A continuation of a newline (else of token 0), from a fixed key, so evaluations

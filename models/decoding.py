@@ -4,7 +4,9 @@ decoding loops of the digits and text tasks.
 Shapes: N sequences, K output vocabulary, T context.
 """
 
+import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -85,33 +87,70 @@ def _decode(decoder, params, cache, first, rng, length, temperature, top_k, top_
     return tokens.T  # [N, length]
 
 
+@dataclasses.dataclass
+class Clock:
+    """Where a decoding's seconds went: making its programs ready (the cache's shapes,
+    tracing, lowering and XLA's compile, or a load from the persistent cache) and
+    generating (running them, prompt included)."""
+    compile_s: float = 0.0
+    generate_s: float = 0.0
+
+
+def _program(clock: Clock | None, fn, *args, static=()):
+    """The jitted `fn` for `args`, as a callable of the arguments not in `static` (their
+    positions). With a clock it is compiled ahead of time, the compile timed apart: jit
+    would hide it in the first call, and a tokens/s would count it."""
+    if clock is None:
+        def call(*dynamic):
+            given = iter(dynamic)
+            return fn(*(a if i in static else next(given) for i, a in enumerate(args)))
+        return call
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    clock.compile_s += time.perf_counter() - t0
+    return compiled
+
+
+STATIC = (0, 5, 6, 7, 8)  # _decode's and _slide's static arguments
+
+
 def continue_text(model, decoder, params, prompt: np.ndarray, length: int, rng,
-                  temperature=1.0, top_k=None, top_p=None) -> np.ndarray:
+                  temperature=1.0, top_k=None, top_p=None,
+                  clock: Clock | None = None) -> np.ndarray:
     """`length` tokens following `prompt` [P] (1 <= P <= context), token i drawn with
     fold_in(rng, i). Within the context the key/value cache makes each token cost one
     position (one lax.scan, _decode); past it, the last `context` tokens are run through
     the model again for each new token (the positions are learned, so a window cannot
-    slide inside the cache): a second scan. Two dispatches for the whole text."""
+    slide inside the cache): a second scan. Two dispatches for the whole text. A
+    `clock` gets the seconds of compiling and of generating, apart."""
     context = decoder.config.context
     if not 1 <= len(prompt) <= context:
         raise ValueError(f"the prompt is {len(prompt)} tokens long; it needs 1 to "
                          f"{context} (the model's context)")
+    start, before = time.perf_counter(), clock and clock.compile_s
     temperature, top_p = float(temperature), _static(top_p)
-    step, cache = _cached_step(decoder), empty_cache(decoder, 1)
-    for token in prompt[:-1]:
-        cache = step(params, cache, jnp.array([[token]], jnp.int32))
+    cache = empty_cache(decoder, 1)
+    if clock is not None:  # the cache's shapes trace the model once (a program's set-up)
+        clock.compile_s += time.perf_counter() - start
+    if len(prompt) > 1:
+        step = _program(clock, _cached_step(decoder), params, cache,
+                        jnp.zeros((1, 1), jnp.int32))
+        for token in prompt[:-1]:
+            cache = step(params, cache, jnp.array([[token]], jnp.int32))
     # Token i reads the cache while the token before it has a position (P - 1 + i <
     # context); the first past that sees exactly `context` tokens either way.
     inside = min(length, context - len(prompt) + 1)
     first = jnp.asarray(prompt[-1:], jnp.int32)
-    tokens = np.concatenate([prompt, np.asarray(_decode(decoder, params, cache, first, rng,
-                                                        inside, temperature, top_k,
-                                                        top_p))[0]])
+    decode = _program(clock, _decode, decoder, params, cache, first, rng, inside, temperature,
+                      top_k, top_p, static=STATIC)
+    tokens = np.concatenate([prompt, np.asarray(decode(params, cache, first, rng))[0]])
     if length > inside:
         window = jnp.asarray(tokens[-context:], jnp.int32)[None]
-        more = _slide(model, params, window, rng, inside, length - inside, temperature, top_k,
-                      top_p)
-        tokens = np.concatenate([tokens, np.asarray(more)])
+        slide = _program(clock, _slide, model, params, window, rng, inside, length - inside,
+                         temperature, top_k, top_p, static=STATIC)
+        tokens = np.concatenate([tokens, np.asarray(slide(params, window, rng, inside))])
+    if clock is not None:
+        clock.generate_s += time.perf_counter() - start - (clock.compile_s - before)
     return tokens[len(prompt):].astype(np.int32)
 
 

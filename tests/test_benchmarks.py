@@ -54,16 +54,42 @@ def test_side_by_side_suite_writes_json_and_table(data_dir, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "bench.json").read_text())
-    assert len(results["cases"]) == 4 and results["matmul_peak"]["peak_gflops"] > 0
+    assert len(results["cases"]) == 8 and results["matmul_peak"]["peak_gflops"] > 0
     for case in results["cases"].values():
         assert case["ratio"]["median"] > 0 and len(case["jax"]["values"]) == 1
     assert results["epoch"]["epoch_s"]["jax"] > 0 and results["commands"]["help_s"]["median"] > 0
     table = (tmp_path / "bench.md").read_text()
     assert "| VAE train step, batch 8 |" in table and "KV cache" in table
     assert "| VAE train step, batch 8, 10 steps per call |" in table
+    assert "| text generation, 15 greedy tokens" in table
+    assert "| KV cache, 1 thread |" in (tmp_path / "generation.md").read_text()
     # The whole-command section: a cold and a warm command, and where their starts went.
     whole = results["whole"]["cases"]["VAE fit, 4 tiny steps"]
     assert whole["cold_s"] > 0 and whole["warm_s"]["median"] > 0
     assert whole["start"]["warm"].startswith("start: imports") and "(cached)" in \
         whole["start"]["warm"]
     assert "| VAE fit, 4 tiny steps |" in table
+
+
+def test_text_generation_rows_run_on_a_tiny_model(tmp_path):
+    """The rows of `bench.py --only generation`: jaxtrain's KV-cache decoder and the
+    PyTorch twin's generations from the same exported weights, greedy, agree; the page
+    and JSON are written."""
+    text_generation = pytest.importorskip("text_generation")
+    config = text_generation.TINY.replace(context=8)
+    family, params, model = text_generation.twins(config)
+    start = torch_reference.torch.tensor([[1]])
+    cached = model.generate(start, 7)[0].tolist()
+    assert cached == model.generate(start, 7, cache=False)[0].tolist()
+    ours = family.sample(params, jax.numpy.array([1]), jax.random.PRNGKey(0), 7, temperature=0)
+    assert ours.tolist() == cached
+    r = text_generation.generation(config, repeats=1)
+    assert r["tokens"] == 7 and r["compile_s"] > 0 and r["same_greedy_tokens"] == 7
+    rows = text_generation.cases(r)
+    assert len(rows) == len(text_generation.SIDES)
+    assert all(row["ratio"]["median"] > 0 and row["unit"] == "tokens/s" for row in rows.values())
+    machine = {"date": "today", "cpu": "cpu", "cores": 2, "jax": "j", "torch": "t",
+               "load_before": 0.0, "load_after": 0.0}
+    page = text_generation.write(r, machine, tmp_path)
+    assert "| KV cache, 1 thread |" in page and "7 greedy tokens" in page
+    assert json.loads((tmp_path / "generation.json").read_text())["tokens"] == 7

@@ -392,9 +392,12 @@ def test_text_model_fit_interrupt_resume_sample_eval(tmp_path, text_file, jaxtra
     metrics = json.loads(jaxtrain("eval", "--workdir", straight, "--json").stdout)
     assert metrics["dataset"] == "text" and metrics["test_loss"] == ma["test_loss"]
     np.testing.assert_allclose(metrics["test_bits_per_char"], metrics["test_loss"] / np.log(2))
-    out = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
-                   "--temperature", 0).stdout
+    proc = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
+                    "--temperature", 0)
+    out = proc.stdout
     assert out.startswith("to be") and len(out.rstrip("\n")) >= 45
+    assert re.fullmatch(r"sampled 40 tokens in [\d.]+ s \([\d,]+ tokens/s after a [\d.]+ s "
+                        r"compile\)\n", proc.stderr), proc.stderr
     written = tmp_path / "t.txt"  # --out writes the text too (it was silently ignored)
     proc = jaxtrain("sample", "--workdir", straight, "--prompt", "to be", "--length", 40,
                     "--temperature", 0, "--out", written, check=True)
@@ -430,3 +433,42 @@ def test_text_user_errors(tmp_path, text_file, jaxtrain):
                           "exactly one of --epochs and --steps")
     assert_one_line_error(jaxtrain("fit", "--dataset", "text", "--data-file", text_file),
                           "--model transformer")
+
+
+@pytest.mark.slow
+def test_text_val_file_for_eval_and_resume(tmp_path, text_file, jaxtrain):
+    """eval --val-file scores the run on another text, read alone; resume --val-file keeps
+    the run's validation text (its own file, or where it moved), refusing another."""
+    short = [*TEXT_MODEL, "--steps", 4, "--eval-every", 2]
+    other = tmp_path / "other.txt"
+    other.write_text("not to be, that is the question. " * 20, encoding="utf-8")
+    split, held = tmp_path / "split", tmp_path / "held"
+    jaxtrain("fit", "--data-file", text_file, *short, "--workdir", split, check=True)
+    own = json.loads(jaxtrain("eval", "--workdir", split, "--json", check=True).stdout)
+    on_other = json.loads(jaxtrain("eval", "--workdir", split, "--val-file", other,
+                                   "--data-file", tmp_path / "gone.txt", "--json",
+                                   check=True).stdout)  # the training text is not read
+    assert own["val_file"] is None and on_other["val_file"] == str(other)
+    assert on_other["test_loss"] != own["test_loss"]
+    assert f"test windows of {other})" in jaxtrain("eval", "--workdir", split, "--val-file",
+                                                   other, check=True).stdout
+    odd = tmp_path / "odd.txt"
+    odd.write_text("to be ¿ " * 20, encoding="utf-8")
+    assert_one_line_error(jaxtrain("eval", "--workdir", split, "--val-file", odd),
+                          f"--val-file {odd}: characters not in the model's vocabulary", "'¿'")
+    assert_one_line_error(jaxtrain("resume", "--workdir", split, "--val-file", other,
+                                   "--steps", 6), "validates on the last 10% of each")
+
+    val = tmp_path / "val.txt"
+    shutil.copy(other, val)
+    jaxtrain("fit", "--data-file", text_file, "--val-file", val, *short, "--workdir", held,
+             check=True)
+    assert_one_line_error(jaxtrain("resume", "--workdir", held, "--val-file", text_file,
+                                   "--steps", 6), f"validates on {val}; a resumed run keeps")
+    jaxtrain("resume", "--workdir", held, "--val-file", val, "--steps", 6, check=True)
+    val.rename(tmp_path / "val2.txt")  # the text moved: resume is told where
+    jaxtrain("resume", "--workdir", held, "--val-file", tmp_path / "val2.txt", "--steps", 8,
+             check=True)
+    assert f'val_file = "{tmp_path / "val2.txt"}"' in (held / "config.toml").read_text()
+    records = [json.loads(line) for line in (held / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]

@@ -15,6 +15,7 @@ from jaxtrain.training.sources.text import TextSource
 from jaxtrain.training.sources.tokenizer import (
     CharTokenizer,
     HFTokenizer,
+    OutsideVocabulary,
     read_tokenizer_file,
     train_bpe,
 )
@@ -75,6 +76,72 @@ def test_tokens_are_cached_memory_mapped_and_redone_when_a_source_changes(folder
     assert len(inside.train) == len(PROSE * 21)  # a --val-file inside the folder: held out
 
 
+def test_characters_and_splits_are_cached_and_found_again_when_a_file_changes(folder,
+                                                                               monkeypatch):
+    """A second run on the same files reads none of them for its vocabulary or its split
+    (each a pass over every byte); a changed file is read again."""
+    vocab = token_cache.char_vocab(folder)
+    assert vocab == corpus.characters(folder)
+    made = token_cache.corpus_parts(folder)
+    assert made == corpus.parts(folder)
+    assert len(list(token_cache.cache_folder().glob("chars-*.json"))) >= 1
+
+    def no_pass(*args):
+        raise AssertionError("a pass over the corpus")
+
+    with monkeypatch.context() as m:
+        m.setattr(token_cache, "characters", no_pass)
+        m.setattr(token_cache, "split_at", no_pass)
+        assert token_cache.char_vocab(folder) == vocab
+        assert token_cache.corpus_parts(folder) == made
+        tokenizer = CharTokenizer(vocab)
+        assert len(token_cache.tokens(folder, tokenizer).val) > 0  # tokenized: no split pass
+        assert token_cache.tokens(folder, tokenizer).folder.is_dir()
+    (folder / "sub" / "b.txt").write_text("xyz\n" * 40, encoding="utf-8")
+    assert token_cache.char_vocab(folder) == "".join(sorted(set(PROSE + "xyz\n")))
+    assert token_cache.corpus_parts(folder) == corpus.parts(folder)
+    # A --val-file's characters count, and whole files need no split.
+    (folder / "v.txt").write_text("Ω\n", encoding="utf-8")
+    assert "Ω" in token_cache.char_vocab(folder / "a.txt", folder / "v.txt")
+    assert "x" not in token_cache.char_vocab(folder / "a.txt", folder / "v.txt")
+
+
+def test_an_evaluation_on_a_val_file_reads_it_alone(folder, tmp_path):
+    """`eval --val-file F` tokenizes F only (the training text may be gone), and a char
+    run's characters F lacks are one line naming --val-file."""
+    val = folder / "sub" / "b.txt"
+    source = TextSource(None, CharTokenizer(corpus.characters(folder)), 8, 4, 0, val)
+    assert len(source.train) == 0 and len(source.val) == len(val.read_text(encoding="utf-8"))
+    assert source.eval_examples > 0
+    other = tmp_path / "other.txt"
+    other.write_text("ab Ω\n" * 30, encoding="utf-8")
+    with pytest.raises(OutsideVocabulary, match=rf"^--val-file {other}: characters not in "
+                                                r"the model's vocabulary: 'Ω' \(U\+03A9\)"):
+        TextSource(None, CharTokenizer(corpus.characters(folder)), 8, 4, 0, other)
+
+
+def test_resume_keeps_a_runs_validation_text(tmp_path):
+    """resume --val-file: the run's own file, or where it is now if it moved; another
+    (or one for a run validated by 10% of each file) is one line."""
+    from types import SimpleNamespace
+
+    from jaxtrain.training.commands.prepare import check_val_file
+
+    val, other = tmp_path / "val.txt", tmp_path / "other.txt"
+    val.write_text("v"), other.write_text("o")
+    run = SimpleNamespace(data=DataConfig(dataset="text", data_file="t.txt", val_file=str(val)))
+    check_val_file(run, None, "w")
+    check_val_file(run, tmp_path / "." / "val.txt", "w")  # the same file
+    with pytest.raises(ValueError, match=rf"^--val-file {other}: the run in w validates on "
+                                         rf"{val}; a resumed run keeps its validation text"):
+        check_val_file(run, other, "w")
+    split = SimpleNamespace(data=DataConfig(dataset="text", data_file="t.txt"))
+    with pytest.raises(ValueError, match="validates on the last 10% of each --data-file"):
+        check_val_file(split, val, "w")
+    val.unlink()  # moved: the new place is taken
+    check_val_file(run, other, "w")
+
+
 def test_a_large_vocabulary_is_kept_in_uint32(tmp_path):
     class Wide(CharTokenizer):  # a char tokenizer whose ids pass 2**16
         def encode(self, text):
@@ -99,6 +166,26 @@ def test_bad_corpora_name_the_file(tmp_path, make, match):
     make(root)
     with pytest.raises(ValueError, match=match):
         TextSource(root, CharTokenizer("ok\n"), 4, 2, 0)
+
+
+@pytest.mark.parametrize("at", [5, corpus.PIECE + 4])
+def test_a_non_utf8_byte_is_named_by_its_offset_and_flag(tmp_path, at):
+    """The first bad byte's offset in the file, past the first 1 MB piece too (there a
+    character's first byte ends the piece and waits in the decoder), and the flag that
+    named the file."""
+    good = tmp_path / "good.txt"
+    good.write_text("ok\n" * 200, encoding="utf-8")
+    head = "é".encode() if at < corpus.PIECE else b"a" * (corpus.PIECE - 1) + "é".encode()
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(head + b"x" * (at - len(head)) + b"\xff" + b"tail\n" * 50)
+    assert bad.read_bytes()[at] == 0xFF and bad.read_bytes()[:at].decode("utf-8")
+    for data, val, flag in ((bad, None, "--data-file"), (good, bad, "--val-file")):
+        for read in (lambda: corpus.characters(data, val),
+                     lambda: TextSource(data, CharTokenizer("oktail\nxaé"), 4, 2, 0, val)):
+            with pytest.raises(ValueError) as e:
+                read()
+            assert str(e.value).startswith(f"{flag} {bad} is not UTF-8 text: byte 0xff at "
+                                           f"offset {at} (counting from 0; invalid start byte)")
 
 
 def test_bpe_encodes_any_text_and_counts_its_bytes():

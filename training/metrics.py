@@ -97,6 +97,8 @@ METRICS = {
     "dataset": Metric("run", "", "eval: the run's --dataset"),
     "test_examples": Metric("run", "", "eval: test examples (or validation windows) scored"),
     "targets": Metric("run", "", "eval, image runs: grey or binary, the pixels scored"),
+    "val_file": Metric("run", "", "eval, text runs: the --val-file scored (null: the last "
+                                  "10% of each --data-file file)"),
 }
 
 

@@ -7,7 +7,12 @@ and training/rundir/writers.py) and hands them to the loop (training/engine/loop
 import dataclasses
 from pathlib import Path
 
-from jaxtrain.training.commands.prepare import check_classes, prepare, with_data
+from jaxtrain.training.commands.prepare import (
+    check_classes,
+    check_val_file,
+    prepare,
+    with_data,
+)
 from jaxtrain.training.engine.callbacks import (
     Announce,
     Checkpoint,
@@ -207,10 +212,11 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
 
 
 def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None,
-           extras: Extras = Extras()):
+           extras: Extras = Extras(), val_file=None):
     """Continues the run in `workdir` from its newest checkpoint that restores, on
     `extras.devices` (any number, whatever the run was saved on). `overrides` are
-    TrainConfig fields that leave the architecture alone (epochs, steps, lr, ...)."""
+    TrainConfig fields that leave the architecture alone (epochs, steps, lr, ...);
+    `val_file` may only name the run's own validation text (prepare.check_val_file)."""
     startup = Startup()
     workdir = Path(workdir)
     check_shared(checkpoint.checkpoint_dir(workdir))
@@ -226,7 +232,8 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
             raise ValueError("this run is measured in steps: pass --steps N, not --epochs")
         if "steps" in overrides and config.train.steps is None:
             raise ValueError("this run is measured in epochs: pass --epochs N, not --steps")
-        config = with_data(config, data_dir, data_file, **overrides)
+        check_val_file(config, val_file, workdir)
+        config = with_data(config, data_dir, data_file, val_file, **overrides)
         if config.train.wandb and is_primary():
             check_wandb()
         run = Run(config, position["steps_per_epoch"], extras.devices)

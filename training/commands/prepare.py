@@ -23,9 +23,8 @@ from jaxtrain.training.engine.steps import (
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DEFAULT_BPE_VOCAB, RunConfig
 from jaxtrain.training.sources.base import open_source
-from jaxtrain.training.sources.corpus import characters
 from jaxtrain.training.sources.registry import datasets
-from jaxtrain.training.sources.token_cache import trained_bpe
+from jaxtrain.training.sources.token_cache import char_vocab, trained_bpe
 from jaxtrain.training.sources.tokenizer import read_tokenizer_file
 
 
@@ -38,7 +37,7 @@ def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
     if not data.is_text or data.vocab is not None or data.tokenizer_json is not None:
         return config
     if source is not None and source.vocab is not None:
-        chars = characters(data.data_file, data.val_file)
+        chars = char_vocab(data.data_file, data.val_file)
         unknown = "".join(sorted(set(chars) - set(source.vocab)))
         if unknown:
             raise ValueError(f"{data.data_file} has {len(unknown)} characters the run in "
@@ -56,7 +55,7 @@ def with_tokenizer(config: RunConfig, source=None) -> RunConfig:
                                    vocab_size=source.vocab_size,
                                    tokenizer_json=source.tokenizer_json)
     elif data.tokenizer == "char":
-        data = dataclasses.replace(data, vocab=characters(data.data_file, data.val_file))
+        data = dataclasses.replace(data, vocab=char_vocab(data.data_file, data.val_file))
     elif data.tokenizer == "bpe":
         data = dataclasses.replace(data, tokenizer_json=trained_bpe(
             data.data_file, data.vocab_size or DEFAULT_BPE_VOCAB, data.val_file))
@@ -204,11 +203,30 @@ def check_classes(config: RunConfig, source) -> None:
                          "data")
 
 
-def with_data(config: RunConfig, data_dir=None, data_file=None, **train) -> RunConfig:
+def with_data(config: RunConfig, data_dir=None, data_file=None, val_file=None,
+              **train) -> RunConfig:
     """The config with the data location and training overrides of a command."""
-    data_changes = {k: str(v) for k, v in (("data_dir", data_dir), ("data_file", data_file))
-                    if v is not None}
-    if data_file is not None and not config.data.is_text:
-        raise ValueError("--data-file applies to text runs only")
+    data_changes = {k: str(v) for k, v in (("data_dir", data_dir), ("data_file", data_file),
+                                           ("val_file", val_file)) if v is not None}
+    for flag, value in (("--data-file", data_file), ("--val-file", val_file)):
+        if value is not None and not config.data.is_text:
+            raise ValueError(f"{flag} applies to text runs only")
     return dataclasses.replace(config, data=dataclasses.replace(config.data, **data_changes),
                                train=dataclasses.replace(config.train, **train))
+
+
+def check_val_file(config: RunConfig, val_file, workdir) -> None:
+    """`resume --val-file F`: a run keeps its validation text, so that its test losses
+    and its best checkpoint compare (and, validated by the last 10% of each file, its
+    training text is the other 90%). F may name the run's own file, or say where it is
+    now if it is gone from its saved path; anything else is one line."""
+    saved = config.data.val_file
+    if val_file is None or not config.data.is_text or (saved is not None and (
+            Path(saved).resolve() == Path(val_file).resolve() or not Path(saved).exists())):
+        return
+    now = (f"validates on {saved}" if saved is not None else
+           "validates on the last 10% of each --data-file file (and trains on the rest)")
+    raise ValueError(f"--val-file {val_file}: the run in {workdir} {now}; a resumed run keeps "
+                     "its validation text, so that its test losses and best checkpoint "
+                     f"compare: leave --val-file out (`jaxtrain eval --val-file {val_file}` "
+                     "evaluates the run on that text)")

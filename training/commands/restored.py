@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxtrain.models.decoding import Clock
 from jaxtrain.training.commands.prepare import check_classes, with_data
 from jaxtrain.training.engine.evaluate import evaluate, evaluate_iw
 from jaxtrain.training.engine.run import Evaluator
@@ -16,16 +17,18 @@ from jaxtrain.training.rundir.grids import make_grid, save_grid
 from jaxtrain.training.sources.base import open_source
 
 
-def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
+def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None, val_file=None,
                     iw_samples: int | None = None, samples: int | None = None) -> dict:
     """Test metrics of the EMA parameters of a checkpoint (latest by default; "best"); also
     the IW test NLL with `iw_samples` K (VAE), the judge's scores of `samples` N per class.
-    The metrics have the keys of the run's metrics.jsonl records (training/metrics.py)."""
+    A text run is scored on `val_file` if given (read alone), else on its own validation
+    text. The metrics have the keys of the run's metrics.jsonl records (training/metrics.py)."""
     restored = checkpoint.restore(workdir, step, ema_only=True)
-    config, params = with_data(restored.config, data_dir, data_file), restored.ema_params
+    config = with_data(restored.config, data_dir, data_file, val_file)
+    params = restored.ema_params
     if samples and config.data.is_text:
         raise ValueError("--samples scores image samples; this is a text run")
-    source = open_source(config)
+    source = open_source(config, train=False)
     check_classes(config, source)
     run = Evaluator(config, restored.position["steps_per_epoch"])
     metrics = evaluate(run, params, source)
@@ -42,7 +45,8 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None,
     targets = run.family.target_pixels  # image families: binary or grey
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,
             "model": config.model, "test_examples": source.eval_examples,
-            **({"targets": targets} if targets else {})}
+            **({"targets": targets} if targets else {}),
+            **({"val_file": config.data.val_file} if config.data.is_text else {})}
 
 
 def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int = 0,
@@ -67,7 +71,10 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
             raise ValueError("--prompt applies to text models; this is an image model: pass "
                              "--class N")
         tokenizer = config.data.text_tokenizer()
-        tokens = family.sample(params, tokenizer.encode(prompt), rng, length, **options)
+        clock = Clock()
+        tokens = family.sample(params, tokenizer.encode(prompt), rng, length, clock=clock,
+                               **options)
+        print(speed_line(length, clock), file=sys.stderr)
         return prompt + tokenizer.decode(tokens)
     if config.data.is_text:
         raise ValueError("--class applies to image models; this is a text model: pass "
@@ -90,6 +97,13 @@ def sample(workdir, label=None, prompt=None, num: int = 64, out=None, seed: int 
         out = Path(workdir) / f"sample_class_{str(label).replace('/', '-')}.png"
     out = Path(out)
     return save_grid(make_grid(images, cols, row_names=row_names), out)
+
+
+def speed_line(tokens: int, clock: Clock) -> str:
+    """How fast a text was sampled, its compile apart (a first sample pays it once)."""
+    return (f"sampled {tokens:,} tokens in {clock.generate_s:.2f} s "
+            f"({tokens / max(clock.generate_s, 1e-9):,.0f} tokens/s after a "
+            f"{clock.compile_s:.1f} s compile)")
 
 
 def _simple(name: str) -> str:

@@ -44,10 +44,13 @@ def import_data_modules(config: RunConfig) -> None:
         import jaxtrain.training.sources.images  # noqa: F401
 
 
-def open_source(config: RunConfig) -> Source:
-    """The run's data: images by epoch, or text windows by step."""
+def open_source(config: RunConfig, train: bool = True) -> Source:
+    """The run's data: images by epoch, or text windows by step. Without `train`, a text
+    run validated by a --val-file reads only that (an evaluation)."""
     if config.data.is_text:
-        return TextSource(config.data.data_file, config.data.text_tokenizer(),
+        alone = not train and config.data.val_file is not None
+        return TextSource(None if alone else config.data.data_file,
+                          config.data.text_tokenizer(),
                           config.model_config.context, config.train.batch_size,
                           config.train.seed, config.data.val_file)
     # torch and torchvision (about 4 s to import) are needed only to read images, so

@@ -36,10 +36,12 @@ def text_files(path, flag="--data-file") -> list[Path]:
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """The bytes [start, end) of a file: a training or validation share of it."""
+    """The bytes [start, end) of a file: a training or validation share of it, and the
+    flag that named the file (for errors)."""
     path: Path
     start: int
     end: int
+    flag: str = "--data-file"
 
 
 def _chars_before(data: np.ndarray) -> np.ndarray:
@@ -70,29 +72,40 @@ def _split_at(path: Path, fraction: float, size: int, mtime_ns: int) -> int:
     return size
 
 
-def parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
-    """(training parts, validation parts) of the corpus."""
-    train_files = text_files(data_file)
+def whole_files(data_file, val_file=None) -> list[Part]:
+    """Every file of the corpus, whole: --data-file's (none when None: an evaluation on
+    --val-file alone), then --val-file's (one inside the --data-file folder is held out
+    of it)."""
+    val = text_files(val_file, "--val-file") if val_file is not None else []
+    held = {p.resolve() for p in val}  # never trained on, if inside --data-file
+    train = [] if data_file is None else [p for p in text_files(data_file)
+                                          if p.resolve() not in held]
+    if val_file is not None and data_file is not None and not train:
+        raise ValueError(f"--data-file {data_file} has no text left to train on once "
+                         f"--val-file {val_file} is held out")
+    return ([Part(p, 0, p.stat().st_size) for p in train]
+            + [Part(p, 0, p.stat().st_size, "--val-file") for p in val])
+
+
+def parts(data_file, val_file=None, cut=split_at) -> tuple[list[Part], list[Part]]:
+    """(training parts, validation parts) of the corpus; `cut(path, fraction)` finds the
+    byte where a file's validation share starts (a cache may know it)."""
+    files = whole_files(data_file, val_file)
     if val_file is not None:
-        val_files = text_files(val_file, "--val-file")
-        held = {p.resolve() for p in val_files}  # never trained on, if inside --data-file
-        train_files = [p for p in train_files if p.resolve() not in held]
-        if not train_files:
-            raise ValueError(f"--data-file {data_file} has no text left to train on once "
-                             f"--val-file {val_file} is held out")
-        return ([Part(p, 0, p.stat().st_size) for p in train_files],
-                [Part(p, 0, p.stat().st_size) for p in val_files])
+        return ([f for f in files if f.flag == "--data-file"],
+                [f for f in files if f.flag == "--val-file"])
     train, val = [], []
-    for p in train_files:
-        cut = split_at(p, TRAIN_FRACTION)
-        train.append(Part(p, 0, cut))
-        val.append(Part(p, cut, p.stat().st_size))
+    for f in files:
+        at = cut(f.path, TRAIN_FRACTION)
+        train.append(Part(f.path, 0, at))
+        val.append(Part(f.path, at, f.end))
     return train, val
 
 
-def pieces(part: Part, flag="--data-file"):
+def pieces(part: Part):
     """The part's text in pieces of about PIECE bytes, each ending at a line end where
-    one is near; a non-UTF-8 byte is one line naming the file."""
+    one is near; a non-UTF-8 byte is one line naming the file, the flag that named it and
+    the byte's offset in the file."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     with open(part.path, "rb") as f:
         f.seek(part.start)
@@ -106,11 +119,11 @@ def pieces(part: Part, flag="--data-file"):
                 cut = block.rfind(b"\n") + 1
                 if cut > len(block) // 2:
                     block, rest = block[:cut], block[cut:]
+            held = decoder.getstate()[0]  # a character's first bytes, left by the last block
             try:
                 text = decoder.decode(block, final=last)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{flag} {part.path} is not UTF-8 text ({e.reason} near byte "
-                                 f"{offset + e.start}): convert it to UTF-8") from None
+            except UnicodeDecodeError as e:  # e.start counts from the held bytes
+                raise ValueError(not_utf8(part, offset - len(held) + e.start, e)) from None
             offset += len(block)
             if text:
                 yield text
@@ -118,11 +131,18 @@ def pieces(part: Part, flag="--data-file"):
                 return
 
 
+def not_utf8(part: Part, at: int, error: UnicodeDecodeError) -> str:
+    """The one line for a file that is not UTF-8: its first bad byte, by offset."""
+    byte = error.object[error.start]
+    return (f"{part.flag} {part.path} is not UTF-8 text: byte 0x{byte:02x} at offset {at} "
+            f"(counting from 0; {error.reason}): convert it to UTF-8, e.g. with iconv")
+
+
 def characters(data_file, val_file=None) -> str:
-    """The corpus's distinct characters, sorted (the char tokenizer's vocabulary)."""
-    train, val = parts(data_file, val_file)
+    """The corpus's distinct characters, sorted (the char tokenizer's vocabulary): those
+    of all its files, training and validation."""
     seen = set()
-    for part in train + val:
+    for part in whole_files(data_file, val_file):
         for text in pieces(part):
             seen.update(np.unique(np.frombuffer(text.encode("utf-32-le"), np.uint32)).tolist())
     if not seen:

@@ -18,7 +18,8 @@ EVAL_WINDOWS = 256  # fixed validation windows, evenly spaced over the validatio
 
 class TextSource:
     """Training and validation windows of a corpus's tokens (a Source:
-    training/sources/base.py), by `tokenizer` (training/sources/tokenizer.py)."""
+    training/sources/base.py), by `tokenizer` (training/sources/tokenizer.py); with
+    `path` None, the validation windows of `val_file` alone (an evaluation)."""
 
     def __init__(self, path, tokenizer, context: int, batch_size: int, seed: int,
                  val_file=None):
@@ -31,7 +32,7 @@ class TextSource:
             raise ValueError(f"{where} gives {len(self.val)} validation tokens, too short for "
                              f"--context {context}{share}, which needs one window of {need}; "
                              "use more text or a smaller --context")
-        if len(self.train) < need:
+        if path is not None and len(self.train) < need:
             raise ValueError(f"--data-file {path} gives {len(self.train)} training tokens: too "
                              f"few for --context {context}; use more text or a smaller "
                              "--context")

@@ -1,11 +1,14 @@
-"""The token cache: a corpus's tokens, written once into memory-mapped files, and the
-BPEs learned from corpora.
+"""The token cache: a corpus's tokens, written once into memory-mapped files, and what
+else takes a pass over a corpus: the BPEs learned from it, its characters (the char
+tokenizer's vocabulary) and its files' training/validation splits.
 
 A corpus's tokens are kept in <cache>/jaxtrain/tokens/<key>/{train,val}.bin (uint16
 where the vocabulary fits, else uint32), the key a digest of the sources (path, size,
 modification time), the split and the tokenizer: a changed source or another tokenizer
 tokenizes again, and nothing else does. A BPE encodes its pieces on all cores, while
-the next pieces are read.
+the next pieces are read. The small results (a BPE's JSON, the characters, the splits)
+are files beside the token folders, keyed the same way, so a second run on an unchanged
+corpus reads none of its text.
 """
 
 import dataclasses
@@ -22,8 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from jaxtrain.training.settings.config import default_data_dir
-from jaxtrain.training.sources.corpus import PIECE, Part, parts, pieces, training_text
-from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, train_bpe
+from jaxtrain.training.sources.corpus import (
+    PIECE,
+    TRAIN_FRACTION,
+    Part,
+    characters,
+    parts,
+    pieces,
+    split_at,
+    training_text,
+    whole_files,
+)
+from jaxtrain.training.sources.tokenizer import BPE_TRAIN_BYTES, OutsideVocabulary, train_bpe
 
 FORMAT = 1  # of the cached token files: a new format never reads an old one
 
@@ -51,16 +64,64 @@ def _fingerprint(part_list: list[Part]) -> list:
             for p in part_list]
 
 
+def _entry(kind: str, spec: dict) -> Path:
+    """Where the cache keeps a `kind` made from `spec` (what it depends on)."""
+    key = hashlib.sha256(json.dumps({"format": FORMAT, **spec}, sort_keys=True).encode())
+    return cache_folder() / f"{kind}-{key.hexdigest()[:24]}.json"
+
+
+def _keep(path: Path, text: str) -> None:
+    """Writes the cache file `path`, atomically: a reader sees the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{_writer()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def char_vocab(data_file, val_file=None) -> str:
+    """The corpus's distinct characters, sorted (the char tokenizer's vocabulary), kept
+    in the cache: a second run on the same files reads none of them."""
+    path = _entry("chars", {"files": _fingerprint(whole_files(data_file, val_file))})
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))["characters"]
+    made = characters(data_file, val_file)
+    _keep(path, json.dumps({"characters": made}))
+    return made
+
+
+def corpus_parts(data_file, val_file=None) -> tuple[list[Part], list[Part]]:
+    """corpus.parts, each file's split kept in the cache (finding it counts the
+    characters of the whole file)."""
+    if val_file is not None:  # whole files: no split to find
+        return parts(data_file, val_file)
+    path = _entry("splits", {"files": _fingerprint(whole_files(data_file)),
+                             "fraction": TRAIN_FRACTION})
+    known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    found = len(known)
+
+    def cut(file: Path, fraction: float) -> int:
+        key = str(file.resolve())
+        if key not in known:
+            known[key] = split_at(file, fraction)
+        return known[key]
+
+    made = parts(data_file, cut=cut)
+    if len(known) > found:
+        _keep(path, json.dumps(known))
+    return made
+
+
 def tokens(data_file, tokenizer, val_file=None) -> Tokens:
-    """The corpus's tokens from the cache, tokenizing them first if they are not there."""
-    train, val = parts(data_file, val_file)
+    """The corpus's tokens from the cache, tokenizing them first if they are not there;
+    with `data_file` None, those of `val_file` alone (train empty: an evaluation)."""
+    train, val = corpus_parts(data_file, val_file)
     spec = {"format": FORMAT, "train": _fingerprint(train), "val": _fingerprint(val),
             "tokenizer": hashlib.sha256(
                 (getattr(tokenizer, "json", None) or tokenizer.vocab).encode()).hexdigest()}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     folder = cache_folder() / key
     if not (folder / "meta.json").is_file():
-        _write(folder, train, val, tokenizer, data_file)
+        _write(folder, train, val, tokenizer, data_file, val_file)
     meta = json.loads((folder / "meta.json").read_text())
     dtype = np.dtype(meta["dtype"])
     return Tokens(*(_open(folder / f"{name}.bin", dtype) for name in ("train", "val")), folder)
@@ -72,17 +133,14 @@ def trained_bpe(data_file, vocab_size: int, val_file=None) -> str:
     same sources trains none."""
     from tokenizers import __version__ as version
 
-    spec = {"format": FORMAT, "train": _fingerprint(parts(data_file, val_file)[0]),
-            "vocab_size": vocab_size, "bytes": BPE_TRAIN_BYTES, "tokenizers": version}
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_folder() / f"bpe-{key}.json"
+    spec = {"train": _fingerprint(corpus_parts(data_file, val_file)[0]),
+            "vocab_size": vocab_size,
+            "bytes": BPE_TRAIN_BYTES, "tokenizers": version}
+    path = _entry("bpe", spec)
     if path.is_file():
         return path.read_text(encoding="utf-8")
     made = train_bpe(training_text(data_file, val_file, BPE_TRAIN_BYTES), vocab_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{_writer()}")
-    tmp.write_text(made, encoding="utf-8")
-    tmp.replace(path)  # atomic: a reader sees the whole file or none
+    _keep(path, made)
     return made
 
 
@@ -92,13 +150,16 @@ def _open(path: Path, dtype) -> np.ndarray:
     return np.memmap(path, dtype, mode="r")
 
 
-def _write(folder: Path, train, val, tokenizer, data_file) -> None:
+def _write(folder: Path, train, val, tokenizer, data_file, val_file) -> None:
     """Tokenizes the parts into folder/{train,val}.bin, written aside and renamed into
     place, so a reader sees all of them or none (and two writers do the work twice)."""
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     total = sum(p.end - p.start for p in train + val)
+    where = {"train": f"--data-file {data_file}",
+             "val": f"--val-file {val_file}" if val_file else f"--data-file {data_file}"}
     if total == 0:
-        raise ValueError(f"--data-file {data_file} is empty: pass a text file with content")
+        raise ValueError(f"{where['val' if data_file is None else 'train']} is empty: pass a "
+                         "text file with content")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f"{folder.name}.tmp-{_writer()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -109,7 +170,10 @@ def _write(folder: Path, train, val, tokenizer, data_file) -> None:
         counts = {}
         for name, part_list in (("train", train), ("val", val)):
             with open(tmp / f"{name}.bin", "wb") as out:
-                counts[name] = _tokenize(part_list, tokenizer, out, dtype, bar)
+                try:
+                    counts[name] = _tokenize(part_list, tokenizer, out, dtype, bar)
+                except OutsideVocabulary as e:  # a resumed or evaluated run's new text
+                    raise OutsideVocabulary(f"{where[name]}: {e}") from None
         seconds = time.perf_counter() - start
         bar.close(seconds)
         meta = {"dtype": np.dtype(dtype).name, "train_tokens": counts["train"],

@@ -18,6 +18,10 @@ import numpy as np
 BPE_TRAIN_BYTES = 64 << 20  # BPE merges are learned from at most this much training text
 
 
+class OutsideVocabulary(ValueError):
+    """Text with characters that a char run's vocabulary lacks."""
+
+
 class CharTokenizer:
     """Token i is vocab[i]: one token per character of the training text's alphabet."""
 
@@ -38,9 +42,10 @@ class CharTokenizer:
         tokens = np.where(inside, self._table[np.where(inside, codes, 0)], -1)
         if (tokens < 0).any():
             unknown = sorted({chr(c) for c in codes[tokens < 0]})
-            raise ValueError(f"characters not in the model's vocabulary: {''.join(unknown)!r} "
-                             f"({', '.join(f'U+{ord(c):04X}' for c in unknown)}); use only "
-                             "characters of the training text")
+            codes = ", ".join(f"U+{ord(c):04X}" for c in unknown)
+            raise OutsideVocabulary(f"characters not in the model's vocabulary: "
+                                    f"{''.join(unknown)!r} ({codes}); use only characters "
+                                    "of the training text")
         return tokens.astype(np.int32)
 
     def decode(self, tokens) -> str:
