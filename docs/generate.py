@@ -11,15 +11,10 @@ committed page differs from what this writes now.
 import sys
 from pathlib import Path
 
+from jaxtrain.models.configs import TransformerConfig, VAEConfig
 from jaxtrain.models.fields import base_type, describe_bounds, flag_name, user_fields
 from jaxtrain.training.metrics import METRICS
-from jaxtrain.training.settings.config import (
-    FAMILY_DEFAULTS,
-    SECTIONS,
-    TransformerConfig,
-    VAEConfig,
-    default_data_dir,
-)
+from jaxtrain.training.settings.config import FAMILY_DEFAULTS, SECTIONS, default_data_dir
 
 OUT = Path(__file__).resolve().parent / "reference"
 COMMAND = "python docs/generate.py"

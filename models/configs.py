@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 from jaxtrain.models.fields import SettingError, setting, validate
+from jaxtrain.models.registry import Model, register
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 CONDITIONS = ("every-layer", "latent")
@@ -133,6 +134,12 @@ class TransformerConfig:
             side = 2 * math.isqrt(values["context"])
             values["image_shape"] = (side, side, 1)
         return values
+
+
+# Each model beside its config; its families' modules are imported when a run is built.
+register(Model("vae", VAEConfig, {"images": "vae:VAEFamily"}))
+register(Model("transformer", TransformerConfig, {"images": "pixel_lm:PixelLMFamily",
+                                                  "text": "charlm:CharLMFamily"}))
 
 
 def saved_fields(cls, values: dict) -> dict:

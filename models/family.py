@@ -7,7 +7,7 @@ trainer, the checkpoints and the CLI know nothing else about a model. The abstra
 methods are what every family writes; the rest have defaults here, which a family
 overrides where it has the feature (so the trainer never probes with hasattr).
 
-The families, by task (training/settings/config.py:FAMILIES picks one for a run):
+The families, by task (each model registers its families in models/configs.py):
   VAEFamily (models/vae.py)         images from a class-conditional VAE (--model vae)
   PixelLMFamily (models/pixel_lm.py) images token by token: a Transformer over 2x2
                                     binary patches (--model transformer, image data)

@@ -2,14 +2,19 @@
 members default to "no such feature"."""
 
 
+
 import jax
+import pytest
 from conftest import DIGITS, SHAPE
 
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.family import Family
+from jaxtrain.models.fields import SettingError
 from jaxtrain.models.pixel_lm import PixelLMFamily
+from jaxtrain.models.registry import models
 from jaxtrain.models.transformer import TransformerConfig
 from jaxtrain.models.vae import VAEConfig, VAEFamily
+from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 
@@ -38,3 +43,28 @@ def test_families_satisfy_the_protocol():
         paths = {getattr(k, "key", None) for path, _ in
                  jax.tree_util.tree_flatten_with_path(shapes)[0] for k in path}
         assert set(family.no_decay) <= paths
+
+
+@pytest.mark.parametrize("model,task", [(name, task) for name, m in models().items()
+                                        for task in m.families])
+def test_every_registered_family_is_a_family_of_its_models_config(model, task):
+    """Each (model, task) of the registry names a Family subclass, which a RunConfig of
+    that model and task builds."""
+    import importlib
+
+    module, name = models()[model].families[task].split(":")
+    cls = getattr(importlib.import_module(f"jaxtrain.models.{module}"), name)
+    assert issubclass(cls, Family)
+    # The smallest config of each: the data's spec or tokenizer sizes it in a real run.
+    sized = {("vae", "images"): {"image_shape": SHAPE}, ("transformer", "images"): DIGITS,
+             ("transformer", "text"): {"vocab_size": 2, "output_size": 2, "context": 8}}
+    data = DataConfig("text", data_file="t.txt", vocab="ab") if task == "text" else DataConfig()
+    config = RunConfig(model, models()[model].config(**sized[model, task]), data,
+                       TrainConfig(epochs=None, steps=10))
+    assert isinstance(config.family(), cls)
+
+
+def test_a_task_no_model_registers_is_one_message():
+    with pytest.raises(SettingError, match="text needs --model transformer, not vae"):
+        RunConfig("vae", models()["vae"].config(), DataConfig("text", data_file="t.txt"),
+                  TrainConfig(epochs=None, steps=10))

@@ -12,21 +12,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jaxtrain.models.configs import TransformerConfig, VAEConfig, saved_fields
+from jaxtrain.models.configs import saved_fields
 from jaxtrain.models.fields import SettingError, setting, validate
+from jaxtrain.models.registry import models
 from jaxtrain.training.settings.optimizer import OptimizerConfig
 from jaxtrain.training.sources.folder import DEFAULT_SIZE
 from jaxtrain.training.sources.registry import datasets
 
 DATASETS = tuple(datasets())  # training/sources/registry.py: each dataset's module registers it
 
-MODELS = {"vae": VAEConfig, "transformer": TransformerConfig}
+# --model -> its config class; each model registers itself (models/registry.py).
+MODELS = {name: model.config for name, model in models().items()}
 DEFAULT_MODEL = "vae"
-# (--model, task) -> "module:class" of the family that trains it (models/family.py); the
-# task is text for --dataset text, else images. Imported (with JAX) only when a run is built.
-FAMILIES = {("vae", "images"): "vae:VAEFamily",
-            ("transformer", "images"): "pixel_lm:PixelLMFamily",
-            ("transformer", "text"): "charlm:CharLMFamily"}
 FINAL_EVALS = ("iw", "samples")  # see TrainConfig.final_eval
 PRECISION_NAMES = ("float32", "bf16")
 WANDB_MODES = ("offline", "online")  # see TrainConfig.wandb_mode
@@ -244,8 +241,10 @@ class RunConfig:
         if self.model not in MODELS:
             raise SettingError("model", f"must be one of {', '.join(MODELS)}, got "
                                         f"{self.model!r}")
-        if self.data.is_text and self.model != "transformer":
-            raise SettingError("dataset", f"text needs --model transformer, not {self.model}")
+        if self.task not in models()[self.model].families:
+            able = [name for name, m in models().items() if self.task in m.families]
+            raise SettingError("dataset", f"{self.data.dataset} needs --model "
+                               f"{' or '.join(able)}, not {self.model}")
         if self.data.is_text and self.train.epochs is not None:
             raise SettingError("epochs", "does not apply: text runs are measured in steps: "
                                          "pass --steps N")
@@ -260,7 +259,7 @@ class RunConfig:
         """The model family object (models/family.py) of this run."""
         import importlib
 
-        module, name = FAMILIES[self.model, self.task].split(":")
+        module, name = models()[self.model].families[self.task].split(":")
         cls = getattr(importlib.import_module(f"jaxtrain.models.{module}"), name)
         precision = self.train.precision
         if self.data.is_text:
