@@ -13,8 +13,9 @@ from pathlib import Path
 
 from jaxtrain.models.configs import TransformerConfig, VAEConfig
 from jaxtrain.models.fields import base_type, describe_bounds, flag_name, user_fields
+from jaxtrain.training.host.paths import default_data_dir
 from jaxtrain.training.metrics import METRICS
-from jaxtrain.training.settings.config import FAMILY_DEFAULTS, SECTIONS, default_data_dir
+from jaxtrain.training.settings.config import FAMILY_DEFAULTS, SECTIONS
 
 OUT = Path(__file__).resolve().parent / "reference"
 COMMAND = "python docs/generate.py"

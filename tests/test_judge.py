@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY, assert_one_line_error, write_dataset
 
 from jaxtrain.models.judge import class_accuracy, frechet_distance
+from jaxtrain.training.engine.steps import sample_key
 from jaxtrain.training.scoring.judge import load_or_train
 from jaxtrain.training.settings.config import DataConfig
 from jaxtrain.training.sources.images import ImageSource
@@ -96,7 +97,8 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
     restored = checkpoint.restore(workdir)
     run = Run(restored.config, restored.position["steps_per_epoch"])
     params = restored.state.ema_params
-    uses = sample_quality(run, params, source, judge, 50)
+    key = sample_key(run.config.train.seed)
+    uses = sample_quality(run, params, source, judge, 50, key)
 
     def blind(path, x):  # the last 10 input rows of a decoder kernel read the one-hot
         names = [getattr(k, "key", "") for k in path]
@@ -105,7 +107,7 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
         return jax.numpy.zeros_like(x) if names[0].startswith("prior") else x
 
     ignores = sample_quality(run, jax.tree_util.tree_map_with_path(blind, params), source,
-                             judge, 50)
+                             judge, 50, key)
     assert uses["test_class_accuracy"] >= 0.8, uses
     assert abs(ignores["test_class_accuracy"] - 0.1) < 0.1, ignores
     assert uses["test_frechet"] < ignores["test_frechet"]

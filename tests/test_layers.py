@@ -12,14 +12,19 @@ PACKAGES = ("cli", "models", "training")
 ALLOWED = {"cli": {"cli", "training", "models"}, "training": {"training", "models"},
            "models": {"models"}}
 MAX_LINES = 300
+# The rooms inside training/, lowest first: a room imports only rooms before it (and
+# itself), so no two import each other.
+ROOMS = ("errors", "metrics", "host", "sources", "settings", "scoring", "engine", "rundir",
+         "commands")
 
 
 def modules():
     return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
 
 
-def project_imports(path: Path) -> set[tuple[str, int]]:
-    """(layer, line) of every `jaxtrain.<layer>` import in the file, function-level ones too."""
+def project_imports(path: Path, depth: int = 1) -> set[tuple[str, int]]:
+    """(layer, line) of every `jaxtrain.<layer>` import in the file, function-level ones
+    too; with depth 2, (room, line) of every `jaxtrain.training.<room>` import."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
@@ -27,8 +32,9 @@ def project_imports(path: Path) -> set[tuple[str, int]]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names = [node.module]
-        out.update((name.split(".")[1], node.lineno) for name in names
-                   if name.startswith("jaxtrain.") and name.count(".") >= 1)
+        out.update((name.split(".")[depth], node.lineno) for name in names
+                   if name.startswith("jaxtrain.") and name.count(".") >= depth
+                   and (depth == 1 or name.startswith("jaxtrain.training.")))
     return out
 
 
@@ -38,6 +44,22 @@ def test_imports_never_run_upward():
         layer = path.relative_to(ROOT).parts[0]
         wrong += [f"{path.relative_to(ROOT)}:{line} imports jaxtrain.{target}"
                   for target, line in project_imports(path) if target not in ALLOWED[layer]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_rooms_inside_training_import_only_rooms_below():
+    rank = {room: i for i, room in enumerate(ROOMS)}
+    assert {p.stem if p.is_file() else p.name for p in (ROOT / "training").iterdir()
+            if not p.name.startswith("_") and (p.is_dir() or p.suffix == ".py")} == set(ROOMS)
+    wrong = []
+    for path in sorted((ROOT / "training").rglob("*.py")):
+        parts = path.relative_to(ROOT / "training").parts
+        room = parts[0].removesuffix(".py")
+        if room.startswith("_"):
+            continue
+        wrong += [f"{path.relative_to(ROOT)}:{line} ({room}) imports training.{target}"
+                  for target, line in project_imports(path, depth=2)
+                  if rank[target] > rank[room]]
     assert not wrong, "\n".join(wrong)
 
 

@@ -1,6 +1,6 @@
 """The commands that train: fit and resume.
 
-Each assembles a Run (training/engine/run.py), its callbacks (training/engine/callbacks.py
+Each assembles a Run (training/engine/run.py), its callbacks (training/rundir/callbacks.py
 and training/rundir/writers.py) and hands them to the loop (training/engine/loop.py).
 """
 
@@ -12,15 +12,6 @@ from jaxtrain.training.commands.prepare import (
     check_val_file,
     prepare,
     with_data,
-)
-from jaxtrain.training.engine.callbacks import (
-    Announce,
-    Checkpoint,
-    EarlyStopping,
-    NonFinite,
-    Profile,
-    Progress,
-    Samples,
 )
 from jaxtrain.training.engine.calls import choose_steps_per_call
 from jaxtrain.training.engine.evaluate import eval_batch_size
@@ -38,6 +29,15 @@ from jaxtrain.training.engine.startup import StartCosts, Startup
 from jaxtrain.training.host.signals import GUARD
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir import workdir as workdirs
+from jaxtrain.training.rundir.callbacks import (
+    Announce,
+    Checkpoint,
+    EarlyStopping,
+    NonFinite,
+    Profile,
+    Progress,
+    Samples,
+)
 from jaxtrain.training.rundir.writers import (
     Console,
     Curves,

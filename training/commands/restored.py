@@ -12,6 +12,7 @@ from jaxtrain.models.decoding import Clock
 from jaxtrain.training.commands.prepare import check_classes, with_data
 from jaxtrain.training.engine.evaluate import evaluate, evaluate_iw
 from jaxtrain.training.engine.run import Evaluator
+from jaxtrain.training.engine.steps import sample_key
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.rundir.grids import make_grid, save_grid
 from jaxtrain.training.sources.base import open_source
@@ -40,7 +41,8 @@ def eval_checkpoint(workdir, step=None, data_dir=None, data_file=None, val_file=
         from jaxtrain.training.scoring import judge, quality
 
         metrics.update(quality.sample_quality(run, params, source,
-                                              judge.judge_of(config.data, source), samples))
+                                              judge.judge_of(config.data, source), samples,
+                                              sample_key(config.train.seed)))
     at = restored.position["step"]
     targets = run.family.target_pixels  # image families: binary or grey
     return {**metrics, "step": at, **run.epoch_of(at), "dataset": config.data.dataset,

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from jaxtrain.training.engine.parallel import is_primary, local_copy, say
 from jaxtrain.training.engine.run import Evaluator
-from jaxtrain.training.engine.steps import run_keys
+from jaxtrain.training.engine.steps import run_keys, sample_key
 from jaxtrain.training.metrics import test_key
 
 
@@ -88,7 +88,8 @@ def evaluate_record(run: Evaluator, params, source, final: bool = False) -> dict
         from jaxtrain.training.scoring.quality import describe_quality, sample_quality
 
         judge = judge_of(run.config.data, source)
-        quality = sample_quality(run, local_copy(params), source, judge, options["samples"])
+        quality = sample_quality(run, local_copy(params), source, judge, options["samples"],
+                                 sample_key(run.config.train.seed))
         record.update(quality)
         say(describe_quality(quality))
     return record

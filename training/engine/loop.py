@@ -1,6 +1,6 @@
 """The training loop: runs jitted steps and calls callbacks at their cadence.
 
-Hooks, in the order they fire (see training/engine/callbacks.py for the callbacks themselves):
+Hooks, in the order they fire (see training/rundir/callbacks.py for the callbacks themselves):
   on_start(loop)            once, before the first step
   on_step(loop)             after every call of the step program (one step, or S with
                             --steps-per-call S); no host read (dispatch runs ahead)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import jax
 
-from jaxtrain.training.settings.config import default_data_dir
+from jaxtrain.training.host.paths import default_data_dir
 
 
 def use_compilation_cache() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from jaxtrain.training.settings.config import default_data_dir
+from jaxtrain.training.host.paths import default_data_dir
 
 
 def _measure(n: int, repeats: int = 5) -> float:

@@ -75,7 +75,7 @@ class TensorBoard(Callback):
         for name, grid in loop.artifacts.get("images", {}).items():
             self.writer.add_image(name, grid, loop.step,
                                   dataformats="HW" if grid.ndim == 2 else "HWC")
-        if "text" in loop.artifacts:  # a text run's sample (engine/callbacks.py:Samples)
+        if "text" in loop.artifacts:  # a text run's sample (rundir/callbacks.py:Samples)
             self.writer.add_text("sample", loop.artifacts["text"], loop.step)
         self.writer.flush()
 

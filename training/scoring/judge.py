@@ -71,7 +71,7 @@ def judge_path(data, cache_dir) -> Path:
 def judge_of(data, source, retrain: bool = False, report: bool = True) -> TrainedJudge:
     """The judge of a run's data (a DataConfig) whose batches `source` serves; `report`
     says a new judge's accuracy on stderr (`jaxtrain judge` prints its own line)."""
-    from jaxtrain.training.settings.config import default_data_dir
+    from jaxtrain.training.host.paths import default_data_dir
 
     if data.is_text:
         raise ValueError("the judge scores image samples; this is a text run")

@@ -13,7 +13,6 @@ import numpy as np
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.family import example_keys
 from jaxtrain.models.judge import class_accuracy, frechet_distance
-from jaxtrain.training.engine.steps import run_keys
 
 SAMPLE_BATCH = 500  # samples drawn per call (a Transformer's KV cache grows with it)
 # The keys sample_quality adds to a result (eval's JSON, a run's last record).
@@ -56,14 +55,13 @@ def floor_images(dataset, per_class: int, num_classes: int) -> np.ndarray:
     return dataset.images[np.sort(np.concatenate(chosen))]
 
 
-def sample_quality(run, params, source, judge, per_class: int) -> dict:
+def sample_quality(run, params, source, judge, per_class: int, key) -> dict:
     """Class accuracy and Frechet distance of `per_class` samples per class drawn from
-    `params` with a fixed key (the run's eval key, folded with 2), against `source`'s
-    test images; see the module docstring. Keys as metrics.jsonl takes them."""
+    `params` with the fixed `key` (engine/steps.py:sample_key), against `source`'s test
+    images; see the module docstring. Keys as metrics.jsonl takes them."""
     start = time.perf_counter()
     family, num_classes = run.family, run.config.model_config.num_classes
     binary = family.sample_pixels == "binary"
-    key = jax.random.fold_in(run_keys(run.config.train.seed)["eval"], 2)
     samples, asked = draw(family, params, num_classes, per_class, key)
     predicted, sample_features = judge.classify(samples)
     per = class_accuracy(predicted, asked, num_classes)

@@ -8,13 +8,12 @@ RunConfig, so resume, sample and eval rebuild the run from the workdir alone.
 """
 
 import dataclasses
-import os
-from pathlib import Path
 from typing import Any
 
 from jaxtrain.models.configs import saved_fields
 from jaxtrain.models.fields import SettingError, setting, validate
 from jaxtrain.models.registry import models
+from jaxtrain.training.host.paths import default_data_dir
 from jaxtrain.training.settings.optimizer import OptimizerConfig
 from jaxtrain.training.sources.folder import DEFAULT_SIZE
 from jaxtrain.training.sources.registry import datasets
@@ -62,11 +61,6 @@ def with_family_warmup(config: "RunConfig", steps_per_epoch: int | None) -> "Run
 
 class RunMismatch(ValueError):
     """The workdir holds a run this command cannot use (an older checkpoint won't help)."""
-
-
-def default_data_dir() -> str:
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return str(Path(cache) / "jaxtrain")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,6 @@ resumed run reads exactly the batches of the uninterrupted one.
 
 from typing import Any, Iterator, Protocol, runtime_checkable
 
-from jaxtrain.training.settings.config import RunConfig
 from jaxtrain.training.sources.text import TextSource
 
 
@@ -36,7 +35,7 @@ class Source(Protocol):
         labels), or None."""
 
 
-def import_data_modules(config: RunConfig) -> None:
+def import_data_modules(config) -> None:
     """Imports what reading the run's data needs: torch and torchvision for images (about
     4 s on 2 CPU cores), nothing more for text. A command calls it first to time the
     imports apart from reading the data."""
@@ -44,9 +43,9 @@ def import_data_modules(config: RunConfig) -> None:
         import jaxtrain.training.sources.images  # noqa: F401
 
 
-def open_source(config: RunConfig, train: bool = True) -> Source:
-    """The run's data: images by epoch, or text windows by step. Without `train`, a text
-    run validated by a --val-file reads only that (an evaluation)."""
+def open_source(config, train: bool = True) -> Source:
+    """The data of a run (its RunConfig): images by epoch, or text windows by step.
+    Without `train`, a text run validated by a --val-file reads only that (an evaluation)."""
     if config.data.is_text:
         alone = not train and config.data.val_file is not None
         return TextSource(None if alone else config.data.data_file,

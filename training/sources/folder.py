@@ -175,7 +175,7 @@ def load_folder(root, test_fraction: float, cache_dir, size: int = DEFAULT_SIZE)
 def read(data):
     """A DataConfig's folder as ImageData (training/sources/registry.py)."""
     from jaxtrain.models.spec import ImageSpec
-    from jaxtrain.training.settings.config import default_data_dir
+    from jaxtrain.training.host.paths import default_data_dir
 
     train, test, classes = load_folder(data.data_dir, data.test_fraction, default_data_dir(),
                                        data.image_size or DEFAULT_SIZE)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxtrain.training.settings.config import default_data_dir
+from jaxtrain.training.host.paths import default_data_dir
 from jaxtrain.training.sources.corpus import (
     PIECE,
     TRAIN_FRACTION,
