@@ -18,7 +18,8 @@ from jaxtrain.models.fields import (
     item_type,
     user_fields,
 )
-from jaxtrain.training.settings.config import FAMILY_DEFAULTS, MODELS, SECTIONS
+from jaxtrain.training.settings.config import MODELS, SECTIONS
+from jaxtrain.training.settings.defaults import FAMILY_DEFAULTS
 
 _TYPES = {int: int, float: float, str: str, bool: bool, tuple: str}
 

@@ -73,12 +73,13 @@ TEXT_PLACEHOLDER = "PATH/TO/TEXT.txt"  # what --print-config shows for a text fi
 def fit(**options):
     """Train a new run. Settings: defaults < --preset < --config FILE < flags."""
     from jaxtrain.models.fields import SettingError
+    from jaxtrain.training.settings.defaults import to_fit
     from jaxtrain.training.settings.files import (
         Layer,
+        given,
         read_file,
         read_preset,
         resolve,
-        sets,
         to_toml,
     )
 
@@ -116,20 +117,12 @@ def fit(**options):
         print(f"warning: --freeze {','.join(config.train.freeze)} without --init-from keeps "
               "those parameters at their random initialisation", file=sys.stderr)
     if options["print_config"]:
-        text = to_toml(config, workdir)
+        # Defaults still to be fitted to the data stay unset, so that the file trains
+        # what this command would (training/settings/defaults.py).
+        text = to_toml(config, workdir, unset=to_fit(config, given(layers)))
         if config.data.data_file == TEXT_PLACEHOLDER:
             text = text.replace(f'data_file = "{TEXT_PLACEHOLDER}"', f'data_file = '
                                 f'"{TEXT_PLACEHOLDER}"  # your text file (or --data-file)')
-        if config.train.epochs and not sets(layers, "train", "warmup_steps"):
-            # Unset, so that the file trains what this command would: the family's
-            # warmup fitted to the run once its data is known (a set value stays).
-            line = f"warmup_steps = {config.train.warmup_steps}"
-            text = text.replace(line, f"# {line}  # the default, at most a tenth of the run",
-                                1)
-        if config.train.steps_per_call > 1 and not sets(layers, "train", "steps_per_call"):
-            line = f"steps_per_call = {config.train.steps_per_call}"  # the same, for S
-            text = text.replace(line, f"# {line}  # the default, where it fits between "
-                                "evaluations", 1)
         print(text, end="")
         return
     start_jax()
@@ -144,8 +137,7 @@ def fit(**options):
                              parse_profile_steps(options["profile_steps"]),
                              check_peak(options["peak_gflops"]), options["tensorboard"])
     commands.fit(config, workdir, overwrite=options["overwrite"], extras=extras,
-                 warmup_given=sets(layers, "train", "warmup_steps"),
-                 steps_per_call_given=sets(layers, "train", "steps_per_call"))
+                 given=given(layers))
     _done(workdir, options["tensorboard"], config.train)
 
 

@@ -15,7 +15,8 @@ from jaxtrain.models.configs import TransformerConfig, VAEConfig
 from jaxtrain.models.fields import base_type, describe_bounds, flag_name, user_fields
 from jaxtrain.training.host.paths import default_data_dir
 from jaxtrain.training.metrics import METRICS
-from jaxtrain.training.settings.config import FAMILY_DEFAULTS, SECTIONS
+from jaxtrain.training.settings.config import SECTIONS
+from jaxtrain.training.settings.defaults import FAMILY_DEFAULTS
 
 OUT = Path(__file__).resolve().parent / "reference"
 COMMAND = "python docs/generate.py"
@@ -77,7 +78,7 @@ def settings_page() -> str:
         "Every setting of `jaxtrain fit`: its flag, its key in a config file (TOML), its "
         "default in each kind of run, its bounds or choices and its help. The defaults are "
         "the fields' own (`setting()` in `models/fields.py`), with the per-family ones of "
-        "`FAMILY_DEFAULTS` (`training/settings/config.py`) applied over them; a preset, a "
+        "`FAMILY_DEFAULTS` (`training/settings/defaults.py`) applied over them; a preset, a "
         "`--config` file and the flags override them, in that order "
         "([Training: presets and config files](../training.md#presets-and-config-files)).",
         "", "Two top-level keys are not in a section: `model` (`--model`, `vae` or "

@@ -149,20 +149,20 @@ def test_a_transformer_run_of_short_epochs_fits_its_family_warmup(monkeypatch, j
     """The family's 200 warmup steps in a run of one 8-step epoch: a tenth of the run;
     fit learns from the CLI whether a layer set it (then it stays, and is checked)."""
     from jaxtrain.training.commands import fit as commands
-    from jaxtrain.training.settings.config import with_family_warmup
+    from jaxtrain.training.settings.defaults import fitted
     from jaxtrain.training.settings.files import Layer, resolve
 
     config = resolve([Layer("flag", {"model": "transformer", "train": {"epochs": 1}})])[0]
     assert config.train.warmup_steps == 200
-    assert with_family_warmup(config, 8).train.warmup_steps == 0
-    assert with_family_warmup(config, 5000).train.warmup_steps == 200
-    given = []
-    monkeypatch.setattr(commands, "fit", lambda *a, warmup_given, **k: given.append(
-        warmup_given))
+    assert fitted(config, frozenset(), 8).train.warmup_steps == 0
+    assert fitted(config, frozenset(), 5000).train.warmup_steps == 200
+    assert fitted(config, {("train", "warmup_steps")}, 8).train.warmup_steps == 200
+    seen = []
+    monkeypatch.setattr(commands, "fit", lambda *a, given, **k: seen.append(given))
     monkeypatch.setattr("jaxtrain.cli.train.start_jax", lambda: None)
     jaxtrain("fit", "--model", "transformer", "--epochs", 1, check=True)
     jaxtrain("fit", "--model", "transformer", "--epochs", 1, "--warmup-steps", 5, check=True)
-    assert given == [False, True]
+    assert seen == [frozenset(), {("train", "warmup_steps")}]
 
 
 def test_a_printed_config_leaves_the_family_warmup_to_be_fitted(tmp_path, jaxtrain):
@@ -170,7 +170,8 @@ def test_a_printed_config_leaves_the_family_warmup_to_be_fitted(tmp_path, jaxtra
     trains what the command would (the warmup fitted to the run); a set one stays."""
     text = jaxtrain("fit", "--model", "transformer", "--epochs", 1, "--print-config",
                     check=True).stdout
-    assert "\n# warmup_steps = 200  # the default" in text
+    assert "\n# [train] warmup_steps = 200: the default, fitted to the data" in text
+    assert "\nwarmup_steps =" not in text
     (tmp_path / "run.toml").write_text(text)
     again = jaxtrain("fit", "--config", tmp_path / "run.toml", "--print-config", check=True)
     assert again.stdout == text

@@ -31,16 +31,15 @@ def latest(workdir):
 def source(tmp_path_factory, data_dir):
     """A tiny VAE trained for one epoch: the run to fine-tune."""
     from jaxtrain.training.commands.fit import fit
-    from jaxtrain.training.settings.files import Layer, resolve
+    from jaxtrain.training.settings.files import Layer, given, resolve
 
     workdir = tmp_path_factory.mktemp("source")
-    config, _ = resolve([Layer("flag", {"data": {"data_dir": str(data_dir), "download": False},
-                                        "train": {"epochs": 1, "batch_size": 8,
-                                                  "warmup_steps": 2},
-                                        "model_config": {"encoder_widths": (32,),
-                                                         "decoder_widths": (32,),
-                                                         "latent_dim": 4}})])
-    fit(config, workdir)
+    layers = [Layer("flag", {"data": {"data_dir": str(data_dir), "download": False},
+                             "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 2},
+                             "model_config": {"encoder_widths": (32,), "decoder_widths": (32,),
+                                              "latent_dim": 4}})]
+    config, _ = resolve(layers)
+    fit(config, workdir, given=given(layers))
     return workdir
 
 

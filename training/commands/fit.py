@@ -24,7 +24,7 @@ from jaxtrain.training.engine.parallel import (
     sync_processes,
 )
 from jaxtrain.training.engine.precompile import Precompile
-from jaxtrain.training.engine.run import Run, eval_period
+from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import StartCosts, Startup
 from jaxtrain.training.host.signals import GUARD
 from jaxtrain.training.rundir import checkpoint
@@ -46,11 +46,7 @@ from jaxtrain.training.rundir.writers import (
     WandB,
     check_wandb,
 )
-from jaxtrain.training.settings.config import (
-    FAMILY_DEFAULTS,
-    RunConfig,
-    with_family_warmup,
-)
+from jaxtrain.training.settings.config import RunConfig
 from jaxtrain.training.settings.files import to_toml
 from jaxtrain.training.sources.base import import_data_modules, open_source
 
@@ -130,23 +126,12 @@ def _check_profile(run: Run, start: int, extras: Extras):
                              f"command trains ({start}-{run.total_steps}), first < last")
 
 
-def with_family_steps_per_call(config: RunConfig, steps_per_epoch: int | None) -> RunConfig:
-    """A family's default --steps-per-call (the VAE's 10) where S steps fit between two
-    evaluations, else single steps: a short run never fails on a value nobody passed."""
-    train = config.train
-    default = FAMILY_DEFAULTS.get(config.model, {}).get("train", {}).get("steps_per_call")
-    if train.steps_per_call != default or train.steps_per_call <= eval_period(
-            train, steps_per_epoch):
-        return config
-    return dataclasses.replace(config, train=dataclasses.replace(train, steps_per_call=1))
-
-
 def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
-        warmup_given: bool = True, steps_per_call_given: bool = False):
+        given=frozenset()):
     """Starts a new run in `workdir`, data-parallel over `extras.devices` (all if None);
-    with `config.train.init_from`, from another run's parameters (fine-tuning). Without
-    `warmup_given` (`steps_per_call_given`), the warmup (steps per call) is the family's
-    default, fitted to a short run; the CLI says which of them a flag or file set."""
+    with `config.train.init_from`, from another run's parameters (fine-tuning). The
+    family defaults that no layer set (`given`: files.given of the layers) are fitted to
+    the data (training/settings/defaults.py:fitted, in prepare)."""
     startup = Startup()
     workdir = Path(workdir)
     workdirs.check_not_file(workdir)
@@ -166,12 +151,8 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
                                                       config.train.accumulate)
         import_data_modules(config)
         startup.lap("imports")
-        config, start, source = prepare(config)
+        config, start, source = prepare(config, given)  # the run's final config
         startup.lap("data")
-        if not warmup_given:
-            config = with_family_warmup(config, source.steps_per_epoch)
-        if not steps_per_call_given:
-            config = with_family_steps_per_call(config, source.steps_per_epoch)
         run = Run(config, source.steps_per_epoch, extras.devices)
         if start is not None:
             say(f"fine-tuning from {config.train.init_from} at step {config.train.init_step}"

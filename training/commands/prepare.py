@@ -22,6 +22,7 @@ from jaxtrain.training.engine.steps import (
 )
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DEFAULT_BPE_VOCAB, RunConfig
+from jaxtrain.training.settings.defaults import fitted
 from jaxtrain.training.sources.base import open_source
 from jaxtrain.training.sources.registry import datasets
 from jaxtrain.training.sources.token_cache import char_vocab, trained_bpe
@@ -131,12 +132,14 @@ def with_layout(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, model_config=c.replace(scan_layers=False))
 
 
-def prepare(config: RunConfig, open_data: bool = True):
-    """A new run's config completed from its data (a text's vocabulary, a folder's
-    classes) and, with --init-from, from the run it fine-tunes; returns (config, the
-    (params, ema_params) to start from or None, the data source). With open_data False,
-    the data is read only where it sizes the model (a folder's classes and shape), and the source
-    returned may be None."""
+def prepare(config: RunConfig, given=frozenset(), open_data: bool = True):
+    """A new run's final config, the one function that completes it: from its data (a
+    text's vocabulary; the images' spec: classes, shape, a Transformer's context), from
+    the run it fine-tunes (--init-from), and, once the data gives its steps per epoch,
+    the family defaults no layer set (`given`) fitted to it (settings/defaults.py).
+    Returns (config, the (params, ema_params) to start from or None, the data source).
+    With open_data False, the data is read only where it sizes the model (a folder's
+    classes and shape), the source returned may be None and nothing is fitted."""
     restored = None
     if config.train.init_from:
         step = config.train.init_step
@@ -151,6 +154,8 @@ def prepare(config: RunConfig, open_data: bool = True):
         else None
     config = with_spec(config, getattr(source, "spec", spec))
     config = with_layout(config)
+    if source is not None:
+        config = fitted(config, given, source.steps_per_epoch)
     if restored is None:
         return config, None, source
     where = Path(config.train.init_from).absolute()

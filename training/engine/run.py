@@ -18,11 +18,7 @@ from jaxtrain.training.engine.steps import (
 )
 from jaxtrain.training.metrics import epoch_text
 from jaxtrain.training.settings.config import RunConfig
-
-
-def eval_period(train, steps_per_epoch: int | None) -> int:
-    """Steps between evaluations: --eval-every, else an epoch, else 250."""
-    return train.eval_every or steps_per_epoch or 250
+from jaxtrain.training.settings.defaults import eval_period
 
 
 class Evaluator:

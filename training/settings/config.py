@@ -2,7 +2,7 @@
 every checkpoint (and as TOML beside it, see training/settings/files.py).
 
 Each default lives in one field (`setting(default, help, bounds)`); the few training
-defaults that differ between model families are in FAMILY_DEFAULTS. The command line
+defaults that differ between model families are in training/settings/defaults.py. The command line
 and the config files are built from these fields. A checkpoint holds the whole
 RunConfig, so resume, sample and eval rebuild the run from the workdir alone.
 """
@@ -28,36 +28,6 @@ PRECISION_NAMES = ("float32", "bf16")
 WANDB_MODES = ("offline", "online")  # see TrainConfig.wandb_mode
 BYTES = 256  # a byte-level BPE's first tokens: the bytes (training/sources/tokenizer.py)
 DEFAULT_BPE_VOCAB = 2048  # models/family.py:PRECISIONS gives their dtypes
-
-# Defaults that differ between families and tasks ({section: {field: value}}), applied
-# over the field defaults: everything not named here is the field's own default.
-FAMILY_DEFAULTS = {
-    # VAE lr 4e-3: Fashion-MNIST -ELBO after 10 epochs 235.47, against 235.88 with 2e-3.
-    # steps_per_call 10: a warm 3-epoch fit, 15.6 -> 13.0 s on 2 cores (2026-12-01).
-    "vae": {"train": {"batch_size": 128, "lr": 4e-3, "steps_per_call": 10}},
-    # conv: one step a call; XLA:CPU convolutions in a lax.scan are 7x slower (66/476 ms).
-    "vae-conv": {"train": {"steps_per_call": 1}},
-    "transformer": {"train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 200}},
-    "text": {"train": {"epochs": None, "steps": 2000, "eval_every": 250},
-             "model_config": {"context": 256}},
-}
-
-
-def family_warmup(warmup: int, total_steps: int) -> int:
-    """A family's default warmup (the Transformer's 200), at most a tenth of the run: a
-    short run never fails on a --warmup-steps nobody passed."""
-    return min(warmup, total_steps // 10)
-
-
-def with_family_warmup(config: "RunConfig", steps_per_epoch: int | None) -> "RunConfig":
-    """A run in epochs whose warmup is its family's default, that warmup fitted to the
-    run once the data gives its steps per epoch (a run in steps has it at resolve)."""
-    train = config.train
-    if not (train.warmup_steps and train.epochs and steps_per_epoch):
-        return config
-    warmup = family_warmup(train.warmup_steps, train.epochs * steps_per_epoch)
-    return dataclasses.replace(config, train=dataclasses.replace(train, warmup_steps=warmup))
-
 
 class RunMismatch(ValueError):
     """The workdir holds a run this command cannot use (an older checkpoint won't help)."""

@@ -23,13 +23,12 @@ import tomli_w
 from jaxtrain.models.fields import SettingError, base_type, flag_name, user_fields
 from jaxtrain.training.settings.config import (
     DEFAULT_MODEL,
-    FAMILY_DEFAULTS,
     MODELS,
     SECTIONS,
     RunConfig,
-    family_warmup,
     model_config_class,
 )
+from jaxtrain.training.settings.defaults import FITTED, family_layers, family_warmup
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -141,12 +140,7 @@ def resolve(layers: list[Layer]) -> tuple[RunConfig, str | None]:
     for layer in layers:
         dataset = layer.values.get("data", {}).get("dataset", dataset)
         network = layer.values.get("model_config", {}).get("network", network)
-    family_layers = [FAMILY_DEFAULTS[model]] if model in FAMILY_DEFAULTS else []
-    if dataset == "text" and model == "transformer":  # else RunConfig says what is wrong
-        family_layers.append(FAMILY_DEFAULTS["text"])
-    if model == "vae" and network == "conv":
-        family_layers.append(FAMILY_DEFAULTS["vae-conv"])
-    for defaults in family_layers:
+    for defaults in family_layers(model, dataset, network):
         for section, values in defaults.items():
             merged[section].update(values)
     for layer in layers:
@@ -194,10 +188,18 @@ def sets(layers: list[Layer], section: str, key: str) -> bool:
     return any(key in layer.values.get(section, {}) for layer in layers)
 
 
-def to_toml(config: RunConfig, workdir=None) -> str:
+def given(layers: list[Layer]) -> frozenset:
+    """The (section, key)s of defaults.FITTED that a layer sets: those stay as set when
+    the data is known (training/settings/defaults.py:fitted); the others are fitted."""
+    return frozenset(k for k in FITTED if sets(layers, *k))
+
+
+def to_toml(config: RunConfig, workdir=None, unset=()) -> str:
     """The resolved config as TOML: what `--print-config` prints and each run writes as
     <workdir>/config.toml. Derived values (a text model's vocabulary) are left out: the
-    run derives them again."""
+    run derives them again. The (section, key)s in `unset` (defaults still to be fitted to
+    the data: defaults.fitted) are written as comments, so the file, run again, fits
+    them as this command would."""
     out = {"model": config.model}
     if workdir is not None:
         out["workdir"] = str(workdir)
@@ -205,6 +207,13 @@ def to_toml(config: RunConfig, workdir=None) -> str:
                          ("model_config", config.model_config)):
         out[section] = {f.name: getattr(obj, f.name) for f in user_fields(type(obj))
                         if getattr(obj, f.name) is not None}
+    notes = []
+    for section, key in unset:
+        value = out[section].pop(key, None)
+        if value is not None:
+            notes.append(f"# [{section}] {key} = {value!r}: the default, fitted to the data "
+                         "when the run starts (at most a tenth of the run, or between two "
+                         "evaluations)")
     header = ("# jaxtrain run config: `jaxtrain fit --config FILE` runs it again; flags on "
               "the command line override it.\n")
-    return header + tomli_w.dumps(out)
+    return header + "".join(n + "\n" for n in notes) + tomli_w.dumps(out)
