@@ -106,13 +106,13 @@ def run_keys(seed: int) -> dict:
     return {"init": init, "train": train, "eval": eval_, "sample": sample}
 
 
-@jax.jit
 def sample_key(seed: int):
     """The key of the samples the judge scores (--final-eval samples=N, eval --samples):
     the run's eval key folded with 2, so both commands draw the same images."""
     return jax.random.fold_in(run_keys(seed)["eval"], 2)
 
 
+@jax.jit
 def _split_seed(seed):
     """One compiled program (eagerly, seeding, splitting and unstacking compile three;
     0.8 s of a cold start), with the same bits."""
