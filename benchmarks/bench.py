@@ -315,16 +315,35 @@ def vim_manual() -> Path | None:
     return path
 
 
+# Runs argv[2:] and writes its peak RSS (kB) to argv[1]. A small process between: a child
+# forked from this big one would count this one's resident pages as its own peak.
+_PEAK_LAUNCHER = ("import os, subprocess, sys; c = subprocess.Popen(sys.argv[2:]); "
+                  "_, s, u = os.wait4(c.pid, 0); open(sys.argv[1], 'w').write(str(u.ru_maxrss)); "
+                  "sys.exit(os.waitstatus_to_exitcode(s))")
+
+
+def peak_rss_command(command, env=None) -> tuple[float, float]:
+    """(seconds, peak resident MB) of a command run to its end, its output discarded: the
+    child's own peak (os.wait4), what `/usr/bin/time -v` calls maximum resident set size."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        took = seconds(lambda: subprocess.run(
+            [sys.executable, "-c", _PEAK_LAUNCHER, peak.name, *command], check=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env))
+        return took, int(peak.read()) / 1024  # Linux: kilobytes
+
+
 def jaxtrain_command(args, cache: Path) -> tuple[float, dict]:
     """`jaxtrain fit ARGS` as a whole command with its compilation cache in `cache`:
-    (seconds, its first record, where the start is: training/engine/startup.py)."""
+    (seconds, its first and last records (where the start is: training/engine/startup.py;
+    the final validation) and its peak RSS in MB)."""
     workdir = Path(tempfile.mkdtemp())
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)}
     command = [sys.executable, "-m", "jaxtrain.cli.main", "fit", *map(str, args),
                "--workdir", str(workdir)]
-    took = seconds(lambda: subprocess.run(command, check=True, capture_output=True, env=env))
+    took, peak_mb = peak_rss_command(command, env)
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return took, {"first": json.loads(lines[0]), "last": json.loads(lines[-1])}
+    return took, {"first": json.loads(lines[0]), "last": json.loads(lines[-1]),
+                  "peak_rss_mb": peak_mb}
 
 
 def whole_command(jax_args, torch_command, warm_repeats):
@@ -348,7 +367,9 @@ def whole_command(jax_args, torch_command, warm_repeats):
                      "warm": describe_start(warm_records["first"])},
            "first_step_s": {"cold": cold_records["first"].get("first_step_s"),
                             "warm": warm_records["first"].get("first_step_s")},
-           "test_loss": warm_records["last"]["test_loss"]}
+           "test_loss": warm_records["last"]["test_loss"],
+           "peak_rss_mb": {"cold": cold_records["peak_rss_mb"],
+                           "warm": warm_records["peak_rss_mb"]}}
     if theirs:
         torch_s = statistics.median(theirs)
         out.update(torch_s=summary(theirs), ratio_cold=torch_s / cold,
@@ -441,15 +462,22 @@ def whole_markdown(whole):
     lines = ["", "Whole commands, timed from the shell (interpreter, imports, data, compiles, "
              "steps, evaluations, saves, exit). Cold: an empty compilation cache; warm: the "
              "cache the cold run filled (the median, min-max, where a case ran it more than "
-             "once). Ratio: the PyTorch script's seconds / jaxtrain's.", "",
+             "once). Ratio: the PyTorch script's seconds / jaxtrain's. Validation: the last "
+             "record's test_loss of the warm run, a run's result that should move only with "
+             "a change meant to move it (baby GPT's: 1.6296 nats/char with the code of "
+             "2026-11-30, 1.6279 since the blocks' nn.scan of 2026-12-01, docs/performance.md)."
+             " Peak RSS: the command's maximum resident set, cold / warm.", "",
              "| command | jaxtrain, cold cache | jaxtrain, warm cache | PyTorch script | "
-             "ratio cold / warm |", "|---|---|---|---|---|"]
+             "ratio cold / warm | validation | peak RSS |", "|---|---|---|---|---|---|---|"]
     for name, r in whole["cases"].items():
         theirs = (f"{r['torch_s']['median']:.1f} s | {r['ratio_cold']:.2f}x / "
                   f"{r['ratio_warm']:.2f}x" if "torch_s" in r else "— | —")
+        rss = r.get("peak_rss_mb")
+        rss = f"{rss['cold']:,.0f} / {rss['warm']:,.0f} MB" if rss else "—"
         lines.append(f"| {name} | {r['cold_s']:.1f} s (first step at "
                      f"{r['first_step_s']['cold']:.1f} s) | {fmt(r['warm_s'], 1)} s (first step "
-                     f"at {r['first_step_s']['warm']:.1f} s) | {theirs} |")
+                     f"at {r['first_step_s']['warm']:.1f} s) | {theirs} | "
+                     f"{r['test_loss']:.4f} | {rss} |")
     lines += ["", "Where each jaxtrain command's start went (its first record):", ""]
     for name, r in whole["cases"].items():
         lines += [f"- {name}, cold: `{r['start']['cold']}`",

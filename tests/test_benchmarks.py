@@ -93,3 +93,29 @@ def test_text_generation_rows_run_on_a_tiny_model(tmp_path):
     page = text_generation.write(r, machine, tmp_path)
     assert "| KV cache, 1 thread |" in page and "7 greedy tokens" in page
     assert json.loads((tmp_path / "generation.json").read_text())["tokens"] == 7
+
+
+def test_peak_rss_of_a_command_is_the_childs_own():
+    """bench.py's peak RSS is the child's maximum resident set: a child that touches
+    200 MB reports more than that, one that touches nothing far less."""
+    bench = pytest.importorskip("bench")
+    touch = "import numpy as np; a = np.ones(200 << 20, np.uint8); print(a.sum())"
+    _, big = bench.peak_rss_command([sys.executable, "-c", touch])
+    _, small = bench.peak_rss_command([sys.executable, "-c", "pass"])
+    assert big > 200 and small < 100
+    with pytest.raises(subprocess.CalledProcessError):
+        bench.peak_rss_command([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_whole_commands_table_shows_validation_and_peak_rss():
+    """The whole-command rows carry the run's final validation and peak RSS beside the
+    times, so a quality or memory shift shows in make bench's page."""
+    bench = pytest.importorskip("bench")
+    start = "start: imports 1.0 s"
+    case = {"cold_s": 50.0, "warm_s": bench.summary([44.0]), "start": {"cold": start,
+            "warm": start}, "first_step_s": {"cold": 5.8, "warm": 1.9},
+            "test_loss": 1.67654, "peak_rss_mb": {"cold": 1024.4, "warm": 1000.0},
+            "torch_s": bench.summary([80.0]), "ratio_cold": 1.6, "ratio_warm": 1.8}
+    lines = bench.whole_markdown({"cases": {"baby GPT, 2000 steps": case}})
+    row = next(line for line in lines if line.startswith("| baby GPT"))
+    assert row.endswith("| 1.60x / 1.80x | 1.6765 | 1,024 / 1,000 MB |")
