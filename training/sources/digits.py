@@ -25,13 +25,13 @@ def read(data) -> ImageData:
     except ImportError:
         raise ValueError("--dataset digits needs scikit-learn, which is not installed: pip "
                          "install 'jaxtrain[digits]' (or scikit-learn)") from None
-    from jaxtrain.training.sources.folder import _split
+    from jaxtrain.training.sources.folder import stratified_split
 
     bunch = load_digits()
     levels = np.asarray(bunch.images)  # float [N, 8, 8] in 0-16
     images = np.round(levels * (255 / (LEVELS - 1))).astype(np.uint8)[..., None]
     labels = np.asarray(bunch.target, np.int64)
-    train, test = _split(labels, data.test_fraction)
+    train, test = stratified_split(labels, data.test_fraction)
     return ImageData((images[train], labels[train]), (images[test], labels[test]),
                      ImageSpec(SHAPE, CLASSES, LEVELS))
 

@@ -108,7 +108,7 @@ def read_images(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str
             bool(np.concatenate(grey).all()))
 
 
-def _split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices: each class's images shuffled by a fixed seed, and
     round(test_fraction * n) of them (at least one where a class has two or more) held out."""
     rng = np.random.default_rng(SPLIT_SEED)
@@ -156,7 +156,7 @@ def load_folder(root, test_fraction: float, cache_dir, size: int = DEFAULT_SIZE)
                              "both the same classes")
     else:
         images, labels, classes, grey = read_images(root, size)
-        train, test = _split(labels, test_fraction)
+        train, test = stratified_split(labels, test_fraction)
         train_images, train_labels = images[train], labels[train]
         test_images, test_labels = images[test], labels[test]
     if grey:  # every image grey: its three channels are equal, keep one
