@@ -45,7 +45,7 @@ from jaxtrain.training.engine.optimizer import make_optimizer, make_schedule
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import describe_start
 from jaxtrain.training.engine.steps import create_state, make_train_step
-from jaxtrain.training.host.memory import tune_host
+from jaxtrain.training.host.workarounds import tune_host
 from jaxtrain.training.rundir import checkpoint
 from jaxtrain.training.settings.config import DataConfig, RunConfig, TrainConfig
 from jaxtrain.training.sources import images as data
@@ -421,7 +421,7 @@ def markdown(results):
              f"repeats ({m.get('repeats_long', m['repeats'])} for the Transformers, the whole "
              "epoch and the first step); ratio = jaxtrain / PyTorch eager, pair by pair. "
              f"Matmul peak (fp32, {m['matmul_n']}x{m['matmul_n']}): {peak:.0f} GFLOP/s. "
-             + ("malloc keeps freed memory (training/host/memory.py) for both sides of the "
+             + ("malloc keeps freed memory (training/host/workarounds.py) for both sides of the "
                 "in-process cases; the PyTorch scripts run with glibc's defaults."
                 if m.get("malloc_keeps_freed") else "glibc's malloc defaults."), "",
              "| case | jaxtrain | PyTorch eager | ratio | jaxtrain GFLOP/s (% of peak) |",
@@ -496,7 +496,7 @@ def main():
                         help="run these rows alone: generation (text, KV-cache decoder "
                              "against PyTorch eager), into <out>/generation.{json,md}")
     args = parser.parse_args()
-    # jaxtrain's process settings (training/host/memory.py), as `jaxtrain fit` makes them. They
+    # jaxtrain's process settings (training/host/workarounds.py), as `jaxtrain fit` makes them. They
     # are process-wide: the PyTorch side of the in-process cases runs with them too.
     malloc_kept = tune_host()
     torch.set_num_threads(os.cpu_count())

@@ -134,7 +134,7 @@ def parse_step(text: Optional[str]):
 def start_jax(devices_env=True):
     from jaxtrain.training.engine.parallel import initialize_distributed
     from jaxtrain.training.host.cache import use_compilation_cache
-    from jaxtrain.training.host.memory import tune_host
+    from jaxtrain.training.host.workarounds import tune_host
 
     tune_host()
     use_compilation_cache()

@@ -100,7 +100,7 @@ def test_fashion_mnist_found_offline_from_debian_package(tmp_path, monkeypatch):
 
 
 def test_reading_images_imports_no_torchdynamo_and_leaves_it_importable(data_dir):
-    """training/sources/vision.py: torchvision without torch._dynamo (1.4 s of the start);
+    """training/host/workarounds.py: torchvision without torch._dynamo (1.4 s of the start);
     TorchDynamo itself still imports whole afterwards."""
     code = ("import sys; from jaxtrain.training.sources import images as data; "
             "from jaxtrain.training.settings.config import DataConfig; "
@@ -113,4 +113,4 @@ def test_reading_images_imports_no_torchdynamo_and_leaves_it_importable(data_dir
             "print(r.is_compile_supported.__module__, u.is_compile_supported.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["jaxtrain.training.sources.vision", "torch._dynamo.utils"]
+    assert out.stdout.split() == ["jaxtrain.training.host.workarounds", "torch._dynamo.utils"]

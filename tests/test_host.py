@@ -1,6 +1,7 @@
-"""training/host/memory.py: with glibc told to keep freed memory, a big block freed and allocated
-again is not faulted back in; JAXTRAIN_MALLOC=glibc and a user's GLIBC_TUNABLES leave
-glibc's defaults."""
+"""training/host/workarounds.py, malloc: with glibc told to keep freed memory, a big
+block freed and allocated again is not faulted back in; JAXTRAIN_MALLOC=glibc and a
+user's GLIBC_TUNABLES leave glibc's defaults. And every workaround can be turned off
+without changing a run's figures."""
 
 import json
 import os
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # every allocation faults its 16,384 pages in again.
 PROBE = """
 import ctypes, json, resource
-from jaxtrain.training.host.memory import keep_freed_memory
+from jaxtrain.training.host.workarounds import keep_freed_memory
 kept = keep_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
@@ -51,7 +52,7 @@ def test_freed_memory_is_reused_without_page_faults():
 # pages in; with one arena the main thread reuses it.
 THREAD_PROBE = """
 import ctypes, json, resource, threading
-from jaxtrain.training.host.memory import keep_freed_memory
+from jaxtrain.training.host.workarounds import keep_freed_memory
 kept = keep_freed_memory()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
@@ -84,8 +85,29 @@ def test_user_malloc_tunables_win():
 
 
 def test_tune_host_runs_cpu_steps_on_the_calling_thread():
-    code = ("import jax; from jaxtrain.training.host.memory import tune_host; "
+    code = ("import jax; from jaxtrain.training.host.workarounds import tune_host; "
             "print(tune_host(), jax.config.read('jax_cpu_enable_async_dispatch'))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, env={**os.environ, "JAXTRAIN_MALLOC": ""}).stdout.split()
     assert out == ["True", "False"]
+
+
+@pytest.mark.slow
+def test_workarounds_off_change_no_figure_of_a_run(data_dir, tmp_path):
+    """training/host/workarounds.py: a run with every workaround off (the interpreter's
+    own exit, glibc's malloc, torchvision and tensorboardX imported as they come)
+    computes the same losses, bit for bit, and ends the same way."""
+    from conftest import cli, fit_args, records
+
+    from jaxtrain.training.host.workarounds import NAMES
+
+    cli(*fit_args(data_dir, tmp_path / "on", 1))
+    off = cli(*fit_args(data_dir, tmp_path / "off", 1),
+              env={"JAXTRAIN_WORKAROUNDS_OFF": ",".join(NAMES)})
+    assert off.returncode == 0 and "done:" in off.stderr
+
+    def figures(workdir):
+        return [{k: v for k, v in r.items() if "loss" in k or k in ("step", "lr")}
+                for r in records(workdir)]
+
+    assert figures(tmp_path / "on") == figures(tmp_path / "off")

@@ -146,10 +146,10 @@ def test_curves_draw_the_newest_record_and_a_failing_writer_keeps_it(tmp_path, m
 def test_the_step_flops_are_xla_s_count_of_the_compiled_step():
     """The record's gflops divide XLA's cost analysis of one compiled step (no formula
     per layer type): for an MLP VAE about 6 FLOPs per matmul weight and example."""
-    from jaxtrain.training.engine.precompile import Precompile
+    from jaxtrain.training.engine.precompile import precompile
 
     run = vae_run(eval_every=2)
-    Precompile(run, ArraySource(), 0, 8).wait(everything=True)
+    precompile(run, ArraySource(), 0, 8)
     kernels = sum(leaf.size for path, leaf in jax.tree_util.tree_flatten_with_path(
         jax.eval_shape(lambda: run.family.init(jax.random.PRNGKey(0), 2)))[0]
         if path[-1].key == "kernel")

@@ -23,7 +23,7 @@ from jaxtrain.training.engine.parallel import (
     say,
     sync_processes,
 )
-from jaxtrain.training.engine.precompile import Precompile
+from jaxtrain.training.engine.precompile import precompile
 from jaxtrain.training.engine.run import Run
 from jaxtrain.training.engine.startup import StartCosts, Startup
 from jaxtrain.training.host.signals import GUARD
@@ -159,12 +159,10 @@ def fit(config: RunConfig, workdir, overwrite=False, extras: Extras = Extras(),
                 + (f", frozen: {','.join(config.train.freeze)}" if config.train.freeze else ""))
         _check_profile(run, 0, extras)
         stop_at_step = _stop_step(run, extras.stop_at_epoch)
-        # The first programs compile in a thread while the state initializes.
-        startup.precompile = Precompile(run, source, 0, eval_batch_size(run, source))
+        precompile(run, source, 0, eval_batch_size(run, source))
         state = run.init_state(start)
         startup.lap("init")
         if config.train.steps_per_call == 0:  # chosen from the step time, then saved
-            startup.precompile.wait(everything=True)  # the timed steps run alone
             seconds = choose_steps_per_call(run, state, next(source.train_batches(0)))
             config = run.config
             say(f"--steps-per-call 0: a step takes {1000 * seconds:.1f} ms, so "
@@ -254,7 +252,7 @@ def resume(workdir, overrides: dict | None = None, data_dir=None, data_file=None
             checkpoint.move_aside(workdir, restored.broken)
             (workdir / "config.toml").write_text(to_toml(config, workdir))  # what runs now
         sync_processes("moved broken checkpoints aside")
-        startup.precompile = Precompile(run, source, step, eval_batch_size(run, source))
+        precompile(run, source, step, eval_batch_size(run, source))
         # The schedule may have changed (--epochs/--steps), and the optimizer is static state.
         state = restored.state.replace(tx=run.tx)
         say(f"resuming from {run.where(step)}")

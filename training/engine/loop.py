@@ -191,8 +191,7 @@ def run_loop(loop: Loop, callbacks: list[Callback]) -> Any:
         with StopOnSignal() as stop:
             for cb in callbacks:
                 cb.on_start(loop)
-            # The first period's clock starts after on_start (which waits for the programs
-            # compiled in the background), at the first call.
+            # The first period's clock starts after on_start, at the first call.
             times = {"t0": time.perf_counter(), "data": 0.0}
             while loop.step < loop.end and loop.stop_reason is None:
                 n = loop.call_steps()

@@ -37,7 +37,6 @@ class Startup:
         self.parts = {"imports": age} if age is not None else {}
         self.last = time.perf_counter()
         self.compiles = Compiles()
-        self.precompile = None  # training/engine/precompile.py, where the command starts one
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
@@ -53,9 +52,10 @@ SHOWN = 4  # compiled programs named in the start line, the longest; the rest ad
 
 
 def describe_start(record: dict) -> str:
-    """'start: imports 5.2 s, data 1.1 s, init 0.4 s; compile train_step 2.3 s
-    (background), eval_sums 0.6 s (cached), 12 others 0.9 s; first step 9.1 s after the
-    command started'."""
+    """'start: imports 5.2 s, data 1.1 s, init 0.4 s; compile train_step 2.3 s,
+    eval_sums 0.6 s (cached), 12 others 0.9 s; first step 9.1 s after the command
+    started'. Records written before 2026-12-03 may name programs compiled in a
+    background thread: "(background)"."""
     parts = ", ".join(f"{k[len('start_'):-2]} {v:.1f} s" for k, v in record.items()
                       if k.startswith("start_") and k.endswith("_s"))
     cached = set(record.get("compile_cached", ()))
@@ -85,10 +85,6 @@ class StartCosts(Callback):
         self.first_step = None
         self.first_record = self.awaiting_step = not StartCosts.reported
 
-    def on_start(self, loop):
-        if self.startup.precompile is not None:  # the first call's program, compiled
-            self.startup.precompile.wait()
-
     def on_step(self, loop):  # after the first call (S steps with --steps-per-call S)
         if self.awaiting_step:
             StartCosts.reported, self.awaiting_step = True, False
@@ -103,8 +99,6 @@ class StartCosts(Callback):
         if self.first_record:
             self.first_record = False
             out.update({f"start_{k}_s": v for k, v in self.startup.parts.items()})
-            if self.startup.precompile is not None and self.startup.precompile.names:
-                out["compile_background"] = list(self.startup.precompile.names)
             if self.first_step is not None:
                 out["first_step_s"] = self.first_step
             say(describe_start(out))

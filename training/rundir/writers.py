@@ -10,6 +10,7 @@ import sys
 import time
 
 from jaxtrain.training.engine.loop import Callback
+from jaxtrain.training.host.workarounds import summary_writer_class
 from jaxtrain.training.metrics import describe, scalars, tag
 
 
@@ -57,7 +58,7 @@ class TensorBoard(Callback):
         self.logged = set()  # the keys on_log writes
 
     def on_start(self, loop):
-        SummaryWriter = _summary_writer_class()
+        SummaryWriter = summary_writer_class()
         # purge_step: TensorBoard hides events at or after this step written before it.
         self.writer = SummaryWriter(str(loop.workdir / "tb"),
                                     purge_step=loop.start + 1 if loop.start else None)
@@ -164,21 +165,6 @@ def import_wandb():
     except ImportError:
         raise ValueError(MISSING_WANDB) from None
     return wandb
-
-
-def _summary_writer_class():
-    """tensorboardX's SummaryWriter, imported without torch where the run has not
-    imported it: tensorboardX's writer tries `import torch` (2.3 s here) only to accept
-    torch tensors, which jaxtrain never passes, and text runs otherwise need no torch."""
-    if "torch" in sys.modules:
-        from tensorboardX import SummaryWriter
-    else:
-        sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
-        try:
-            from tensorboardX import SummaryWriter
-        finally:
-            del sys.modules["torch"]
-    return SummaryWriter
 
 
 class Curves(Callback):

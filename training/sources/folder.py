@@ -86,9 +86,9 @@ def read_images(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str
 
     from torch.utils.data import DataLoader
 
-    from jaxtrain.training.sources.vision import import_torchvision
+    from jaxtrain.training.host.workarounds import torchvision_module
 
-    ImageFolder = import_torchvision().datasets.ImageFolder
+    ImageFolder = torchvision_module().datasets.ImageFolder
 
     classes = _class_folders(root)
     for name in classes:

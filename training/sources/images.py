@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from jaxtrain.training.host.workarounds import torchvision_module
 from jaxtrain.training.sources.registry import dataset as registered
-from jaxtrain.training.sources.vision import import_torchvision
 
-import_torchvision()  # torchvision without TorchDynamo, before any dataset imports it
+torchvision_module()  # torchvision without TorchDynamo, before any dataset imports it
 
 
 class ArrayDataset(Dataset):

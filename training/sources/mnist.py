@@ -23,9 +23,9 @@ TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 def torchvision_class(dataset: str):
-    from jaxtrain.training.sources.vision import import_torchvision
+    from jaxtrain.training.host.workarounds import torchvision_module
 
-    return getattr(import_torchvision().datasets, TORCHVISION_NAMES[dataset])
+    return getattr(torchvision_module().datasets, TORCHVISION_NAMES[dataset])
 
 
 # Debian's package dataset-fashion-mnist: real Fashion-MNIST, no network needed.
