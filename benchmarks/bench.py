@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import step_profile  # benchmarks/step_profile.py
 import text_generation  # benchmarks/text_generation.py
 import torch
+import torch_char_script  # benchmarks/torch_char_script.py
 import torch_reference as ref  # benchmarks/torch_reference.py, beside this script
 from timing import seconds  # benchmarks/timing.py
 
@@ -171,7 +172,7 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
                             tokens[:, :-1]], 1)
         vocab, out_size, batch = config.vocab_size, config.output_size, (inputs, tokens)
     else:
-        vocab_chars = string.printable[:config.vocab_size]
+        vocab_chars = "".join(map(chr, range(config.vocab_size)))  # any distinct characters
         family = CharLMFamily(config, CharTokenizer(vocab_chars))
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context + 1))
         ours_batch = {"tokens": tokens.astype(np.int32)}
@@ -335,15 +336,18 @@ def peak_rss_command(command, env=None) -> tuple[float, float]:
 def jaxtrain_command(args, cache: Path) -> tuple[float, dict]:
     """`jaxtrain fit ARGS` as a whole command with its compilation cache in `cache`:
     (seconds, its first and last records (where the start is: training/engine/startup.py;
-    the final validation) and its peak RSS in MB)."""
+    the final validation), its peak RSS in MB and the seconds its records give to
+    evaluating, drawing the text or image previews and saving, summed over the run)."""
     workdir = Path(tempfile.mkdtemp())
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache)}
     command = [sys.executable, "-m", "jaxtrain.cli.main", "fit", *map(str, args),
                "--workdir", str(workdir)]
     took, peak_mb = peak_rss_command(command, env)
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return took, {"first": json.loads(lines[0]), "last": json.loads(lines[-1]),
-                  "peak_rss_mb": peak_mb}
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    spent = {key: sum(r.get(key, 0.0) for r in records)
+             for key in ("train_s", "eval_s", "samples_s", "save_s", "writers_s")}
+    return took, {"first": records[0], "last": records[-1], "peak_rss_mb": peak_mb,
+                  "spent_s": spent}
 
 
 def whole_command(jax_args, torch_command, warm_repeats):
@@ -369,7 +373,8 @@ def whole_command(jax_args, torch_command, warm_repeats):
                             "warm": warm_records["first"].get("first_step_s")},
            "test_loss": warm_records["last"]["test_loss"],
            "peak_rss_mb": {"cold": cold_records["peak_rss_mb"],
-                           "warm": warm_records["peak_rss_mb"]}}
+                           "warm": warm_records["peak_rss_mb"]},
+           "spent_s": warm_records["spent_s"]}
     if theirs:
         torch_s = statistics.median(theirs)
         out.update(torch_s=summary(theirs), ratio_cold=torch_s / cold,
@@ -378,11 +383,30 @@ def whole_command(jax_args, torch_command, warm_repeats):
     return out
 
 
+def baby_gpt_commands(text: Path, steps: int = 2000):
+    """(jaxtrain fit's arguments, the PyTorch script's command) of nanoGPT's baby GPT on
+    the CPU, equal in work (benchmarks/torch_char_script.py says what nanoGPT's loop
+    does): 2000 steps of batch 12 at context 64, 4 x 128, dropout 0; every 250 steps an
+    evaluation of 480 windows (nanoGPT: 20 batches of 12 from the training text and 20
+    from the validation text; jaxtrain: 480 validation windows, --eval-windows) and a
+    checkpoint; the loss read to the host at every step (nanoGPT's log_interval 1,
+    jaxtrain's --log-every 1). jaxtrain also writes TensorBoard (its default), with a
+    64-character text preview at each evaluation; nanoGPT also evaluates at step 0."""
+    windows = 2 * torch_char_script.EVAL_ITERS * torch_char_script.BATCH
+    ours = ["--model", "transformer", "--dataset", "text", "--data-file", text,
+            "--context", torch_char_script.CONTEXT, "--batch-size", torch_char_script.BATCH,
+            "--steps", steps, "--dropout", 0, "--eval-every", torch_char_script.EVAL_INTERVAL,
+            "--eval-windows", windows, "--log-every", torch_char_script.LOG_INTERVAL]
+    theirs = [sys.executable, str(ROOT / "benchmarks" / "torch_char_script.py"),
+              "--data-file", str(text), "--steps", str(steps)]
+    return ours, theirs
+
+
 def whole_commands(dataset, data_dir, repeats, quick=False):
     """The whole-command section: a 20-step VAE fit (defaults, TensorBoard on); 3 VAE
     epochs against the classic PyTorch script (benchmarks/torch_vae_script.py); nanoGPT's
-    baby GPT for 2000 steps on the Vim manual against the PyTorch eager script that
-    evaluates at the same steps on the same windows (benchmarks/torch_char_script.py)."""
+    baby GPT for 2000 steps on the Vim manual against nanoGPT's loop in PyTorch eager,
+    equal in work (baby_gpt_commands)."""
     images = ["--dataset", dataset, "--data-dir", str(data_dir), "--no-download"]
     if quick:  # the code path on the tests' tiny data
         tiny = [*images, "--steps", 4, "--batch-size", 8, "--encoder-widths", 32,
@@ -396,13 +420,89 @@ def whole_commands(dataset, data_dir, repeats, quick=False):
                                    "--epochs", "3"], 1)
     text = vim_manual()
     if text:
-        out["baby GPT, 2000 steps"] = whole_command(
-            ["--model", "transformer", "--dataset", "text", "--data-file", text,
-             "--context", 64, "--batch-size", 12, "--steps", 2000, "--dropout", 0,
-             "--eval-every", 250],
-            [sys.executable, str(bench / "torch_char_script.py"), "--data-file", str(text),
-             "--steps", "2000"], 1)
+        out["baby GPT, 2000 steps, nanoGPT's work"] = whole_command(
+            *baby_gpt_commands(text), 1)
     return {"cases": out}
+
+
+def baby_gpt(repeats, peak, quick=False):
+    """nanoGPT's baby GPT on the CPU (batch 12, context 64, 4 x 128, dropout 0) on the Vim
+    manual: the train step against PyTorch eager's in one process; where the step's time
+    goes (benchmarks/step_profile.py); the whole commands at equal work
+    (baby_gpt_commands), jaxtrain cold then warm, each warm run followed by the PyTorch
+    script."""
+    text = vim_manual()
+    if text is None:
+        raise SystemExit("the baby GPT rows need the Vim manual (Debian's vim-runtime)")
+    vocab = len(set(text.read_text(encoding="utf-8")))
+    config = TransformerConfig(context=torch_char_script.CONTEXT, vocab_size=vocab,
+                               output_size=vocab, dropout=0.0, layers=torch_char_script.LAYERS,
+                               d_model=torch_char_script.D_MODEL, heads=torch_char_script.HEADS)
+    batch_size = torch_char_script.BATCH
+    steady = transformer_step("text", config, batch_size, 50, repeats, peak)
+    family = CharLMFamily(config, CharTokenizer("".join(map(chr, range(vocab)))))
+    train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
+    schedule = make_schedule(train_config, 100_000)
+    state = create_state(family, train_config,
+                         make_optimizer(train_config, schedule, no_decay=family.no_decay))
+    tokens = np.random.default_rng(0).integers(0, vocab, (batch_size, config.context + 1))
+    parts = step_profile.profile(make_train_step(family, schedule, train_config.ema_decay),
+                                 state, {"tokens": jnp.asarray(tokens, jnp.int32)})
+    whole = whole_command(*baby_gpt_commands(text), repeats)
+    return {"vocab": vocab, "steady": steady, "profile_ms": parts, "whole": whole}
+
+
+def baby_gpt_markdown(results):
+    m, b = results["machine"], results
+    s, w = b["steady"], b["whole"]
+    spent = w["spent_s"]
+    torch_line = w["torch_last_line"]
+    profile_total = sum(b["profile_ms"].values())
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['isa']}), jax {m['jax']}, "
+        f"torch {m['torch']}; load average {m['load_before']} before, {m['load_after']} after. "
+        f"Matmul peak (fp32, {m['matmul_n']}x{m['matmul_n']}): "
+        f"{results['matmul_peak']['peak_gflops']:.0f} GFLOP/s. Written by "
+        "`python benchmarks/bench.py --only baby-gpt`.", "",
+        "nanoGPT's baby GPT on a CPU (batch 12, context 64, 4 layers of width 128, 4 heads, "
+        f"dropout 0) on the Vim manual ({b['vocab']} characters).", "",
+        "**What each side does.** PyTorch: `benchmarks/torch_char_script.py`, nanoGPT's "
+        "`train.py` loop as its README runs it on a CPU (`--eval_iters=20 --log_interval=1`, "
+        "the config's `eval_interval` 250) around the same model, loss, AdamW, clipping and "
+        "schedule as jaxtrain: 2000 steps; at steps 0, 250, ..., 2000 the loss of 20 random "
+        "batches of the training text and 20 of the validation text (480 windows), then "
+        "torch.save of the model and optimizer when the validation loss improved; the loss "
+        "read to the host and printed at every step; PyTorch's default threads (one per "
+        "core), eager. jaxtrain: `jaxtrain fit --model transformer --dataset text "
+        "--context 64 --batch-size 12 --steps 2000 --dropout 0 --eval-every 250 "
+        "--eval-windows 480 --log-every 1`: at steps 250, ..., 2000 the loss of 480 fixed "
+        "validation windows, an asynchronous Orbax checkpoint and a 64-character text "
+        "preview for TensorBoard (on by default); the training metrics read to the host at "
+        "every step. So the PyTorch side evaluates once more (step 0) and jaxtrain draws "
+        "the previews: each side's own accounts follow the table.", "",
+        "| measure | jaxtrain | PyTorch eager | ratio |", "|---|---|---|---|",
+        f"| train step, in one process (tokens/s) | {fmt(s['jax'])} | {fmt(s['torch'])} | "
+        f"{s['ratio']['median']:.2f}x ({s['ratio']['min']:.2f}-{s['ratio']['max']:.2f}) |",
+        f"| whole command, warm compilation cache (s) | {fmt(w['warm_s'], 1)} | "
+        f"{fmt(w['torch_s'], 1)} | {w['ratio_warm']:.2f}x |",
+        f"| whole command, cold compilation cache (s) | {w['cold_s']:.1f} | "
+        f"{w['torch_s']['median']:.1f} | {w['ratio_cold']:.2f}x |",
+        f"| final validation (nats/char) | {w['test_loss']:.4f} | "
+        f"{torch_line.rsplit(' ', 1)[-1]} (its best of 40 random batches) | |",
+        f"| peak RSS, cold / warm (MB) | {w['peak_rss_mb']['cold']:,.0f} / "
+        f"{w['peak_rss_mb']['warm']:,.0f} | | |", "",
+        f"jaxtrain's warm run, from its records: steps {spent['train_s']:.1f} s, "
+        f"evaluations {spent['eval_s']:.1f} s, text previews {spent['samples_s']:.1f} s, "
+        f"checkpoints {spent['save_s']:.1f} s, writers {spent['writers_s']:.1f} s; its start: "
+        f"`{w['start']['warm']}` (cold: `{w['start']['cold']}`). The PyTorch script's last "
+        f"line: `{torch_line}`.", "",
+        f"Where jaxtrain's step goes (benchmarks/step_profile.py, a jax.profiler trace of 20 "
+        f"steps: {profile_total:.1f} ms a step in XLA's operations, each fusion counted "
+        "under its root operation):", "",
+        "| part | ms per step | share |", "|---|---|---|"]
+    lines += [f"| {part} | {ms:.2f} | {100 * ms / profile_total:.0f}% |"
+              for part, ms in b["profile_ms"].items()]
+    return "\n".join(lines) + "\n"
 
 
 # --- Report. ---
@@ -492,9 +592,11 @@ def main():
     parser.add_argument("--data-dir", default=DataConfig().data_dir)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
-    parser.add_argument("--only", choices=["generation"],
+    parser.add_argument("--only", choices=["generation", "baby-gpt"],
                         help="run these rows alone: generation (text, KV-cache decoder "
-                             "against PyTorch eager), into <out>/generation.{json,md}")
+                             "against PyTorch eager), into <out>/generation.{json,md}; "
+                             "baby-gpt (nanoGPT's baby GPT at equal work: steps, where "
+                             "they go, whole commands), into <out>/baby_gpt.{json,md}")
     args = parser.parse_args()
     # jaxtrain's process settings (training/host/workarounds.py), as `jaxtrain fit` makes them. They
     # are process-wide: the PyTorch side of the in-process cases runs with them too.
@@ -507,7 +609,7 @@ def main():
     machine = {"date": datetime.date.today().isoformat(), "cpu": platform.processor() or
                _cpu_name(), "cores": os.cpu_count(), "jax": jax.__version__,
                "torch": torch.__version__, "repeats": repeats, "repeats_long": few, "matmul_n": n,
-               "malloc_keeps_freed": malloc_kept,
+               "malloc_keeps_freed": malloc_kept, "isa": _vector_isa(),
                "load_before": loadavg()}
     results = {"machine": machine, "cases": {}}
     generation = text_generation.TINY if quick else text_generation.FULL
@@ -527,6 +629,14 @@ def main():
         return
     results["matmul_peak"] = case("matmul peak", matmul_peak, n, repeats)
     peak = results["matmul_peak"]["peak_gflops"]
+    if args.only == "baby-gpt":
+        results.update(case("baby GPT", baby_gpt, repeats, peak))
+        machine["load_after"] = loadavg()
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "baby_gpt.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / "baby_gpt.md").write_text(baby_gpt_markdown(results))
+        print(baby_gpt_markdown(results))
+        return
     # quick: the code paths, with models as tiny as the tests' (compiling is their cost)
     vae = dataclasses.replace(VAE, encoder_widths=(32,), decoder_widths=(32,), latent_dim=4) \
         if quick else VAE
@@ -579,6 +689,15 @@ def main():
     (args.out / "bench.md").write_text(table)
     text_generation.write(results["generation"], machine, args.out)
     print(table)
+
+
+def _vector_isa() -> str:
+    """The widest vector instructions the CPU reports (XLA and PyTorch pick kernels by
+    it): AVX-512, AVX2 or another."""
+    flags = next((line.split(":", 1)[1].split() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other"
 
 
 def _cpu_name():

@@ -119,3 +119,60 @@ def test_whole_commands_table_shows_validation_and_peak_rss():
     lines = bench.whole_markdown({"cases": {"baby GPT, 2000 steps": case}})
     row = next(line for line in lines if line.startswith("| baby GPT"))
     assert row.endswith("| 1.60x / 1.80x | 1.6765 | 1,024 / 1,000 MB |")
+
+
+def test_baby_gpt_commands_do_nanogpts_work():
+    """make bench's baby GPT pair is equal in work: jaxtrain evaluates as many windows as
+    nanoGPT's estimate_loss (eval_iters batches of each split), as often, and reads the
+    loss every step as its log_interval 1 does, at nanoGPT's sizes."""
+    bench = pytest.importorskip("bench")
+    script = bench.torch_char_script
+    ours, theirs = bench.baby_gpt_commands(Path("t.txt"), steps=2000)
+    flags = dict(zip(ours[::2], ours[1::2]))
+    assert flags["--eval-windows"] == 2 * script.EVAL_ITERS * script.BATCH == 480
+    assert (flags["--eval-every"], flags["--log-every"]) == (script.EVAL_INTERVAL, 1)
+    assert (flags["--context"], flags["--batch-size"], flags["--dropout"]) == (64, 12, 0)
+    assert theirs[-4:] == ["--data-file", "t.txt", "--steps", "2000"]
+
+
+def test_nanogpt_loop_script_runs(tmp_path):
+    """benchmarks/torch_char_script.py, tiny: nanoGPT's evaluations from step 0, a line
+    per logged step, a checkpoint, and the accounts on its last line."""
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "torch_char_script.py"), "--data-file",
+         str(text), "--steps", "4", "--eval-interval", "2", "--eval-iters", "1",
+         "--out-dir", str(tmp_path / "out")], check=True, capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("step")] == [
+        "step 0", "step 2", "step 4"]
+    assert sum(line.startswith("iter ") for line in lines) == 4
+    assert lines[-1].startswith("done: 4 steps; evaluations ")
+    assert (tmp_path / "out" / "ckpt.pt").exists()
+
+
+def test_step_profile_names_the_parts_of_a_step():
+    """benchmarks/step_profile.py sorts a tiny Transformer step's XLA operations into
+    forward and backward parts of the model and the optimizer, and they add up."""
+    bench = pytest.importorskip("bench")
+    step_profile = pytest.importorskip("step_profile")
+    assert step_profile.part_of("jit(train_step)/transpose(jvp(Transformer))/closed_call/"
+                                "Blocks/MultiHeadDotProductAttention_0/dot_general") == \
+        "backward: attention projections"
+    assert step_profile.part_of("jit(train_step)/jvp(Transformer)/Blocks/"
+                                "MultiHeadDotProductAttention_0/bhqd,bhkd->bhqk/dot_general") \
+        == "forward: attention (scores, softmax, sums)"
+    assert step_profile.part_of("jit(train_step)/jvp(Transformer)/Dense_0/dot_general") == \
+        "forward: LM head"
+    assert step_profile.part_of("jit(train_step)/add") == "optimizer, EMA and metrics"
+    config = TransformerConfig(layers=1, d_model=16, heads=2, dropout=0.0, context=8,
+                               vocab_size=5, output_size=5)
+    family = bench.CharLMFamily(config, bench.CharTokenizer("abcde"))
+    train = bench.TrainConfig(batch_size=2, warmup_steps=1)
+    schedule = bench.make_schedule(train, 10)
+    state = bench.create_state(family, train, bench.make_optimizer(train, schedule))
+    batch = {"tokens": jax.numpy.zeros((2, 9), jax.numpy.int32)}
+    parts = step_profile.profile(bench.make_train_step(family, schedule, 0.9), state, batch, 2)
+    assert "forward: MLP matmuls" in parts and "backward: MLP matmuls" in parts
+    assert sum(parts.values()) > 0 and parts.get("unattributed", 0) < 0.5 * sum(parts.values())

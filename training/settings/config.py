@@ -59,6 +59,9 @@ class DataConfig:
         None, "folder: the images' side S: each is resized (its shorter side to S) and its "
         "centre S x S kept; grey folders stay grey, colour ones RGB.", gt=1,
         shown=str(DEFAULT_SIZE))
+    eval_windows: int = setting(
+        256, "text: validation windows each evaluation reads, evenly spaced over the "
+        "validation tokens (fewer if the text is short).", gt=0)
     vocab: str | None = setting(None, cli=False)  # text, char: the corpus's characters
     tokenizer_json: str | None = setting(None, cli=False)  # text, bpe or a file: its JSON
     class_names: tuple[str, ...] | None = setting(None, cli=False)  # folder: subfolder names
@@ -70,7 +73,8 @@ class DataConfig:
         if self.is_text != (self.data_file is not None):
             raise SettingError("data_file", "goes with --dataset text, and --dataset text "
                                             "needs --data-file PATH")
-        for name, default in (("val_file", None), ("vocab_size", None), ("tokenizer", "char")):
+        for name, default in (("val_file", None), ("vocab_size", None), ("tokenizer", "char"),
+                              ("eval_windows", 256)):
             if getattr(self, name) != default and not self.is_text:
                 raise SettingError(name, "applies to text runs (--dataset text)")
         if self.vocab_size is not None and self.tokenizer != "bpe":

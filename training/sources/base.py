@@ -51,7 +51,7 @@ def open_source(config, train: bool = True) -> Source:
         return TextSource(None if alone else config.data.data_file,
                           config.data.text_tokenizer(),
                           config.model_config.context, config.train.batch_size,
-                          config.train.seed, config.data.val_file)
+                          config.train.seed, config.data.val_file, config.data.eval_windows)
     # torch and torchvision (about 4 s to import) are needed only to read images, so
     # sampling and text runs do without them.
     from jaxtrain.training.sources.images import ImageSource

@@ -13,16 +13,15 @@ import numpy as np
 
 from jaxtrain.training.sources import token_cache
 
-EVAL_WINDOWS = 256  # fixed validation windows, evenly spaced over the validation tokens
-
 
 class TextSource:
     """Training and validation windows of a corpus's tokens (a Source:
     training/sources/base.py), by `tokenizer` (training/sources/tokenizer.py); with
-    `path` None, the validation windows of `val_file` alone (an evaluation)."""
+    `path` None, the validation windows of `val_file` alone (an evaluation). Each
+    evaluation reads the same `eval_windows` windows (--eval-windows), evenly spaced."""
 
     def __init__(self, path, tokenizer, context: int, batch_size: int, seed: int,
-                 val_file=None):
+                 val_file=None, eval_windows: int = 256):
         made = token_cache.tokens(path, tokenizer, val_file)
         self.train, self.val, self.cache = made.train, made.val, made.folder
         need = context + 1
@@ -39,7 +38,7 @@ class TextSource:
         self.context, self.batch_size, self.seed = context, batch_size, seed
         self.steps_per_epoch = None  # steps are the unit
         self.class_names = None
-        n = min(EVAL_WINDOWS, len(self.val) - context)
+        n = min(eval_windows, len(self.val) - context)
         self.eval_starts = np.linspace(0, len(self.val) - need, n).round().astype(np.int64)
         # The UTF-8 bytes each validation window predicts (its targets).
         self.eval_bytes = np.array([tokenizer.token_bytes[self.val[s + 1:s + need]].sum()
