@@ -76,6 +76,14 @@ def test_eval_windows_are_fixed_and_masked(text_file):
     np.testing.assert_array_equal(batches[0]["tokens"], again[0]["tokens"])
 
 
+def test_eval_windows_sets_how_many_windows_an_evaluation_reads(text_file):
+    """--eval-windows N: N evenly spaced windows (nanoGPT's 20 x 12 per split: 480)."""
+    source = text.TextSource(text_file, CharTokenizer(build_vocab(TEXT)), 16, 4, seed=0,
+                             eval_windows=5)
+    assert source.eval_examples == 5 and source.eval_starts[0] == 0
+    assert source.eval_starts[-1] == len(source.val) - 17  # the last window ends the text
+
+
 def tiny_family(vocab="abcd", context=8):
     config = TransformerConfig(layers=1, d_model=16, heads=2, dropout=0.0, context=context,
                                vocab_size=len(vocab), output_size=len(vocab))
