@@ -14,6 +14,7 @@ from jaxtrain.models.decoding import Clock, continue_text
 from jaxtrain.models.family import Family
 from jaxtrain.models.transformer import (
     TransformerConfig,
+    init_params,
     networks,
 )
 
@@ -42,7 +43,7 @@ class CharLMFamily(Family):
 
     def init(self, rng, batch_size):
         tokens = jnp.zeros((batch_size, self.config.context), jnp.int32)
-        return self.model.init(rng, tokens)["params"]
+        return init_params(self.model, rng, tokens)
 
     def _token_nll(self, params, tokens, rngs=None, ids=None):
         logits = self.model.apply({"params": params}, tokens[:, :-1], deterministic=rngs is None,

@@ -23,6 +23,7 @@ from jaxtrain.models.family import Family, example_keys
 from jaxtrain.models.transformer import (
     PATCH_SYMBOLS,
     TransformerConfig,
+    init_params,
     networks,
 )
 
@@ -85,7 +86,7 @@ class PixelLMFamily(Family):
 
     def init(self, rng, batch_size):
         tokens = jnp.zeros((batch_size, self.tokens_per_example), jnp.int32)
-        return self.model.init(rng, tokens)["params"]
+        return init_params(self.model, rng, tokens)
 
     def _inputs(self, tokens, label):
         """The class token, then all patches but the last: [B, T]."""

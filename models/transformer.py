@@ -272,6 +272,15 @@ class Transformer(nn.Module):
         return dense_rows(nn.Dense(c.output_size), nn.LayerNorm()(x))  # [B, T, K]
 
 
+def init_params(model: Transformer, rng, tokens):
+    """`model`'s parameters for inputs shaped like `tokens`, initialised with the blocks'
+    scan compiled as a loop (unroll 1) on every backend: a scan draws each layer's keys
+    the same way however it is compiled, so the bits are the unrolled compile's (tested),
+    and the loop compiles faster (a baby GPT's state: 3.95 -> 2.30 s cold on 2 CPU
+    cores, 2026-12-03)."""
+    return model.clone(unroll=1).init(rng, tokens)["params"]
+
+
 def train_flops_per_token(config: TransformerConfig) -> float:
     """Training FLOPs per token (forward + backward = 3x forward), nanoGPT's estimate: 6
     per weight plus the attention scores and sums (12 * layers * D * T). The count

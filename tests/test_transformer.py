@@ -64,6 +64,21 @@ def test_shapes_and_parameter_count():
     assert logits.shape == (2, 196, 16)
 
 
+def test_parameters_initialise_the_same_with_the_scan_looped():
+    """A task's init compiles the blocks' scan as a loop (faster to compile); the bits
+    are those of the CPU's unrolled scan, under jit as a run's init_state runs it."""
+    from jaxtrain.models.transformer import init_params
+
+    config = TransformerConfig(layers=3, d_model=16, heads=2, context=12, vocab_size=20,
+                               output_size=20)
+    tokens = jnp.zeros((2, 12), jnp.int32)
+    model = Transformer(config)
+    unrolled = jax.jit(lambda k: model.init(k, tokens)["params"])(jax.random.PRNGKey(0))
+    looped = jax.jit(lambda k: init_params(model, k, tokens))(jax.random.PRNGKey(0))
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(looped), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
     """New runs scan one block over stacked parameters; runs saved before keep the
     unrolled Block_0, Block_1, ... (their config lacks scan_layers). relayout moves
