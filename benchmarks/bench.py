@@ -10,6 +10,8 @@ average before each case is recorded: other work on the machine slows both sides
 Writes <out>/bench.json and <out>/bench.md. --quick shrinks every case (for the tests).
 `--only generation` runs the text-generation rows alone (benchmarks/text_generation.py,
 about a minute) and writes <out>/generation.json and generation.md, as the whole run does.
+`--only baby-gpt` runs nanoGPT's baby GPT at equal work (the step side by side, where
+its time goes, the whole commands; about 15 minutes) into <out>/baby_gpt.json and .md.
 """
 
 import argparse
