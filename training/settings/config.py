@@ -17,6 +17,7 @@ from jaxtrain.training.host.paths import default_data_dir
 from jaxtrain.training.settings.optimizer import OptimizerConfig
 from jaxtrain.training.sources.folder import DEFAULT_SIZE
 from jaxtrain.training.sources.registry import datasets
+from jaxtrain.training.sources.text import EVAL_WINDOWS
 
 DATASETS = tuple(datasets())  # training/sources/registry.py: each dataset's module registers it
 
@@ -60,7 +61,7 @@ class DataConfig:
         "centre S x S kept; grey folders stay grey, colour ones RGB.", gt=1,
         shown=str(DEFAULT_SIZE))
     eval_windows: int = setting(
-        256, "text: validation windows each evaluation reads, evenly spaced over the "
+        EVAL_WINDOWS, "text: validation windows each evaluation reads, evenly spaced over the "
         "validation tokens (fewer if the text is short).", gt=0)
     vocab: str | None = setting(None, cli=False)  # text, char: the corpus's characters
     tokenizer_json: str | None = setting(None, cli=False)  # text, bpe or a file: its JSON
@@ -74,7 +75,7 @@ class DataConfig:
             raise SettingError("data_file", "goes with --dataset text, and --dataset text "
                                             "needs --data-file PATH")
         for name, default in (("val_file", None), ("vocab_size", None), ("tokenizer", "char"),
-                              ("eval_windows", 256)):
+                              ("eval_windows", EVAL_WINDOWS)):
             if getattr(self, name) != default and not self.is_text:
                 raise SettingError(name, "applies to text runs (--dataset text)")
         if self.vocab_size is not None and self.tokenizer != "bpe":

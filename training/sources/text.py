@@ -13,6 +13,8 @@ import numpy as np
 
 from jaxtrain.training.sources import token_cache
 
+EVAL_WINDOWS = 256  # --eval-windows' default: the validation windows an evaluation reads
+
 
 class TextSource:
     """Training and validation windows of a corpus's tokens (a Source:
@@ -21,7 +23,7 @@ class TextSource:
     evaluation reads the same `eval_windows` windows (--eval-windows), evenly spaced."""
 
     def __init__(self, path, tokenizer, context: int, batch_size: int, seed: int,
-                 val_file=None, eval_windows: int = 256):
+                 val_file=None, eval_windows: int = EVAL_WINDOWS):
         made = token_cache.tokens(path, tokenizer, val_file)
         self.train, self.val, self.cache = made.train, made.val, made.folder
         need = context + 1
