@@ -17,6 +17,7 @@ its time goes, the whole commands; about 15 minutes) into <out>/baby_gpt.json an
 import argparse
 import dataclasses
 import datetime
+import functools
 import itertools
 import json
 import os
@@ -98,25 +99,29 @@ def matmul_peak(n, repeats):
 PER_CALL = 10  # steps per call in the --steps-per-call case
 
 
+def fresh_step(family, batch_size, per_call=1, abstract=False):
+    """(jaxtrain's state at step 0, or its shapes with `abstract`; the jitted train step
+    of `per_call` steps a call) for `family`, as `jaxtrain fit` builds them."""
+    train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
+    schedule = make_schedule(train_config, 100_000)
+    tx = make_optimizer(train_config, schedule, no_decay=family.no_decay)
+    make = functools.partial(create_state, family, train_config, tx)
+    state = jax.eval_shape(make) if abstract else make()
+    return state, make_train_step(family, schedule, train_config.ema_decay,
+                                  steps_per_call=per_call)
+
+
 def step_flops(family, batch, batch_size) -> float:
     """Training FLOPs of one example: XLA's cost analysis of one compiled step, as
     `jaxtrain fit` counts them for its record's gflops (training/engine/precompile.py)."""
-    train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
-    schedule = make_schedule(train_config, 100_000)
-    state = jax.eval_shape(lambda: create_state(family, train_config,
-                                                make_optimizer(train_config, schedule)))
-    step = make_train_step(family, schedule, train_config.ema_decay)
+    state, step = fresh_step(family, batch_size, abstract=True)
     return step.lower(state, batch).cost_analysis()["flops"] / batch_size
 
 
 def jax_steps(family, batch, steps, batch_size, per_call=1):
     """A closure running `steps` of jaxtrain's jitted train step on one fixed batch, in
     calls of `per_call` steps (--steps-per-call) each."""
-    train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
-    schedule = make_schedule(train_config, 100_000)
-    tx = make_optimizer(train_config, schedule, no_decay=family.no_decay)
-    state = create_state(family, train_config, tx)
-    step = make_train_step(family, schedule, train_config.ema_decay, steps_per_call=per_call)
+    state, step = fresh_step(family, batch_size, per_call)
     if per_call > 1:
         batch = jax.tree.map(lambda x: np.stack([x] * per_call), batch)
     batch = jax.device_put(batch)
@@ -443,13 +448,9 @@ def baby_gpt(repeats, peak, quick=False):
     batch_size = torch_char_script.BATCH
     steady = transformer_step("text", config, batch_size, 50, repeats, peak)
     family = CharLMFamily(config, CharTokenizer("".join(map(chr, range(vocab)))))
-    train_config = TrainConfig(batch_size=batch_size, warmup_steps=10)
-    schedule = make_schedule(train_config, 100_000)
-    state = create_state(family, train_config,
-                         make_optimizer(train_config, schedule, no_decay=family.no_decay))
+    state, step = fresh_step(family, batch_size)
     tokens = np.random.default_rng(0).integers(0, vocab, (batch_size, config.context + 1))
-    parts = step_profile.profile(make_train_step(family, schedule, train_config.ema_decay),
-                                 state, {"tokens": jnp.asarray(tokens, jnp.int32)})
+    parts = step_profile.profile(step, state, {"tokens": jnp.asarray(tokens, jnp.int32)})
     whole = whole_command(*baby_gpt_commands(text), repeats)
     return {"vocab": vocab, "steady": steady, "profile_ms": parts, "whole": whole}
 
