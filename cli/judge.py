@@ -1,11 +1,15 @@
 """`jaxtrain judge`: the dataset's classifier that scores samples (training/scoring/judge.py)."""
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from jaxtrain.cli.app import app, start_jax
+from jaxtrain.training.settings.config import DataConfig
+
+IMAGE_SIZE = next(f for f in dataclasses.fields(DataConfig) if f.name == "image_size")
 
 
 @app.command()
@@ -17,14 +21,16 @@ def judge(
                    "folder [default: the jaxtrain cache folder]."),
     test_fraction: float = typer.Option(
         0.1, help="folder: share of each class held out for testing, as in `fit`."),
+    image_size: Optional[int] = typer.Option(
+        None, help=f"{IMAGE_SIZE.metadata['help']} As in `fit`; a judge scores the runs "
+                   f"of its size. [default: {IMAGE_SIZE.metadata['shown']}]",
+        show_default=False),
     download: bool = typer.Option(True, help="Download the data if it is missing."),
     retrain: bool = typer.Option(False, help="Train a new judge even if one of this data "
                                              "is kept."),
 ):
     """Train (once) the small CNN that scores samples for `eval --samples`, and print its
     test accuracy. It is kept beside the data and reused until the data changes."""
-    from jaxtrain.training.settings.config import DataConfig
-
     if dataset not in ("mnist", "fashion-mnist", "folder"):
         raise ValueError(f"--dataset {dataset!r} has no judge: pass mnist, fashion-mnist or "
                          "folder")
@@ -32,7 +38,8 @@ def judge(
         raise ValueError("--dataset folder needs --data-dir PATH (a folder with one "
                          "subfolder of images per class)")
     extra = {"data_dir": str(data_dir.expanduser().absolute())} if data_dir else {}
-    data = DataConfig(dataset=dataset, download=download, test_fraction=test_fraction, **extra)
+    data = DataConfig(dataset=dataset, download=download, test_fraction=test_fraction,
+                      image_size=image_size, **extra)
     start_jax(devices_env=False)
     from jaxtrain.training.scoring.judge import open_judge
 

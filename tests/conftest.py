@@ -4,11 +4,9 @@ and the one-line error a user must see."""
 
 import json
 import os
-import re
 import struct
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -112,8 +110,6 @@ def compilation_cache(tmp_path_factory):
     processes skip compiling what earlier ones did. One per xdist worker, so no two
     processes write the same entry at once."""
     folder = tmp_path_factory.getbasetemp() / "xla-cache"
-    if os.environ.get("JAXTRAIN_DEFAULT_XLA") and os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        folder = os.environ["JAX_COMPILATION_CACHE_DIR"]  # a default_xla test's worker's
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
     # The CLI called in this process (the jaxtrain fixture) uses it too: JAX read the
     # variable when the test modules imported it, before this fixture ran.
@@ -148,30 +144,32 @@ def write_judged_dataset(root):
     return root
 
 
+def write_digit_folder(root, size: int, n_train: int = N_TRAIN, judge: bool = True):
+    """The tiny dataset as a grey folder, train/ and test/ (n_train and 30 PNGs, one
+    subfolder per class); with `judge`, its judge trained and kept for `--dataset folder
+    --image-size size`, as write_judged_dataset does for the IDX files."""
+    from PIL import Image
+
+    from jaxtrain.training.scoring.judge import judge_path, load_or_train
+    from jaxtrain.training.settings.config import DataConfig
+    from jaxtrain.training.sources.images import ImageSource
+
+    for split, n, seed in (("train", n_train, 0), ("test", N_TEST, 1)):
+        images, labels = make_images(n, seed)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            (root / split / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / split / str(label) / f"{i:03d}.png")
+    if not judge:
+        return root
+    data = DataConfig(dataset="folder", data_dir=str(root), image_size=size, download=False)
+    load_or_train(ImageSource(data, 8, 0), judge_path(data, root), 10, epochs=1,
+                  min_steps=150)
+    return root
+
+
 @pytest.fixture(scope="session")
 def judged_data_dir(tmp_path_factory):
     return write_judged_dataset(tmp_path_factory.mktemp("judged"))
-
-
-def pytest_pyfunc_call(pyfuncitem):
-    """A test marked `default_xla` runs in a child pytest process compiled with XLA's
-    default flags (DEFAULT_XLA), sharing this worker's compilation cache: tests whose
-    time goes into running programs, such as drawing samples token by token (a tiny
-    digits Transformer's 100-sample grid: 0.3 s with the default compile, 5.9 s with the
-    tests'), or that check what holds only for the default compile. Its fixtures are set
-    up here too, so such a test makes its costly data itself (write_judged_dataset)."""
-    if pyfuncitem.get_closest_marker("default_xla") is None or \
-            os.environ.get("JAXTRAIN_DEFAULT_XLA"):
-        return None
-    with tempfile.TemporaryDirectory(prefix="jaxtrain-default-xla-") as basetemp:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-n", "0", "-q", "-p", "no:cacheprovider",
-             "--basetemp", basetemp, pyfuncitem.nodeid], cwd=pyfuncitem.config.rootpath,
-            env={**os.environ, **DEFAULT_XLA}, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0 or not re.search(r"^1 passed", proc.stdout, re.M):  # not skipped
-        pytest.fail(f"in a process with XLA's default flags:\n{proc.stdout[-6000:]}"
-                    f"{proc.stderr[-2000:]}", pytrace=False)
-    return True
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import TINY, assert_one_line_error, write_dataset
+from conftest import TINY, assert_one_line_error, write_digit_folder
 
 from jaxtrain.models.judge import class_accuracy, frechet_distance
 from jaxtrain.training.engine.steps import sample_key
@@ -118,21 +118,18 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
 def test_judge_command_eval_samples_and_final_eval(tmp_path, jaxtrain):
     """The CLI end to end: `judge` trains and keeps it; `fit --final-eval samples=N`
     and `eval --samples N` report the same scores."""
-    # Its own data, without a judge; 16 training images, so that the judge's 1,000
-    # steps are batches of 16.
-    data_dir = tmp_path / "data"
-    write_dataset(data_dir, n_train=16)
-    proc = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
-                    check=True)
-    assert "judge of mnist (16 training images, 10 classes), trained in" in proc.stdout
+    # Its own data, without a judge: a grey folder of 16 training images at 8 x 8, so that
+    # the judge's 1,000 steps are batches of 16 small images.
+    data_dir = write_digit_folder(tmp_path / "data", 8, n_train=16, judge=False)
+    data = ["--dataset", "folder", "--image-size", 8, "--data-dir", data_dir]
+    proc = jaxtrain("judge", *data, check=True)
+    assert "judge of folder (16 training images, 10 classes), trained in" in proc.stdout
     assert "trained the judge" not in proc.stderr  # the result, said once
-    assert (data_dir / "MNIST" / "jaxtrain-judge.msgpack").exists()
-    # --data-dir may name the raw folder itself (where the IDX files are).
-    again = jaxtrain("judge", "--dataset", "mnist", "--data-dir", data_dir / "MNIST" / "raw",
-                     "--no-download", check=True)
+    assert (data_dir / ".jaxtrain-judge.msgpack").exists()
+    again = jaxtrain("judge", *data, check=True)
     assert "trained earlier, on this same data" in again.stdout
     workdir = tmp_path / "run"
-    proc = jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--epochs", 2, *TINY,
+    proc = jaxtrain("fit", *data, "--workdir", workdir, "--epochs", 2, *TINY,
                     "--final-eval", "samples=5", check=True)
     assert "samples (5 per class, grey pixels): class accuracy" in proc.stderr
     assert "class_accuracy" not in proc.stdout and "frechet" not in proc.stdout  # said once
@@ -144,6 +141,14 @@ def test_judge_command_eval_samples_and_final_eval(tmp_path, jaxtrain):
         assert m[key] == last[key], key
     text = jaxtrain("eval", "--workdir", workdir, "--samples", 5, check=True).stdout
     assert "the judge's own test accuracy" in text and "Frechet distance" in text
+
+
+@pytest.mark.slow
+def test_judge_command_reads_the_raw_folder(judged_data_dir, jaxtrain):
+    """--data-dir may name the raw folder itself (where the IDX files are)."""
+    again = jaxtrain("judge", "--dataset", "mnist", "--data-dir",
+                     judged_data_dir / "MNIST" / "raw", "--no-download", check=True)
+    assert "trained earlier, on this same data" in again.stdout
 
 
 def test_judge_errors(tmp_path, jaxtrain):
