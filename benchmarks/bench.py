@@ -58,7 +58,6 @@ from jaxtrain.training.sources.tokenizer import CharTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 VAE = VAEConfig(image_shape=SHAPE)  # the default VAE on MNIST's 28 x 28 x 1
-NUM_PATCHES = num_patches(SHAPE)  # the digits Transformer's tokens
 
 
 def summary(values):
@@ -170,11 +169,11 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
     rng = np.random.default_rng(0)
     if name == "digits":
         family = PixelLMFamily(config)
-        images = rng.integers(0, 256, (batch_size, *SHAPE), dtype=np.uint8)
+        images = rng.integers(0, 256, (batch_size, *config.image_shape), dtype=np.uint8)
         labels = rng.integers(0, 10, batch_size)
         ours_batch = {"image": images, "label": labels.astype(np.int32)}
-        # PyTorch gets the same token sequences (class token, then 195 patches).
-        tokens = torch.from_numpy(rng.integers(0, PATCH_SYMBOLS, (batch_size, NUM_PATCHES)))
+        # PyTorch gets the same token sequences (class token, then the patches but the last).
+        tokens = torch.from_numpy(rng.integers(0, PATCH_SYMBOLS, (batch_size, config.context)))
         inputs = torch.cat([PATCH_SYMBOLS + torch.from_numpy(labels)[:, None],
                             tokens[:, :-1]], 1)
         vocab, out_size, batch = config.vocab_size, config.output_size, (inputs, tokens)
@@ -201,12 +200,13 @@ def transformer_step(name, config, batch_size, steps, repeats, peak):
 def sample_without_cache(model, params, labels, rng):
     """Each new token runs the whole (padded) sequence through the model: no cache."""
     forward = jax.jit(lambda tokens: model.apply({"params": params}, tokens))
-    tokens = jnp.zeros((len(labels), NUM_PATCHES), jnp.int32).at[:, 0].set(PATCH_SYMBOLS + labels)
+    context = model.config.context
+    tokens = jnp.zeros((len(labels), context), jnp.int32).at[:, 0].set(PATCH_SYMBOLS + labels)
     out = []
-    for i in range(NUM_PATCHES):
+    for i in range(context):
         token = pick(forward(tokens)[:, i], jax.random.fold_in(rng, i), 1.0, None)
         out.append(token)
-        if i + 1 < NUM_PATCHES:
+        if i + 1 < context:
             tokens = tokens.at[:, i + 1].set(token)
     return jax.block_until_ready(jnp.stack(out, 1))
 
@@ -653,11 +653,13 @@ def main():
         f"VAE step {b} x{PER_CALL}", vae_step, b, 2 * PER_CALL if quick else 6400 // b,
         repeats, peak, PER_CALL, vae)
     tiny = dict(layers=1, d_model=32, heads=2) if quick else {}
-    digits = TransformerConfig(**tiny, image_shape=SHAPE, context=NUM_PATCHES)
+    # quick: 8 x 8 images (16 tokens), the code path of MNIST's 196 at a twelfth the steps
+    shape = (8, 8, 1) if quick else SHAPE
+    digits = TransformerConfig(**tiny, image_shape=shape, context=num_patches(shape))
     text_ctx = 16 if quick else 256
     steps, b = (1, 4) if quick else (3, 32)
     transformers = (
-        ("digits (196 tokens, dropout 0.1)", digits),
+        (f"digits ({digits.context} tokens, dropout 0.1)", digits),
         (f"text (context {text_ctx}, dropout 0.1)",
          TransformerConfig(**tiny, context=text_ctx, vocab_size=65, output_size=65)),
         (f"text (context {text_ctx}, dropout 0)",

@@ -163,10 +163,13 @@ def test_vae_on_a_folder_with_class_names(tmp_path, folder, jaxtrain):
 @pytest.mark.slow
 def test_digits_transformer_on_a_folder(tmp_path, folder, jaxtrain):
     workdir = tmp_path / "digits"
-    jaxtrain("fit", "--dataset", "folder", "--data-dir", folder, "--model", "transformer",
-             "--layers", 1, "--d-model", 16, "--heads", 2, "--batch-size", 8, "--epochs", 1,
-             "--warmup-steps", 1, "--workdir", workdir, check=True)
+    # RGB at 8 x 8: 48 tokens an image (at the default size 588, drawn token by token)
+    jaxtrain("fit", "--dataset", "folder", "--data-dir", folder, "--image-size", 8,
+             "--model", "transformer", "--layers", 1, "--d-model", 16, "--heads", 2,
+             "--batch-size", 8, "--epochs", 1, "--warmup-steps", 1, "--workdir", workdir,
+             check=True)
     restored = checkpoint.restore(workdir)
     assert restored.config.model_config.vocab_size == 16 + 3  # patch symbols, class tokens
+    assert restored.config.model_config.context == 4 * 4 * 3  # 2 x 2 patches per channel
     assert np.isfinite(json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
                        ["test_loss"])
