@@ -8,14 +8,17 @@ import typer
 
 from jaxtrain.cli.app import app, start_jax
 from jaxtrain.training.settings.config import DataConfig
+from jaxtrain.training.sources.registry import datasets
 
 IMAGE_SIZE = next(f for f in dataclasses.fields(DataConfig) if f.name == "image_size")
+# The image datasets that keep a judge beside their files (training/sources/registry.py).
+JUDGED = tuple(name for name, d in datasets().items() if d.task == "images" and d.home)
 
 
 @app.command()
 def judge(
-    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist or folder (your images "
-                                              "in --data-dir, one subfolder per class)."),
+    dataset: str = typer.Option("mnist", help=f"{', '.join(JUDGED)} (folder: your images in "
+                                              "--data-dir, one subfolder per class)."),
     data_dir: Optional[Path] = typer.Option(
         None, help="Folder holding MNIST/raw/ or FashionMNIST/raw/; folder: the images' "
                    "folder [default: the jaxtrain cache folder]."),
@@ -31,9 +34,8 @@ def judge(
 ):
     """Train (once) the small CNN that scores samples for `eval --samples`, and print its
     test accuracy. It is kept beside the data and reused until the data changes."""
-    if dataset not in ("mnist", "fashion-mnist", "folder"):
-        raise ValueError(f"--dataset {dataset!r} has no judge: pass mnist, fashion-mnist or "
-                         "folder")
+    if dataset not in JUDGED:
+        raise ValueError(f"--dataset {dataset!r} has no judge: pass one of {', '.join(JUDGED)}")
     if dataset == "folder" and data_dir is None:
         raise ValueError("--dataset folder needs --data-dir PATH (a folder with one "
                          "subfolder of images per class)")

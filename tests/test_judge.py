@@ -152,7 +152,9 @@ def test_judge_command_reads_the_raw_folder(judged_data_dir, jaxtrain):
 
 
 def test_judge_errors(tmp_path, jaxtrain):
-    assert_one_line_error(jaxtrain("judge", "--dataset", "text"), "--dataset 'text' has no judge")
+    # The datasets with a judge come from the registry: scikit-learn's digits too.
+    assert_one_line_error(jaxtrain("judge", "--dataset", "text"), "--dataset 'text' has no judge",
+                          "mnist, fashion-mnist, digits, folder")
     assert_one_line_error(jaxtrain("judge", "--dataset", "folder"), "needs --data-dir")
     assert_one_line_error(jaxtrain("fit", "--final-eval", "samples=x", "--print-config"),
                           "--final-eval takes iw=K")
