@@ -214,8 +214,9 @@ class VAEFamily(Family):
                            - log K,
         a lower bound on log p(x | c) that tightens as K grows (K = 1 is the ELBO). The
         samples are drawn `chunk` at a time in a lax.scan with a running logsumexp, so
-        memory holds B x chunk decoded images whatever K. Example i's samples come from
-        fold_in(rng, its test-set index), so the figure does not depend on the batch."""
+        memory holds B x chunk decoded images whatever K. Sample j of example i comes from
+        fold_in(fold_in(rng, its test-set index), j), so the figure depends on neither the
+        batch nor the chunk (but for the float rounding of the sums)."""
         if self.config.likelihood != "bernoulli":
             raise ValueError("the importance-weighted likelihood needs --likelihood bernoulli "
                              "(the gaussian recon term is not a density)")
@@ -228,15 +229,18 @@ class VAEFamily(Family):
         std = jnp.exp(0.5 * logvar)
 
         def log_weights(i):  # the weights of samples i * chunk ... [B, chunk]
-            eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i),
-                                                       (chunk, z_dim)))(keys)  # [B, C, Z]
+            # Sample j of an example is drawn from its key folded with j, whatever the
+            # chunk: any chunk (training/engine/evaluate.py:iw_chunk) draws the same z.
+            ids = i * chunk + jnp.arange(chunk)  # [C]
+            eps = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.normal(
+                jax.random.fold_in(k, j), (z_dim,)))(ids))(keys)  # [B, C, Z]
             z = mean[:, None] + std[:, None] * eps  # [B, C, Z]
             out = self.model.apply({"params": params}, z.reshape(b * chunk, z_dim),
                                    jnp.repeat(label, chunk), method=VAE.decode)  # [B*C, ...]
             log_px = -bernoulli_nll(out, jnp.repeat(x, chunk, axis=0)).reshape(b, chunk)
             log_w = (log_px + log_normal(z, prior_mean[:, None], prior_logvar[:, None])
                      - log_normal(z, mean[:, None], logvar[:, None]))  # [B, C]
-            real = i * chunk + jnp.arange(chunk) < samples  # the last chunk may overhang K
+            real = ids < samples  # the last chunk may overhang K
             return jnp.where(real, log_w, -jnp.inf)
 
         def body(total, i):

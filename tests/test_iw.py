@@ -1,6 +1,7 @@
 """The importance-weighted likelihood of the VAE (IWAE bound), against a case whose answer
 is known, and through eval and --final-eval."""
 
+import functools
 import json
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 from conftest import SHAPE, TINY, assert_one_line_error
 
 from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily, bernoulli_nll
+from jaxtrain.training.engine.evaluate import iw_chunk
 
 ONE_D = VAEConfig(image_shape=SHAPE, encoder_widths=(8,), decoder_widths=(8,), latent_dim=1)
 
@@ -68,12 +70,32 @@ def test_chunking_and_padding_do_not_change_the_estimate():
     key = jax.random.PRNGKey(3)
     whole = family.iw_sums(params, batch, key, samples=300, chunk=300)["iw_nll"]
     chunked = family.iw_sums(params, batch, key, samples=300, chunk=128)["iw_nll"]  # 3 chunks
-    # Not the same draws (a chunk's draws are keyed by its index), the same estimator.
-    np.testing.assert_allclose(chunked, whole, rtol=2e-3)
+    # The same draws (sample j keyed by j, whatever its chunk), summed in another order.
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
     padded = {k: np.concatenate([v, v[:2]]) for k, v in batch.items()}
     padded["mask"][len(batch["mask"]):] = 0
     np.testing.assert_allclose(family.iw_sums(params, padded, key, samples=300, chunk=300)
                                ["iw_nll"], whole, rtol=1e-6)
+
+
+def test_a_pass_decodes_what_fits_its_scratch_memory():
+    """iw_chunk reads the compiled program's scratch (XLA's memory analysis): a conv VAE
+    given room for about 5 samples' scratch decodes at most 5 a pass, and the program
+    compiled for that chunk stays within the room; with room to spare, the cap is the
+    decoded images a pass may hold, or K."""
+    conv = VAEFamily(VAEConfig(image_shape=SHAPE, network="conv", latent_dim=2))
+    _, _, batch = one_d_family_and_batch(8)
+    params, key = conv.init(jax.random.PRNGKey(0), 8), jax.random.PRNGKey(3)
+
+    def scratch(chunk):
+        program = jax.jit(functools.partial(conv.iw_sums, samples=chunk, chunk=chunk))
+        return program.lower(params, batch, key).compile().memory_analysis().temp_size_in_bytes
+
+    room = 5 * scratch(1)
+    chunk = iw_chunk(conv.iw_sums, params, batch, key, 1000, 16384, room)
+    assert 1 <= chunk <= 5 and scratch(chunk) <= room
+    assert iw_chunk(conv.iw_sums, params, batch, key, 1000, 800, 1 << 40) == 800 // 8
+    assert iw_chunk(conv.iw_sums, params, batch, key, 10, 16384, 1 << 40) == 10  # K itself
 
 
 @pytest.mark.slow
@@ -87,6 +109,7 @@ def test_final_eval_and_eval_report_the_same_iw_nll(tmp_path, data_dir, jaxtrain
     assert "test_iw_nll" not in first  # only at the end of the run
     # A trained model: the IW bound is tighter than the ELBO.
     assert last["test_iw_nll"] < last["test_loss"] and last["iw_samples"] == 50
+    assert last["iw_chunk"] == 50  # the tiny MLP's 50 samples fit in one pass
     m = json.loads(jaxtrain("eval", "--workdir", workdir, "--iw-samples", 50, "--json",
                             check=True).stdout)
     assert m["test_iw_nll"] == last["test_iw_nll"] and m["iw_s"] > 0

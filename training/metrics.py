@@ -55,6 +55,8 @@ METRICS = {
     "test_iw_nll": Metric("test", "nats/image", "VAE: importance-weighted -log p(x|c)"),
     "test_iw_bits_per_dim": Metric("test", "bits/dim", "VAE: the same per pixel"),
     "iw_samples": Metric("run", "", "importance samples per test image"),
+    "iw_chunk": Metric("run", "", "importance samples one pass decodes per test image, as many "
+                       "as fit the pass's scratch memory (training/engine/evaluate.py)"),
     "test_class_accuracy": Metric("test", "", "share of samples the judge puts in their class"),
     "test_frechet": Metric("test", "", "Frechet distance of samples to test images"),
     "test_frechet_floor": Metric("test", "", "the same for training images (the floor)"),

@@ -40,29 +40,54 @@ def evaluate(run: Evaluator, params, source) -> dict:
     return {test_key(k): v for k, v in metrics.items()}
 
 
-def evaluate_iw(run: Evaluator, params, source, samples: int, chunk_images: int = 16384) -> dict:
+# The most scratch memory one pass of the importance-weighted program may take (XLA's own
+# count of it): a pass decodes as many samples per test image as fit, whatever the
+# network. The MLP's 128 a pass need 0.2 GiB at batch 128; the conv's 18 MiB per sample
+# would need 2.3 GiB at 128 (and a process of 10 GB), so it decodes 55 a pass.
+IW_SCRATCH_BYTES = 1 << 30
+
+
+def iw_chunk(iw_sums, params, batch, key, samples: int, chunk_images: int,
+             scratch_bytes: int = IW_SCRATCH_BYTES) -> int:
+    """Samples per test image that one pass of `iw_sums` decodes: at most `chunk_images`
+    decoded images, and at most `scratch_bytes` of scratch, per XLA's memory analysis of
+    the program compiled for 2 samples a pass (half of which is an upper bound on one
+    sample's share)."""
+    b = len(batch["label"])
+    chunk = max(1, min(samples, chunk_images // b))
+    probe = jax.jit(functools.partial(iw_sums, samples=2, chunk=2)).lower(params, batch, key)
+    memory = probe.compile().memory_analysis()
+    if memory is not None and memory.temp_size_in_bytes > 0:
+        chunk = min(chunk, max(1, int(scratch_bytes // (memory.temp_size_in_bytes / 2))))
+    return chunk
+
+
+def evaluate_iw(run: Evaluator, params, source, samples: int, chunk_images: int = 16384,
+                scratch_bytes: int = IW_SCRATCH_BYTES) -> dict:
     """The importance-weighted estimate of -log p(x | c) (models/vae.py:iw_sums) with
-    `samples` samples, averaged over every test image: {"test_iw_nll" (nats/image),
-    "test_iw_bits_per_dim", "iw_samples"}. About `chunk_images` decoded images are in memory
-    at a time."""
+    `samples` samples, averaged over every test example: {"test_iw_nll" (nats/image),
+    "test_iw_bits_per_dim", "iw_samples"}. A pass decodes at most `chunk_images` images
+    and takes at most about `scratch_bytes` of scratch (iw_chunk)."""
     family = run.family
     if family.iw_sums is None:
         raise ValueError(f"the importance-weighted likelihood applies to VAE runs, not to a "
                          f"{run.config.model} run (whose test loss is already an exact NLL)")
-    chunk = max(1, min(samples, chunk_images // run.config.train.batch_size))
-    step = jax.jit(functools.partial(family.iw_sums, samples=samples, chunk=chunk))
     # A key of its own: the IW samples are not the ELBO's z.
     key = jax.random.fold_in(run_keys(run.config.train.seed)["eval"], 1)
-    sums = None
+    sums, step = None, None
     for batch in source.eval_batches():
-        s = step(params, run.parallel.put_batch(batch), key)
+        batch = run.parallel.put_batch(batch)
+        if step is None:
+            chunk = iw_chunk(family.iw_sums, params, batch, key, samples, chunk_images,
+                             scratch_bytes)
+            step = jax.jit(functools.partial(family.iw_sums, samples=samples, chunk=chunk))
+        s = step(params, batch, key)
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     sums = jax.device_get(sums)
     nll = float(sums["iw_nll"] / sums["count"])
     dims = math.prod(run.config.model_config.image_shape)  # bits per pixel value
     return {"test_iw_nll": nll, "test_iw_bits_per_dim": nll / (dims * math.log(2)),
-            "iw_samples": samples}
-
+            "iw_samples": samples, "iw_chunk": chunk}
 
 
 def evaluate_record(run: Evaluator, params, source, final: bool = False) -> dict:
