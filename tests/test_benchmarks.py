@@ -2,6 +2,7 @@
 the PyTorch references are the same models as jaxtrain's."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,19 @@ def test_step_profile_names_the_parts_of_a_step():
     parts = step_profile.profile(bench.make_train_step(family, schedule, 0.9), state, batch, 2)
     assert "forward: MLP matmuls" in parts and "backward: MLP matmuls" in parts
     assert sum(parts.values()) > 0 and parts.get("unattributed", 0) < 0.5 * sum(parts.values())
+
+
+def test_rss_watch_names_the_mapping_of_a_spike(tmp_path):
+    """benchmarks/rss_watch.py: a command that fills 300 MB peaks above them, and its
+    dumps above 200 MB name a mapping holding them."""
+    fill = "import time; b = b'x' * (300 << 20); time.sleep(2.5)"
+    proc = subprocess.run([sys.executable, ROOT / "benchmarks" / "rss_watch.py", "--above",
+                           "200", "--out", tmp_path / "w", "--", sys.executable, "-c", fill],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert int(re.search(r"peak (\d+) MB", proc.stdout).group(1)) >= 300
+    # The first dump may come mid-fill; the next, a second later, sees all of it.
+    dumps = sorted(tmp_path.glob("w.smaps*"))
+    assert len(dumps) >= 2
+    largest = dumps[-1].read_text().splitlines()[1]
+    assert int(largest.split()[0]) >= 300 * 1024, largest
