@@ -1,16 +1,16 @@
 """`jaxtrain judge`: the dataset's classifier that scores samples (training/scoring/judge.py)."""
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from jaxtrain.cli.app import app, start_jax
+from jaxtrain.cli.options import config_fields
 from jaxtrain.training.settings.config import DataConfig
 from jaxtrain.training.sources.registry import datasets
 
-IMAGE_SIZE = next(f for f in dataclasses.fields(DataConfig) if f.name == "image_size")
+IMAGE_SIZE = config_fields()["image_size"][1]
 # The image datasets that keep a judge beside their files (training/sources/registry.py).
 JUDGED = tuple(name for name, d in datasets().items() if d.task == "images" and d.home)
 

@@ -132,16 +132,21 @@ def write_judged_dataset(root):
     `eval --samples` and `fit --final-eval samples=N` read it. 150 steps reach >= 90%
     test accuracy here (tests/test_judge.py) where the command's 1,000-step minimum
     takes 30-60 s."""
+    from jaxtrain.training.settings.config import DataConfig
+
+    write_dataset(root)
+    train_judge(DataConfig(dataset="mnist", data_dir=str(root), download=False), root)
+    return root
+
+
+def train_judge(data, root) -> None:
+    """The judge of `data` (a DataConfig) trained for 150 steps and kept where the
+    commands look for it."""
     from jaxtrain.training.scoring.judge import judge_path, load_or_train
     from jaxtrain.training.sources.images import ImageSource
 
-    write_dataset(root)
-    from jaxtrain.training.settings.config import DataConfig
-
-    data = DataConfig(dataset="mnist", data_dir=str(root), download=False)
     load_or_train(ImageSource(data, 8, 0), judge_path(data, root), 10, epochs=1,
                   min_steps=150)
-    return root
 
 
 def write_digit_folder(root, size: int, n_train: int = N_TRAIN, judge: bool = True):
@@ -150,9 +155,7 @@ def write_digit_folder(root, size: int, n_train: int = N_TRAIN, judge: bool = Tr
     --image-size size`, as write_judged_dataset does for the IDX files."""
     from PIL import Image
 
-    from jaxtrain.training.scoring.judge import judge_path, load_or_train
     from jaxtrain.training.settings.config import DataConfig
-    from jaxtrain.training.sources.images import ImageSource
 
     for split, n, seed in (("train", n_train, 0), ("test", N_TEST, 1)):
         images, labels = make_images(n, seed)
@@ -161,9 +164,8 @@ def write_digit_folder(root, size: int, n_train: int = N_TRAIN, judge: bool = Tr
             Image.fromarray(image).save(root / split / str(label) / f"{i:03d}.png")
     if not judge:
         return root
-    data = DataConfig(dataset="folder", data_dir=str(root), image_size=size, download=False)
-    load_or_train(ImageSource(data, 8, 0), judge_path(data, root), 10, epochs=1,
-                  min_steps=150)
+    train_judge(DataConfig(dataset="folder", data_dir=str(root), image_size=size,
+                           download=False), root)
     return root
 
 
