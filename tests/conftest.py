@@ -194,6 +194,20 @@ def jaxtrain(monkeypatch, capsys):
     return call
 
 
+def in_process(*args) -> None:
+    """`jaxtrain ARGS` in this process, asserted to succeed: what the jaxtrain fixture
+    does, for fixtures of a module or session (which cannot use it)."""
+    from jaxtrain.cli.main import main
+
+    argv, sys.argv = sys.argv, ["jaxtrain", *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:
+        sys.argv = argv
+    assert exit_.value.code == 0, f"jaxtrain {' '.join(map(str, args))} failed"
+
+
 def cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
     """Runs `jaxtrain ARGS` in a fresh process, as a user would; `env` adds variables."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}

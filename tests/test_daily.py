@@ -15,6 +15,7 @@ from conftest import (
     assert_one_line_error,
     cli,
     fit_args,
+    in_process,
     popen,
     records,
 )
@@ -32,10 +33,10 @@ def resumed(tmp_path_factory, data_dir):
     """A 2-epoch run whose last checkpoint was lost after TensorBoard had logged past it
     (as when a run is killed), then resumed: the curves must not hold steps twice."""
     workdir = tmp_path_factory.mktemp("resumed") / "run"
-    cli(*fit_args(data_dir, workdir, 3))
+    in_process(*fit_args(data_dir, workdir, 3))
     shutil.rmtree(workdir / "checkpoints" / "24")
     shutil.rmtree(workdir / "checkpoints" / "16")
-    cli("resume", "--workdir", workdir)
+    in_process("resume", "--workdir", workdir)
     return workdir
 
 

@@ -22,15 +22,16 @@ S = 3
 
 @pytest.mark.slow
 def test_one_call_of_s_steps_is_s_single_steps_bitwise():
-    """The text Transformer with dropout (the VAE: tests/test_cli.py, through the loop),
-    compiled as users get it (conftest.DEFAULT_XLA): this file run as a script."""
+    """The text Transformer with dropout and the VAE, compiled as users get it
+    (conftest.DEFAULT_XLA): this file run as a script. (tests/test_cli.py runs 3 steps a
+    call through the loop, a stop and a resume, with the tests' compile.)"""
     proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True,
                           env={**os.environ, **DEFAULT_XLA}, timeout=300)
     assert proc.returncode == 0, proc.stderr
 
 
-def s_steps_are_single_steps():
-    make, batches = CASES["text"]
+def s_steps_are_single_steps(case):
+    make, batches = CASES[case]
     model, model_config, data = make()
     config = RunConfig(model, model_config, data,
                        TrainConfig(epochs=None, steps=100, batch_size=8, warmup_steps=2,
@@ -113,4 +114,5 @@ def test_choosing_steps_per_call_leaves_the_state_untouched():
 
 
 if __name__ == "__main__":
-    s_steps_are_single_steps()
+    for case in ("text", "vae"):
+        s_steps_are_single_steps(case)
