@@ -174,29 +174,8 @@ def judged_data_dir(tmp_path_factory):
     return write_judged_dataset(tmp_path_factory.mktemp("judged"))
 
 
-@pytest.fixture
-def jaxtrain(monkeypatch, capsys):
-    """The CLI's entry point called in this process: no interpreter start and imports
-    (about 7 s a call), where a separate process adds nothing (no signals, no kills).
-    `check=True` asserts that it succeeded."""
-    from jaxtrain.cli.main import main
-
-    def call(*args, check=False):
-        monkeypatch.setattr(sys, "argv", ["jaxtrain", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_:
-            main()
-        out, err = capsys.readouterr()
-        if check and exit_.value.code != 0:
-            raise AssertionError(f"jaxtrain {' '.join(map(str, args))} failed with "
-                                 f"{exit_.value.code}:\n{err}")
-        return subprocess.CompletedProcess(args, exit_.value.code, out, err)
-
-    return call
-
-
-def in_process(*args) -> None:
-    """`jaxtrain ARGS` in this process, asserted to succeed: what the jaxtrain fixture
-    does, for fixtures of a module or session (which cannot use it)."""
+def exit_code(*args) -> int:
+    """`jaxtrain ARGS` called in this process (the CLI's entry point); its exit code."""
     from jaxtrain.cli.main import main
 
     argv, sys.argv = sys.argv, ["jaxtrain", *map(str, args)]
@@ -205,7 +184,30 @@ def in_process(*args) -> None:
             main()
     finally:
         sys.argv = argv
-    assert exit_.value.code == 0, f"jaxtrain {' '.join(map(str, args))} failed"
+    return exit_.value.code
+
+
+@pytest.fixture
+def jaxtrain(capsys):
+    """The CLI's entry point called in this process: no interpreter start and imports
+    (about 7 s a call), where a separate process adds nothing (no signals, no kills).
+    `check=True` asserts that it succeeded."""
+
+    def call(*args, check=False):
+        code = exit_code(*args)
+        out, err = capsys.readouterr()
+        if check and code != 0:
+            raise AssertionError(f"jaxtrain {' '.join(map(str, args))} failed with "
+                                 f"{code}:\n{err}")
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return call
+
+
+def in_process(*args) -> None:
+    """`jaxtrain ARGS` in this process, asserted to succeed, for fixtures of a module or
+    session (which cannot use the jaxtrain fixture)."""
+    assert exit_code(*args) == 0, f"jaxtrain {' '.join(map(str, args))} failed"
 
 
 def cli(*args, check=True, env=None, **kwargs) -> subprocess.CompletedProcess:
