@@ -135,12 +135,24 @@ def free_slurm_job_id() -> int:
         return 4096 * rng.randrange(1, 1000) + port - 61440
 
 
-def run_tasks(*args, job_id, cwds=(None, None)):
-    """`jaxtrain ARGS` as the two tasks of one Slurm step; their (returncode, stdout,
+def run_processes(*args, envs, cwds=(None, None)):
+    """`jaxtrain ARGS` as processes of one run, one per env; their (returncode, stdout,
     stderr)."""
-    procs = [popen(*args, env=slurm_task(i, job_id), cwd=cwd) for i, cwd in enumerate(cwds)]
+    procs = [popen(*args, env=env, cwd=cwd) for env, cwd in zip(envs, cwds, strict=True)]
     return [(p.returncode, *out) for p, out in
             zip(procs, [p.communicate(timeout=300) for p in procs])]
+
+
+def run_tasks(*args, job_id, cwds=(None, None)):
+    """`jaxtrain ARGS` as the two tasks of one Slurm step."""
+    return run_processes(*args, envs=[slurm_task(i, job_id) for i in (0, 1)], cwds=cwds)
+
+
+def assert_one_run(results):
+    """Every process succeeded; process 0 alone printed the evaluation."""
+    (rc0, out0, err0), (rc1, out1, err1) = results
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    assert out0.count("test loss") == 1 and "test loss" not in out1
 
 
 @pytest.mark.slow
@@ -153,20 +165,15 @@ def test_two_processes_train_like_one_device(tmp_path, data_dir, one_device):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    args = ["fit", "--data-dir", data_dir, "--workdir", tmp_path, "--epochs", EPOCHS, *TINY,
-            "--stop-at-epoch", 1, "--steps-per-call", 3]
-    procs = [popen(*args, env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-                               "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)})
-             for i in (0, 1)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err
-    assert outputs[0][0].count("test loss") == 1 and "test loss" not in outputs[1][0]
-    (rc0, out0, err0), (rc1, out1, err1) = run_tasks(
-        "resume", "--workdir", tmp_path, "--stop-at-epoch", 2, job_id=free_slurm_job_id())
-    assert rc0 == 0 and rc1 == 0, err0 + err1
-    assert "2 processes (slurm), 2 devices, cpu float32" in err0
-    assert out0.count("test loss") == 1 and "test loss" not in out1
+    envs = [{"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+             "JAX_PROCESS_ID": str(i)} for i in (0, 1)]
+    assert_one_run(run_processes("fit", "--data-dir", data_dir, "--workdir", tmp_path,
+                                 "--epochs", EPOCHS, *TINY, "--stop-at-epoch", 1,
+                                 "--steps-per-call", 3, envs=envs))
+    results = run_tasks("resume", "--workdir", tmp_path, "--stop-at-epoch", 2,
+                        job_id=free_slurm_job_id())
+    assert_one_run(results)
+    assert "2 processes (slurm), 2 devices, cpu float32" in results[0][2]
     cli("resume", "--workdir", tmp_path)
     assert_close_runs(one_device, tmp_path)
 
