@@ -7,20 +7,33 @@ line on stderr and a non-zero exit code, without a traceback.
 
 import sys
 
-import typer
 
-from jaxtrain.cli import export, judge, train, view  # noqa: F401 (registers the commands)
-from jaxtrain.cli.app import app
+def _app():
+    """The Typer app with every command registered."""
+    from jaxtrain.cli import export, judge, train, view  # noqa: F401 (registers the commands)
+    from jaxtrain.cli.app import app
+
+    return app
+
+
+def __getattr__(name: str):
+    """`from jaxtrain.cli.main import app`, imported when asked for: the console script
+    (run) must start under jemalloc before the CLI imports anything heavy."""
+    if name == "app":
+        return _app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main():
     """Entry point: runs the app and turns user errors into one line on stderr."""
+    import typer
+
     from jaxtrain.training.errors import Diverged, Interrupted
     from jaxtrain.training.host.signals import GUARD
 
     GUARD.install()  # before JAX loads: Ctrl-C at any moment is one line and exit 130
     try:
-        code = app(standalone_mode=False)
+        code = _app()(standalone_mode=False)
     except typer.Abort:
         sys.exit(130)
     except (Interrupted, Diverged) as e:
@@ -48,10 +61,18 @@ def main():
 
 
 def run():
-    """The console script: main(), then an exit that skips the interpreter's teardown
-    (training/host/workarounds.py: fast-exit)."""
-    from jaxtrain.training.host.workarounds import exit_process
+    """The console script: started again under jemalloc where it is installed, main(),
+    then an exit that skips the interpreter's teardown (training/host/workarounds.py:
+    malloc, fast-exit)."""
+    from jaxtrain.training.host.workarounds import exit_process, use_jemalloc
 
+    try:
+        use_jemalloc(sys.orig_argv)  # returns only where the command stays on glibc
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        exit_process(2)
+    except OSError:  # the interpreter could not be started again: glibc, as before
+        pass
     try:
         main()
         code = 0
