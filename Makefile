@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 DEMO_DIR := checkpoints/demo
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install install-gpu demo test test-fast lint docs dist data bench gpu-carry clean
+JEMALLOC := /usr/lib/$(shell uname -m)-linux-gnu/libjemalloc.so.2
 
-install: $(VENV)/.installed
+.PHONY: install install-gpu demo test test-fast lint docs dist data malloc bench gpu-carry clean
+
+install: $(VENV)/.installed malloc
 
 # Re-installs when pyproject.toml changes; the install is editable, so code edits need none.
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +35,17 @@ data:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y dataset-fashion-mnist || \
 	  { $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }; }
+
+# jemalloc, which the `jaxtrain` command starts under where it is installed (no RSS spikes
+# from a fragmented heap: docs/performance.md). Debian's libjemalloc2 where apt-get can
+# install it; elsewhere jaxtrain keeps glibc's malloc, and this says so.
+malloc:
+	@test -f $(JEMALLOC) || { \
+	  echo "installing Debian's libjemalloc2 (the malloc jaxtrain starts under)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  { command -v apt-get >/dev/null && { $$SUDO apt-get install -y libjemalloc2 || \
+	    { $$SUDO apt-get update && $$SUDO apt-get install -y libjemalloc2; }; }; } || \
+	  echo "libjemalloc2 is not installed: jaxtrain uses glibc's malloc (docs/performance.md)"; }
 
 demo: install data
 	$(BIN)/jaxtrain fit --dataset fashion-mnist --epochs 1 --workdir $(DEMO_DIR) --overwrite

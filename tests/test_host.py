@@ -1,7 +1,8 @@
-"""training/host/workarounds.py, malloc: with glibc told to keep freed memory, a big
-block freed and allocated again is not faulted back in; JAXTRAIN_MALLOC=glibc and a
-user's GLIBC_TUNABLES leave glibc's defaults. And every workaround can be turned off
-without changing a run's figures."""
+"""training/host/workarounds.py, malloc: a command starts again under jemalloc where it
+is installed; else, with glibc told to keep freed memory, a big block freed and
+allocated again is not faulted back in; JAXTRAIN_MALLOC=glibc and a user's
+GLIBC_TUNABLES leave glibc's defaults. And every workaround can be turned off without
+changing a run's figures."""
 
 import json
 import os
@@ -10,7 +11,11 @@ import sys
 
 import pytest
 
+from jaxtrain.training.host import workarounds
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+# Debian's libjemalloc2 is here (`make malloc`): commands start under it.
+JEMALLOC = any(os.path.exists(p) for p in workarounds.JEMALLOC_PATHS)
 
 # 64 MB, over glibc's largest mmap threshold (32 MB): by default it is mmapped, and
 # every allocation faults its 16,384 pages in again.
@@ -111,3 +116,57 @@ def test_workarounds_off_change_no_figure_of_a_run(data_dir, tmp_path):
                 for r in records(workdir)]
 
     assert figures(tmp_path / "on") == figures(tmp_path / "off")
+    # The command started again under jemalloc where it is installed (`make test`
+    # installs it where it can: `make malloc`), and on glibc's defaults with malloc off.
+    assert records(tmp_path / "on")[0]["malloc"] == ("jemalloc" if JEMALLOC else "glibc-kept")
+    assert records(tmp_path / "off")[0]["malloc"] == "glibc"
+
+
+def test_the_malloc_choice_is_checked_and_jemalloc_is_preloaded(monkeypatch):
+    """use_jemalloc's decisions (the command's start, before any import): which library,
+    what the new process's environment holds, and a user's own choices left alone."""
+    if workarounds.jemalloc_loaded():
+        pytest.skip("this process runs under jemalloc already")
+    started = []
+    monkeypatch.setattr(workarounds.os, "execve", lambda *a: started.append(a))
+    monkeypatch.setattr(workarounds, "JEMALLOC_PATHS", ("/no/such.so", sys.executable))
+    for variable in ("JAXTRAIN_MALLOC", "LD_PRELOAD", "MALLOC_CONF", "JAXTRAIN_WORKAROUNDS_OFF"):
+        monkeypatch.delenv(variable, raising=False)
+    argv = [sys.executable, "-m", "jaxtrain.cli.main", "fit", "--steps", "3"]
+    workarounds.use_jemalloc(argv)
+    (executable, args, env), = started
+    assert executable == sys.executable and args == argv
+    assert env["LD_PRELOAD"] == sys.executable  # the first path that exists
+    assert env["MALLOC_CONF"] == workarounds.JEMALLOC_CONF
+    monkeypatch.setenv("MALLOC_CONF", "narenas:1")  # the user's jemalloc options win
+    monkeypatch.setenv("LD_PRELOAD", "/lib/other.so")
+    workarounds.use_jemalloc(argv)
+    assert started[-1][2]["MALLOC_CONF"] == "narenas:1"
+    assert started[-1][2]["LD_PRELOAD"] == f"{sys.executable} /lib/other.so"
+    for variable, value in (("JAXTRAIN_MALLOC", "glibc"), ("JAXTRAIN_MALLOC", "glibc-kept"),
+                            ("JAXTRAIN_WORKAROUNDS_OFF", "malloc"),
+                            ("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")):
+        with monkeypatch.context() as m:
+            m.setenv(variable, value)
+            workarounds.use_jemalloc(argv)  # stays: no second start
+    assert len(started) == 2
+    monkeypatch.setenv("JAXTRAIN_MALLOC", "tcmalloc")
+    with pytest.raises(ValueError, match="JAXTRAIN_MALLOC='tcmalloc' is not one of jemalloc, "
+                                         "glibc-kept, glibc"):
+        workarounds.use_jemalloc(argv)
+    monkeypatch.setattr(workarounds, "JEMALLOC_PATHS", ("/no/such.so",))
+    monkeypatch.delenv("JAXTRAIN_MALLOC")
+    workarounds.use_jemalloc(argv)  # not installed: glibc, silently
+    monkeypatch.setenv("JAXTRAIN_MALLOC", "jemalloc")
+    with pytest.raises(ValueError, match="jemalloc is not installed: `apt-get install "
+                                         "libjemalloc2`"):
+        workarounds.use_jemalloc(argv)
+    assert len(started) == 2
+
+
+def test_a_bad_malloc_choice_is_one_line(tmp_path):
+    from conftest import assert_one_line_error, cli
+
+    proc = cli("--help", check=False, env={"JAXTRAIN_MALLOC": "tcmalloc"})
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "JAXTRAIN_MALLOC='tcmalloc' is not one of")

@@ -14,6 +14,7 @@ import jax
 from jaxtrain.training.engine.loop import Callback
 from jaxtrain.training.engine.parallel import say
 from jaxtrain.training.host.compiles import Compiles
+from jaxtrain.training.host.workarounds import malloc_in_use
 
 
 def process_seconds() -> float | None:
@@ -101,6 +102,7 @@ class StartCosts(Callback):
             out.update({f"start_{k}_s": v for k, v in self.startup.parts.items()})
             if self.first_step is not None:
                 out["first_step_s"] = self.first_step
+            out["malloc"] = malloc_in_use()  # training/host/workarounds.py
             say(describe_start(out))
         return out
 

@@ -9,8 +9,9 @@ or to rule it out when something looks wrong:
   image command's start.
 - `tensorboardx-import`: tensorboardX importing torch (summary_writer_class); buys a text
   command's start.
-- `malloc`: glibc's malloc returning XLA's step scratch to the OS (keep_freed_memory);
-  buys step speed and peak RSS.
+- `malloc`: glibc's malloc returning XLA's step scratch to the OS, and fragmenting its
+  heap when told not to: jemalloc where it is installed (use_jemalloc), else glibc told
+  to keep freed memory (keep_freed_memory); buys step speed and peak RSS.
 - `fast-exit`: the interpreter's teardown of JAX's and torch's objects (exit_process);
   buys every command's end.
 
@@ -115,19 +116,90 @@ def summary_writer_class():
 # context-256 text fit, batch 32, 4x128, 1,726 -> 1,472 MB; the Fashion-MNIST VAE's
 # epoch 1,371 -> 1,240 MB).
 #
-# The price: the process keeps its peak memory until it exits. JAXTRAIN_MALLOC=glibc
-# (or JAXTRAIN_WORKAROUNDS_OFF=malloc) leaves glibc's defaults and async dispatch
-# alone, and so does a GLIBC_TUNABLES that sets malloc.
+# The price: the process keeps its peak memory until it exits. And glibc's heap
+# fragments: a baby GPT's 2000-step fit held 203 MB (malloc_stats) while its heap grew
+# to 805 MB, because no free block was left whole for a step's 48 MB scratch; such runs
+# peaked at 0.84-1.79 GB where the others peaked at 0.5 GB (11 of 23 runs,
+# docs/performance.md). jemalloc, told to keep freed pages, did neither: 516-540 MB in
+# 4 runs of 4, as fast. So where it is installed (Debian's libjemalloc2), the `jaxtrain`
+# command starts again under it (use_jemalloc), and the glibc settings are the fallback.
+#
+# JAXTRAIN_MALLOC chooses: unset, jemalloc if installed, else glibc kept; `jemalloc`,
+# the same (an error if jemalloc is missing); `glibc-kept`, glibc with these settings;
+# `glibc` (or JAXTRAIN_WORKAROUNDS_OFF=malloc), glibc's defaults and async dispatch
+# left alone, as a GLIBC_TUNABLES that sets malloc leaves them.
 
 # mallopt parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -4, -8
 TOP_PAD = 64 << 20  # the heap grows in 64 MB steps, not a page at a time
 
 
+MALLOC_CHOICES = ("jemalloc", "glibc-kept", "glibc")
+# Where Debian, Ubuntu and Fedora put jemalloc's shared library.
+JEMALLOC_PATHS = tuple(f"/usr/{lib}/libjemalloc.so.2" for lib in (
+    "lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "lib64", "lib"))
+# jemalloc's options: keep freed pages (its default returns them after 10 s, and the
+# steps faulted them back in: the baby GPT's fit took 151-169 s instead of 116-122 s).
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+def malloc_choice() -> str:
+    """JAXTRAIN_MALLOC ('' when unset); a ValueError names the choices."""
+    choice = os.environ.get("JAXTRAIN_MALLOC", "")
+    if choice not in ("", *MALLOC_CHOICES):
+        raise ValueError(f"JAXTRAIN_MALLOC={choice!r} is not one of {', '.join(MALLOC_CHOICES)}"
+                         " (or unset: jemalloc where it is installed)")
+    return choice
+
+
+def jemalloc_loaded() -> bool:
+    """Whether this process's malloc is jemalloc's (it exports mallctl)."""
+    try:
+        return hasattr(ctypes.CDLL(None), "mallctl")
+    except OSError:
+        return False
+
+
+def use_jemalloc(argv: list[str]) -> None:
+    """Starts this command again under jemalloc (LD_PRELOAD), before anything has been
+    allocated with glibc's malloc that jemalloc would have to free, when it is
+    installed and wanted; returns where it is not (then glibc's settings apply). The
+    process keeps its pid, so signals, Slurm and `kill` see one process. `argv`: the
+    interpreter's own command line (sys.orig_argv). Costs one interpreter start (about
+    30 ms)."""
+    choice = malloc_choice()
+    if (choice not in ("", "jemalloc") or not on("malloc") or not sys.platform.startswith("linux")
+            or "jemalloc" in os.environ.get("LD_PRELOAD", "") or jemalloc_loaded()):
+        return
+    path = next((p for p in JEMALLOC_PATHS if os.path.exists(p)), None)
+    if path is None:
+        if choice == "jemalloc":
+            raise ValueError("JAXTRAIN_MALLOC=jemalloc, but jemalloc is not installed: "
+                             "`apt-get install libjemalloc2` (or `make malloc`), or unset it")
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = " ".join(filter(None, [path, env.get("LD_PRELOAD", "")]))
+    env.setdefault("MALLOC_CONF", JEMALLOC_CONF)  # the user's own options win
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+
+
+def malloc_in_use() -> str:
+    """The run's malloc as its record says it: jemalloc, glibc-kept or glibc."""
+    if jemalloc_loaded():
+        return "jemalloc"
+    return "glibc-kept" if _kept else "glibc"
+
+
+_kept = False  # keep_freed_memory set glibc's malloc
+
+
 def keep_freed_memory() -> bool:
     """Sets glibc's malloc to keep freed memory; True if it did (Linux with glibc only)."""
-    if (os.environ.get("JAXTRAIN_MALLOC") == "glibc" or not on("malloc")
-            or not sys.platform.startswith("linux")):
+    global _kept
+    if (malloc_choice() == "glibc" or not on("malloc") or not sys.platform.startswith("linux")
+            or jemalloc_loaded()):
         return False
     if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False  # the user's own malloc settings win
@@ -138,17 +210,19 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # A trim threshold of -1 is SIZE_MAX inside glibc: the heap is never trimmed. One
     # arena: threads started from now on share the main one (those with one keep it).
-    return all(mallopt(param, value) == 1
-               for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1),
-                                    (M_TOP_PAD, TOP_PAD), (M_ARENA_MAX, 1)))
+    _kept = all(mallopt(param, value) == 1
+                for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1),
+                                     (M_TOP_PAD, TOP_PAD), (M_ARENA_MAX, 1)))
+    return _kept
 
 
 def tune_host() -> bool:
-    """Before JAX's CPU backend starts: malloc keeps freed memory, and if it does, CPU
-    steps run on the calling thread, whose arena holds the big blocks. True if set."""
+    """Before JAX's CPU backend starts: malloc keeps freed memory (jemalloc, or glibc
+    set to), and if it does, CPU steps run on the calling thread, as they were measured
+    (with glibc, that thread's arena holds the big blocks). True if set."""
     import jax
 
-    kept = keep_freed_memory()
+    kept = jemalloc_loaded() or keep_freed_memory()
     if kept:
         jax.config.update("jax_cpu_enable_async_dispatch", False)
     return kept
