@@ -4,10 +4,10 @@ whole command it is for, timed from the shell with the workaround on and off
 
     python benchmarks/workarounds.py [--repeats 3] [--out benchmarks/results]
 
-Writes <out>/workarounds.json and workarounds.md. The `precompile` rows of the
-2026-12-03 results measured a sixth workaround, the first programs compiled in a thread,
-with the script as it then was; they showed no gain, and the thread was dropped
-(training/engine/precompile.py). Needs Fashion-MNIST where `make data`
+Writes <out>/workarounds.json and workarounds.md. `malloc` has a second row: jemalloc
+(where installed) against glibc kept (JAXTRAIN_MALLOC=glibc-kept), jaxtrain's fallback.
+Until 2026-12-03 the results had two `precompile` rows, a workaround since dropped
+(training/engine/precompile.py quotes them). Needs Fashion-MNIST where `make data`
 puts it and the Vim manual (Debian's vim-runtime) for the text commands. About 10
 minutes on 2 cores.
 """
@@ -30,37 +30,42 @@ from jaxtrain.training.settings.config import DataConfig
 
 
 def cases(data_dir, text):
-    """(workaround, what it is measured on, `jaxtrain` arguments, cold cache) per row."""
+    """(workaround, what it is measured on, `jaxtrain` arguments, cold cache, what "off"
+    sets: None for JAXTRAIN_WORKAROUNDS_OFF=workaround) per row."""
     vae = ["fit", "--dataset", "fashion-mnist", "--data-dir", data_dir, "--no-download",
            "--steps", 20]
     baby = ["fit", "--model", "transformer", "--dataset", "text", "--data-file", text,
             "--context", 64, "--batch-size", 12, "--steps", 20, "--dropout", 0]
     ctx256 = ["fit", "--model", "transformer", "--dataset", "text", "--data-file", text,
               "--batch-size", 32, "--steps", 30, "--dropout", 0]
-    return [("torchvision-import", "VAE fit, 20 steps, warm cache", vae, False),
-            ("tensorboardx-import", "baby GPT fit, 20 steps, warm cache", baby, False),
-            ("malloc", "context-256 text fit, 30 steps, warm cache", ctx256, False),
-            ("fast-exit", "VAE fit, 20 steps, warm cache", vae, False)]
+    # malloc "on" is jemalloc where it is installed; the second row sets it against
+    # glibc's malloc told to keep freed memory (the fallback, JAXTRAIN_MALLOC=glibc-kept).
+    return [("torchvision-import", "VAE fit, 20 steps, warm cache", vae, False, None),
+            ("tensorboardx-import", "baby GPT fit, 20 steps, warm cache", baby, False, None),
+            ("malloc", "context-256 text fit, 30 steps, warm cache", ctx256, False, None),
+            ("malloc", "the same; off: glibc kept (`JAXTRAIN_MALLOC=glibc-kept`)", ctx256,
+             False, {"JAXTRAIN_MALLOC": "glibc-kept"}),
+            ("fast-exit", "VAE fit, 20 steps, warm cache", vae, False, None)]
 
 
-def timed(args, off: str | None, cache: Path | None):
-    """(seconds, peak RSS MB) of `jaxtrain ARGS` in a fresh workdir with workaround `off`
-    turned off; `cache` None: an empty compilation cache of its own."""
+def timed(args, off: dict | None, cache: Path | None):
+    """(seconds, peak RSS MB) of `jaxtrain ARGS` in a fresh workdir with `off`'s variables
+    (a workaround turned off); `cache` None: an empty compilation cache of its own."""
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache or tempfile.mkdtemp()),
-           "JAXTRAIN_WORKAROUNDS_OFF": off or ""}
+           "JAXTRAIN_WORKAROUNDS_OFF": "", **(off or {})}
     command = [sys.executable, "-m", "jaxtrain.cli.main", *map(str, args), "--workdir",
                tempfile.mkdtemp()]
     return peak_rss_command(command, env)
 
 
-def measure(name, args, cold, repeats):
+def measure(off_env, args, cold, repeats):
     cache = None if cold else Path(tempfile.mkdtemp())
     if cache:
         timed(args, None, cache)  # fills the cache both sides then use
     on, off = [], []
     for _ in range(repeats):
         on.append(timed(args, None, cache))
-        off.append(timed(args, name, cache))
+        off.append(timed(args, off_env, cache))
     median = {side: {"s": statistics.median(t for t, _ in runs),
                      "rss_mb": statistics.median(m for _, m in runs),
                      "values_s": [t for t, _ in runs]}
@@ -99,13 +104,14 @@ def main():
                "repeats": args.repeats,
                "load_before": loadavg()}
     rows = []
-    for name, what, jax_args, cold in cases(args.data_dir, text):
+    for name, what, jax_args, cold, off in cases(args.data_dir, text):
         if args.only and name != args.only:
             continue
         print(f"{name}: {what} ...", file=sys.stderr, flush=True)
         try:
             rows.append({"name": name, "command": what,
-                         **measure(name, jax_args, cold, args.repeats)})
+                         **measure(off or {"JAXTRAIN_WORKAROUNDS_OFF": name}, jax_args,
+                                   cold, args.repeats)})
         except subprocess.CalledProcessError as e:
             raise SystemExit(f"{name}: jaxtrain failed: {e.stderr.decode()[-500:]}") from None
         print(f"  gain {rows[-1]['gain_s']:+.2f} s", file=sys.stderr, flush=True)
