@@ -63,3 +63,18 @@ def test_a_second_identical_command_loads_every_program_from_the_cache(tmp_path,
         assert "train_step" in record["compile_s"]  # (eval_sums may be small: "others")
     assert "train_step" not in first["compile_cached"]
     assert set(second["compile_cached"]) == set(second["compile_s"])  # nothing compiled
+
+
+def test_a_second_run_of_one_configuration_in_a_process_compiles_nothing_again(
+        tmp_path, data_dir, jaxtrain):
+    """training/engine/run.py: a configuration's family, optimizer and jitted steps are
+    built once per process, so a second command of it (a notebook's fit, then another)
+    neither traces nor compiles its programs again, and computes the same."""
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for workdir in runs:  # a seed no other test uses: the first builds and compiles
+        jaxtrain(*fit_args(data_dir, workdir, 1, "--seed", 97531), check=True)
+    compiled = [{name for r in records(w) for name in r.get("compile_s", {})} for w in runs]
+    assert {"train_step", "init_state", "eval_sums"} <= compiled[0]
+    assert not {"train_step", "init_state", "eval_sums"} & compiled[1], compiled[1]
+    losses = [[r["train_loss"] for r in records(w) if "train_loss" in r] for w in runs]
+    assert losses[0] == losses[1] and losses[0]
