@@ -74,7 +74,8 @@ def test_a_second_run_of_one_configuration_in_a_process_compiles_nothing_again(
     for workdir in runs:  # a seed no other test uses: the first builds and compiles
         jaxtrain(*fit_args(data_dir, workdir, 1, "--seed", 97531), check=True)
     compiled = [{name for r in records(w) for name in r.get("compile_s", {})} for w in runs]
-    assert {"train_step", "init_state", "eval_sums"} <= compiled[0]
+    # (eval_sums may come compiled already: jit knows an equal family's from an earlier test)
+    assert {"train_step", "init_state"} <= compiled[0]
     assert not {"train_step", "init_state", "eval_sums"} & compiled[1], compiled[1]
     losses = [[r["train_loss"] for r in records(w) if "train_loss" in r] for w in runs]
     assert losses[0] == losses[1] and losses[0]
