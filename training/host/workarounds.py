@@ -161,12 +161,12 @@ def jemalloc_loaded() -> bool:
 
 
 def use_jemalloc(argv: list[str]) -> None:
-    """Starts this command again under jemalloc (LD_PRELOAD), before anything has been
-    allocated with glibc's malloc that jemalloc would have to free, when it is
-    installed and wanted; returns where it is not (then glibc's settings apply). The
+    """Starts this command again under jemalloc (LD_PRELOAD: a running process cannot
+    change its malloc) where it is installed and wanted; returns where it is not (then
+    glibc's settings apply). Called first thing, before the CLI's imports, so the cost is
+    one interpreter start (`jaxtrain --help`: 0.22-0.47 s against 0.21-0.36 s). The
     process keeps its pid, so signals, Slurm and `kill` see one process. `argv`: the
-    interpreter's own command line (sys.orig_argv). Costs one interpreter start (about
-    30 ms)."""
+    interpreter's own command line (sys.orig_argv)."""
     choice = malloc_choice()
     if (choice not in ("", "jemalloc") or not on("malloc") or not sys.platform.startswith("linux")
             or "jemalloc" in os.environ.get("LD_PRELOAD", "") or jemalloc_loaded()):
