@@ -136,6 +136,7 @@ def test_baby_gpt_commands_do_nanogpts_work():
     assert theirs[-4:] == ["--data-file", "t.txt", "--steps", "2000"]
 
 
+@pytest.mark.slow  # an end-to-end CLI run / a benchmark script's process
 def test_nanogpt_loop_script_runs(tmp_path):
     """benchmarks/torch_char_script.py, tiny: nanoGPT's evaluations from step 0, a line
     per logged step, a checkpoint, and the accounts on its last line."""

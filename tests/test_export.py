@@ -124,6 +124,7 @@ def test_vae_run_exported_through_the_cli(tmp_path, data_dir, jaxtrain):
     assert export.read(workdir / "model.safetensors")[1] == meta
 
 
+@pytest.mark.slow  # an end-to-end CLI run / a benchmark script's process
 def test_digits_transformer_exported_through_the_cli(tmp_path, data_dir, jaxtrain):
     workdir = tmp_path / "digits"
     jaxtrain("fit", "--data-dir", data_dir, "--workdir", workdir, "--model", "transformer",
