@@ -31,6 +31,10 @@ def judge(
     download: bool = typer.Option(True, help="Download the data if it is missing."),
     retrain: bool = typer.Option(False, help="Train a new judge even if one of this data "
                                              "is kept."),
+    steps: Optional[int] = typer.Option(
+        None, min=1, help="Training steps of a new judge, rounded up to whole epochs "
+                          "[default: 6 epochs and at least 1,000 steps]. A kept judge is "
+                          "reused whatever its steps: add --retrain.", show_default=False),
 ):
     """Train (once) the small CNN that scores samples for `eval --samples`, and print its
     test accuracy. It is kept beside the data and reused until the data changes."""
@@ -45,7 +49,7 @@ def judge(
     start_jax(devices_env=False)
     from jaxtrain.training.scoring.judge import open_judge
 
-    judged, source = open_judge(data, retrain)
+    judged, source = open_judge(data, retrain, steps)
     how = (f"trained in {judged.trained_s:.0f} s" if judged.trained_s is not None
            else "trained earlier, on this same data")
     print(f"judge of {dataset} ({len(source.train)} training images, "

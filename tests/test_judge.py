@@ -118,11 +118,13 @@ def test_class_accuracy_of_a_model_that_ignores_the_class_is_chance(
 def test_judge_command_eval_samples_and_final_eval(tmp_path, jaxtrain):
     """The CLI end to end: `judge` trains and keeps it; `fit --final-eval samples=N`
     and `eval --samples N` report the same scores."""
-    # Its own data, without a judge: a grey folder of 16 training images at 8 x 8, so that
-    # the judge's 1,000 steps are batches of 16 small images.
+    # Its own data, without a judge: a grey folder of 16 training images at 8 x 8, one
+    # batch an epoch, trained for 150 steps (--steps; the default's 1,000 steps took 12 s
+    # with the tests' compile).
     data_dir = write_digit_folder(tmp_path / "data", 8, n_train=16, judge=False)
     data = ["--dataset", "folder", "--image-size", 8, "--data-dir", data_dir]
-    proc = jaxtrain("judge", *data, check=True)
+    proc = jaxtrain("judge", *data, "--steps", 150, check=True)
+    assert "judge epoch 150/150: train loss" in proc.stderr
     assert "judge of folder (16 training images, 10 classes), trained in" in proc.stdout
     assert "trained the judge" not in proc.stderr  # the result, said once
     assert (data_dir / ".jaxtrain-judge.msgpack").exists()
@@ -156,6 +158,7 @@ def test_judge_errors(tmp_path, jaxtrain):
     assert_one_line_error(jaxtrain("judge", "--dataset", "text"), "--dataset 'text' has no judge",
                           "mnist, fashion-mnist, digits, folder")
     assert_one_line_error(jaxtrain("judge", "--dataset", "folder"), "needs --data-dir")
+    assert_one_line_error(jaxtrain("judge", "--steps", 0), "--steps")
     assert_one_line_error(jaxtrain("fit", "--final-eval", "samples=x", "--print-config"),
                           "--final-eval takes iw=K")
     assert_one_line_error(jaxtrain("fit", "--dataset", "text", "--data-file", __file__,

@@ -68,26 +68,30 @@ def judge_path(data, cache_dir) -> Path:
     return Path(cache_dir) / "judges" / f"{digest}.msgpack"
 
 
-def judge_of(data, source, retrain: bool = False, report: bool = True) -> TrainedJudge:
+def judge_of(data, source, retrain: bool = False, report: bool = True,
+             steps: int | None = None) -> TrainedJudge:
     """The judge of a run's data (a DataConfig) whose batches `source` serves; `report`
-    says a new judge's accuracy on stderr (`jaxtrain judge` prints its own line)."""
+    says a new judge's accuracy on stderr (`jaxtrain judge` prints its own line). A new
+    judge trains `steps` steps (rounded up to whole epochs), by default EPOCHS epochs of
+    at least MIN_STEPS steps."""
     from jaxtrain.training.host.paths import default_data_dir
 
     if data.is_text:
         raise ValueError("the judge scores image samples; this is a text run")
     path = judge_path(data, default_data_dir())
-    return load_or_train(source, path, len(data.labels), retrain, report=report)
+    length = {} if steps is None else {"epochs": 1, "min_steps": steps}
+    return load_or_train(source, path, len(data.labels), retrain, report=report, **length)
 
 
-def open_judge(data, retrain: bool = False):
-    """`jaxtrain judge`: (the judge of `data`, a DataConfig, read or trained now; its
-    ImageSource)."""
+def open_judge(data, retrain: bool = False, steps: int | None = None):
+    """`jaxtrain judge`: (the judge of `data`, a DataConfig, read or trained now for
+    `steps` steps or the default; its ImageSource)."""
     from jaxtrain.training.sources.images import ImageSource
 
     # (The source's own batch size is unused: train() batches the arrays itself.)
     source = ImageSource(data, 1, SEED)
     return judge_of(dataclasses.replace(data, class_names=source.spec.classes), source,
-                    retrain, report=False), source
+                    retrain, report=False, steps=steps), source
 
 
 def fingerprint(train, test) -> str:
