@@ -20,6 +20,7 @@ from conftest import (
     assert_one_line_error,
     cli,
     fit_args,
+    in_process,
     popen,
     records,
 )
@@ -53,17 +54,19 @@ def assert_close_runs(a, b):
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory, data_dir):
+    """The run on one device, in this test process (which has one: no process to start)."""
     workdir = tmp_path_factory.mktemp("one_device")
-    fit(data_dir, workdir, 1)
+    in_process(*fit_args(data_dir, workdir, EPOCHS, "--devices", 1))
     return workdir
 
 
 @pytest.mark.slow
 def test_two_devices_train_like_one_and_checkpoints_move(tmp_path, data_dir, one_device):
     """Epoch 1 on two devices at 3 steps a call (the stacked batches split over the
-    devices), epoch 2 on one, epoch 3 on two again: every epoch matches one device."""
+    devices), epoch 2 on one (in this test process, which has one), epoch 3 on two
+    again: every epoch matches one device."""
     fit(data_dir, tmp_path, 2, "--stop-at-epoch", 1, "--steps-per-call", 3)
-    cli("resume", "--workdir", tmp_path, "--devices", 1, "--stop-at-epoch", 2, env=TWO_DEVICES)
+    in_process("resume", "--workdir", tmp_path, "--devices", 1, "--stop-at-epoch", 2)
     cli("resume", "--workdir", tmp_path, "--devices", 2, env=TWO_DEVICES)
     assert_close_runs(one_device, tmp_path)
 
@@ -75,9 +78,11 @@ def test_transformer_dropout_does_not_depend_on_the_split(tmp_path):
     args = ["--model", "transformer", "--dataset", "text", "--data-file", text, "--layers", 1,
             "--d-model", 32, "--heads", 2, "--context", 32, "--batch-size", 8, "--steps", 6,
             "--warmup-steps", 2, "--eval-every", 3]
-    # 1 device against 2 devices that each accumulate 2 micro-batches of 2 rows
-    for name, extra in (("1", ["--devices", 1]), ("2x2", ["--devices", 2, "--accumulate", 2])):
-        cli("fit", *args, "--workdir", tmp_path / name, *extra, env=TWO_DEVICES)
+    # 1 device (in this test process) against 2 devices that each accumulate 2
+    # micro-batches of 2 rows
+    in_process("fit", *args, "--workdir", tmp_path / "1", "--devices", 1)
+    cli("fit", *args, "--workdir", tmp_path / "2x2", "--devices", 2, "--accumulate", 2,
+        env=TWO_DEVICES)
     a, b = records(tmp_path / "1"), records(tmp_path / "2x2")
     assert len(a) == len(b) == 2
     for x, y in zip(a, b):
@@ -161,7 +166,8 @@ def test_two_processes_train_like_one_device(tmp_path, data_dir, one_device):
     JAX_* variables (as two hosts would be), 3 steps a call (each process puts its rows
     of the stacked batches). Epoch 2: two processes that carry a Slurm task's environment
     and no JAX_* variable (as `srun -n 2` starts them) join through JAX's Slurm detection
-    and resume it (as a requeued job would). Epoch 3: one process resumes it alone."""
+    and resume it (as a requeued job would). Epoch 3: one process (this test's) resumes
+    it alone."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
@@ -174,7 +180,7 @@ def test_two_processes_train_like_one_device(tmp_path, data_dir, one_device):
                         job_id=free_slurm_job_id())
     assert_one_run(results)
     assert "2 processes (slurm), 2 devices, cpu float32" in results[0][2]
-    cli("resume", "--workdir", tmp_path)
+    in_process("resume", "--workdir", tmp_path)  # in this test process
     assert_close_runs(one_device, tmp_path)
 
 
