@@ -20,7 +20,7 @@ def one_d_family_and_batch(n=4):
     family = VAEFamily(ONE_D)
     # An untrained model: its posterior over z is narrow (sd about 0.1) and the encoder's
     # q(z | x, c) is far from it, so few samples give a loose bound.
-    params = family.init(jax.random.PRNGKey(0), n)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), n)
     rng = np.random.default_rng(0)
     # The learned class prior p(z | c) starts as N(0, 1); give each class its own.
     params = {**params, "prior_mean": {"embedding": rng.normal(0, 0.1, (10, 1))},
@@ -31,9 +31,8 @@ def one_d_family_and_batch(n=4):
     return family, params, batch
 
 
-def exact_nll(family, params, image, label):
-    """-log p(x | c) = -log \\int p(x | z, c) p(z | c) dz by the trapezoid rule on a fine
-    grid of the 1-D latent."""
+@functools.partial(jax.jit, static_argnums=0)  # one program, not a compile per operation
+def _exact_nll(family, params, image, label):
     z = jnp.linspace(-10.0, 10.0, 8001)[:, None]  # [G, 1]
     labels = jnp.full((len(z),), label)
     out = family.model.apply({"params": params}, z, labels, method=VAE.decode)
@@ -43,7 +42,13 @@ def exact_nll(family, params, image, label):
                         + jnp.log(2 * jnp.pi))  # [G]
     log_f = -bernoulli_nll(out, x) + log_prior  # [G]
     log_w = jnp.log(jnp.full(len(z), z[1, 0] - z[0, 0]).at[jnp.array([0, -1])].multiply(0.5))
-    return -float(jax.nn.logsumexp(log_f + log_w))
+    return -jax.nn.logsumexp(log_f + log_w)
+
+
+def exact_nll(family, params, image, label):
+    """-log p(x | c) = -log \\int p(x | z, c) p(z | c) dz by the trapezoid rule on a fine
+    grid of the 1-D latent."""
+    return float(_exact_nll(family, params, image, label))
 
 
 def iw_nll(family, params, batch, samples, key=jax.random.PRNGKey(7)):
@@ -85,7 +90,8 @@ def test_a_pass_decodes_what_fits_its_scratch_memory():
     decoded images a pass may hold, or K."""
     conv = VAEFamily(VAEConfig(image_shape=SHAPE, network="conv", latent_dim=2))
     _, _, batch = one_d_family_and_batch(8)
-    params, key = conv.init(jax.random.PRNGKey(0), 8), jax.random.PRNGKey(3)
+    params = jax.jit(conv.init, static_argnums=1)(jax.random.PRNGKey(0), 8)
+    key = jax.random.PRNGKey(3)
 
     def scratch(chunk):
         program = jax.jit(functools.partial(conv.iw_sums, samples=chunk, chunk=chunk))

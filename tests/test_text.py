@@ -88,7 +88,8 @@ def tiny_family(vocab="abcd", context=8):
     config = TransformerConfig(layers=1, d_model=16, heads=2, dropout=0.0, context=context,
                                vocab_size=len(vocab), output_size=len(vocab))
     family = CharLMFamily(config, CharTokenizer(vocab))
-    return family, family.init(jax.random.PRNGKey(0), 2)
+    # (Jitted, as a run's init is: one program, not a compile per operation.)
+    return family, jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
 
 
 @pytest.mark.slow
@@ -132,9 +133,9 @@ def test_generation_past_the_context_is_greedy_and_deterministic():
     again = family.sample(params, prompt, jax.random.PRNGKey(5), 20, temperature=0.0)
     np.testing.assert_array_equal(out, again)  # greedy ignores the key
     # Within the context, the cached path gives what a full forward pass would.
-    tokens = list(prompt)
+    tokens, apply = list(prompt), jax.jit(family.model.apply)
     for _ in range(4):
-        logits = family.model.apply({"params": params}, jnp.array([tokens]))[0, -1]
+        logits = apply({"params": params}, jnp.array([tokens]))[0, -1]
         tokens.append(int(jnp.argmax(logits)))
     assert out[:4].tolist() == tokens[3:]
     with pytest.raises(ValueError, match="1 to 8"):

@@ -90,7 +90,8 @@ def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
     assert saved_fields(TransformerConfig, {})["scan_layers"] is False  # a saved old run
     assert config.scan_layers  # a new one
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, 20)
-    stacked = Transformer(config).init(jax.random.PRNGKey(0), tokens)["params"]
+    # (Jitted, as a run's steps are: one program each, not a compile per operation.)
+    stacked = jax.jit(Transformer(config).init)(jax.random.PRNGKey(0), tokens)["params"]
     assert jax.tree.leaves(stacked[STACKED])[0].shape[0] == 3 and "Block_0" not in stacked
     unrolled = relayout(stacked, scan_layers=False)
     assert {"Block_0", "Block_1", "Block_2"} <= set(unrolled) and STACKED not in unrolled
@@ -109,10 +110,11 @@ def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
     def loss(model, params):
         return jnp.sum(model.apply({"params": params}, tokens) ** 2)
 
-    expected, expected_grads = jax.value_and_grad(loss, 1)(old, unrolled)
+    loss_and_grads = jax.jit(jax.value_and_grad(loss, 1), static_argnums=0)
+    expected, expected_grads = loss_and_grads(old, unrolled)
     scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(expected_grads))
     for unroll in (1, 3):
-        value, grads = jax.value_and_grad(loss, 1)(Transformer(config, unroll=unroll), stacked)
+        value, grads = loss_and_grads(Transformer(config, unroll=unroll), stacked)
         np.testing.assert_allclose(value, expected, rtol=1e-5)
         for a, b in zip(jax.tree.leaves(relayout(grads, scan_layers=False)),
                         jax.tree.leaves(expected_grads), strict=True):
@@ -127,10 +129,11 @@ def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
 def test_blocked_causal_attention_equals_masked_attention(length):
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, length, 3, 8)) for i in range(3))
     mask = nn.make_causal_mask(jnp.zeros((2, length)))
-    expected = nn.dot_product_attention(q, k, v, mask=mask)  # [B, T, H, Dh]
+    expected = jax.jit(nn.dot_product_attention)(q, k, v, mask=mask)  # [B, T, H, Dh]
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # heads first
     for block in (64, 16):
-        out = causal_attention(q, k, v, block=block).transpose(0, 2, 1, 3)
+        out = jax.jit(causal_attention, static_argnames="block")(q, k, v, block=block)
+        out = out.transpose(0, 2, 1, 3)
         np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
@@ -225,16 +228,17 @@ def test_jitted_top_p_draws_only_from_the_nucleus_and_compiles_once():
 @pytest.mark.slow
 def test_test_binarization_is_fixed_per_example():
     family = PixelLMFamily(TINY)
-    params = family.init(jax.random.PRNGKey(0), batch_size=4)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
     images = np.random.default_rng(0).integers(0, 256, (4, *SHAPE), dtype=np.uint8)
     batch = {"image": images, "label": np.arange(4, dtype=np.int32),
              "index": np.arange(4, dtype=np.int32), "mask": np.ones(4, np.float32)}
-    a = family.eval_sums(params, batch, jax.random.PRNGKey(0))
-    b = family.eval_sums(params, batch, jax.random.PRNGKey(1))
+    eval_sums = jax.jit(family.eval_sums)  # as a run calls it
+    a = eval_sums(params, batch, jax.random.PRNGKey(0))
+    b = eval_sums(params, batch, jax.random.PRNGKey(1))
     assert float(a["loss"]) == float(b["loss"])
     # The same examples split into two batches give the same total.
     halves = [{k: v[s] for k, v in batch.items()} for s in (slice(0, 2), slice(2, 4))]
-    total = sum(float(family.eval_sums(params, h, None)["loss"]) for h in halves)
+    total = sum(float(eval_sums(params, h, None)["loss"]) for h in halves)
     np.testing.assert_allclose(total, float(a["loss"]), rtol=1e-5)
 
 
