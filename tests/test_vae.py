@@ -68,11 +68,11 @@ def test_conv_vae_shapes_parameter_count_and_interface():
     """The conv network behind the MLP's interface, on an RGB shape whose sides halve to
     odd sizes (12 x 10 -> 6 x 5 -> 3 x 3; the decoder's 12 x 12 is cropped to 12 x 10)."""
     family = VAEFamily(CONV)
-    params = family.init(jax.random.PRNGKey(0), batch_size=2)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
     x = jnp.full((2, 12, 10, 3), 0.5)
     label = jnp.array([0, 1])
     keys = example_keys(jax.random.PRNGKey(1), jnp.arange(2))
-    out, (mean, logvar), prior = VAE(CONV).apply({"params": params}, x, label, keys)
+    out, (mean, logvar), prior = jax.jit(VAE(CONV).apply)({"params": params}, x, label, keys)
     assert out.shape == (2, 12, 10, 3) and mean.shape == logvar.shape == (2, 3)
     count = sum(p.size for p in jax.tree.leaves(params))
     # encoder: 3x3 convs 3 -> 4 (stride 2), 4 -> 8 (stride 2); a residual block of two
