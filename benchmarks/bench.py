@@ -105,7 +105,7 @@ def fresh_step(family, batch_size, per_call=1, abstract=False):
     schedule = make_schedule(train_config, 100_000)
     tx = make_optimizer(train_config, schedule, no_decay=family.no_decay)
     make = functools.partial(create_state, family, train_config, tx)
-    state = jax.eval_shape(make) if abstract else make()
+    state = jax.eval_shape(make) if abstract else jax.jit(make)()  # one program, as fit's
     return state, make_train_step(family, schedule, train_config.ema_decay,
                                   steps_per_call=per_call)
 
@@ -214,7 +214,7 @@ def sample_without_cache(model, params, labels, rng):
 def kv_cache_sampling(config, n, repeats):
     """Seconds to sample n digits token by token, with and without the key/value cache."""
     family = PixelLMFamily(config)
-    params = family.init(jax.random.PRNGKey(0), 1)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 1)
     labels, key = np.arange(n) % 10, jax.random.PRNGKey(0)
     cached = lambda: family.sample(params, labels, key)  # noqa: E731
     uncached = lambda: sample_without_cache(family.model, params, jnp.asarray(labels), key)  # noqa: E731

@@ -65,7 +65,7 @@ def twins(config: TransformerConfig):
 
     vocab = string.printable[:config.vocab_size]
     family = CharLMFamily(config, CharTokenizer(vocab))
-    params = family.init(jax.random.PRNGKey(0), 1)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 1)
     run = RunConfig("transformer", config, DataConfig("text", data_file="x.txt", vocab=vocab),
                     TrainConfig(epochs=None, steps=1, warmup_steps=0))
     path = Path(tempfile.mkdtemp()) / "model.safetensors"

@@ -2,6 +2,7 @@
 the PyTorch references are the same models as jaxtrain's."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -74,7 +75,17 @@ def test_side_by_side_suite_writes_json_and_table(data_dir, tmp_path):
     assert "| VAE fit, 4 tiny steps |" in table
 
 
-def test_text_generation_rows_run_on_a_tiny_model(tmp_path):
+@pytest.fixture
+def torch_threads():
+    """PyTorch's threads as bench.py sets them, more than one (a trainer run earlier in
+    this process leaves 1, and the all-threads rows would be the 1-thread rows)."""
+    torch, before = torch_reference.torch, torch_reference.torch.get_num_threads()
+    torch.set_num_threads(max(2, os.cpu_count() or 1))
+    yield
+    torch.set_num_threads(before)
+
+
+def test_text_generation_rows_run_on_a_tiny_model(tmp_path, torch_threads):
     """The rows of `bench.py --only generation`: jaxtrain's KV-cache decoder and the
     PyTorch twin's generations from the same exported weights, greedy, agree; the page
     and JSON are written."""
@@ -175,7 +186,8 @@ def test_step_profile_names_the_parts_of_a_step():
     family = bench.CharLMFamily(config, bench.CharTokenizer("abcde"))
     train = bench.TrainConfig(batch_size=2, warmup_steps=1)
     schedule = bench.make_schedule(train, 10)
-    state = bench.create_state(family, train, bench.make_optimizer(train, schedule))
+    state = jax.jit(lambda: bench.create_state(family, train,
+                                           bench.make_optimizer(train, schedule)))()
     batch = {"tokens": jax.numpy.zeros((2, 9), jax.numpy.int32)}
     parts = step_profile.profile(bench.make_train_step(family, schedule, 0.9), state, batch, 2)
     assert "forward: MLP matmuls" in parts and "backward: MLP matmuls" in parts
