@@ -51,6 +51,10 @@ def tokens_to_image(tokens, shape):
     return bits.reshape(-1, h, w, c)
 
 
+# One program where the samplers call it (not a compile per operation).
+_tokens_to_image = jax.jit(tokens_to_image, static_argnums=1)
+
+
 def sequence_nll(logits, tokens):
     """-log p(tokens) summed over the sequence: [B, T, K], [B, T] -> [B] (nats)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).sum(-1)
@@ -121,10 +125,10 @@ class PixelLMFamily(Family):
 
     def sample(self, params, labels, rng, temperature=1.0, top_k=None, top_p=None):
         """Images [N, H, W, C] in {0, 1} of classes `labels` [N], drawn token by token."""
-        first = PATCH_SYMBOLS + jnp.asarray(labels, jnp.int32)  # the class tokens [N]
+        first = jnp.asarray(PATCH_SYMBOLS + np.asarray(labels, np.int32))  # class tokens [N]
         tokens = decode_fixed_length(self.decoder, params, first, self.tokens_per_example,
                                      rng, temperature, top_k, top_p)
-        return np.asarray(tokens_to_image(tokens, self.shape), np.float32)
+        return np.asarray(_tokens_to_image(tokens, self.shape), np.float32)
 
     def epoch_images(self, params, rng, preview):
         """One row per class, ten samples each, from a fixed key so epochs compare."""

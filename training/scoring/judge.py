@@ -158,7 +158,8 @@ def train(model: Judge, dataset, epochs: int, min_steps: int = 0):
     epochs = max(epochs, -(-min_steps // per_epoch))
     steps = epochs * per_epoch
     rng = jax.random.PRNGKey(SEED)
-    params = model.init(rng, jnp.zeros((1, *dataset.images.shape[1:])))["params"]
+    # Jitted: one program, not one compile per operation (the same bits as eager).
+    params = jax.jit(model.init)(rng, jnp.zeros((1, *dataset.images.shape[1:])))["params"]
     warmup = min(100, steps // 10)
     schedule = optax.warmup_cosine_decay_schedule(LR / 100, LR, warmup, steps)
     state = TrainState.create(apply_fn=model.apply, params=params,
