@@ -151,20 +151,22 @@ def write_judged_dataset(root):
     return root
 
 
-def train_judge(data, root) -> None:
-    """The judge of `data` (a DataConfig) trained for 150 steps and kept where the
+def train_judge(data, root, steps: int = 150) -> None:
+    """The judge of `data` (a DataConfig) trained for `steps` steps and kept where the
     commands look for it."""
     from jaxtrain.training.scoring.judge import judge_path, load_or_train
     from jaxtrain.training.sources.images import ImageSource
 
     load_or_train(ImageSource(data, 8, 0), judge_path(data, root), 10, epochs=1,
-                  min_steps=150)
+                  min_steps=steps)
 
 
 def write_digit_folder(root, size: int, n_train: int = N_TRAIN, judge: bool = True):
     """The tiny dataset as a grey folder, train/ and test/ (n_train and 30 PNGs, one
     subfolder per class); with `judge`, its judge trained and kept for `--dataset folder
-    --image-size size`, as write_judged_dataset does for the IDX files."""
+    --image-size size`, as write_judged_dataset does for the IDX files, but for 30 steps:
+    a judge that scores, not one that is right (its convolutions run slowly at the tests'
+    compile: 150 steps of 8 x 8 images took 10 s)."""
     from PIL import Image
 
     from jaxtrain.training.settings.config import DataConfig
@@ -177,7 +179,7 @@ def write_digit_folder(root, size: int, n_train: int = N_TRAIN, judge: bool = Tr
     if not judge:
         return root
     train_judge(DataConfig(dataset="folder", data_dir=str(root), image_size=size,
-                           download=False), root)
+                           download=False), root, steps=30)
     return root
 
 
