@@ -38,9 +38,11 @@ def torch_logits(model, tokens):
 
 def noisy(params, seed=1):
     """`params` plus noise, so zero-initialised leaves (biases, the class prior) are
-    not zero and a swapped or dropped tensor shows."""
+    not zero and a swapped or dropped tensor shows. (In NumPy: the float32 sums JAX
+    would compute, without a compile per shape.)"""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda x: np.float32(x + 0.1 * rng.normal(size=x.shape)), params)
+    return jax.tree.map(lambda x: np.asarray(x) + np.float32(0.1 * rng.normal(size=x.shape)),
+                        params)
 
 
 def write(tmp_path, params, model, config, name="model.safetensors"):
@@ -65,7 +67,8 @@ def test_vae_twin_decodes_the_same_images(tmp_path, settings):
                           "image_shape": SHAPE,
                           **settings})
     family = VAEFamily(config)
-    params = noisy(family.init(jax.random.PRNGKey(0), 1))
+    # (Jitted, as a run's init is: one program, not a compile per operation.)
+    params = noisy(jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 1))
     twin = write(tmp_path, params, "vae", config)
     labels = np.arange(10) % 10
     z = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (10, 4)) * 3)
@@ -80,12 +83,13 @@ def test_transformer_twin_gives_the_same_logits_in_either_layout(tmp_path, scan_
                                output_size=7, scan_layers=scan_layers)
     model = Transformer(config)
     tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(3), (2, 12), 0, 9))
-    params = noisy(model.init(jax.random.PRNGKey(0), tokens)["params"])
+    params = noisy(jax.jit(model.init)(jax.random.PRNGKey(0), tokens)["params"])
     assert ("Blocks" in params) == scan_layers
     twin = write(tmp_path, params, "transformer", config)
     # The file names layers alike in both layouts.
     names = set(export.tensors(params))
-    assert names == set(export.tensors(relayout(params, not scan_layers)))
+    other = jax.device_get(jax.jit(relayout, static_argnums=1)(params, not scan_layers))
+    assert names == set(export.tensors(other))
     assert "Block_2/Dense_1/kernel" in names and not any("Blocks" in n for n in names)
     np.testing.assert_allclose(torch_logits(twin, tokens), np.asarray(jax.jit(model.apply)(
         {"params": params}, tokens)), atol=ATOL, rtol=0)
@@ -116,7 +120,8 @@ def test_vae_run_exported_through_the_cli(tmp_path, data_dir, jaxtrain):
 
     family = restored.config.family()
     labels = np.arange(20) % 10
-    z = np.asarray(family.latents(restored.state.ema_params, jax.random.PRNGKey(0), labels))
+    z = np.asarray(jax.jit(family.latents)(restored.state.ema_params, jax.random.PRNGKey(0),
+                                           labels))
     np.testing.assert_allclose(torch_images(twin, z, labels), np.asarray(jax.jit(
         family.generate)(restored.state.ema_params, labels, z)), atol=ATOL, rtol=0)
 

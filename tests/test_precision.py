@@ -68,8 +68,9 @@ def test_bf16_trains_like_float32(model):
 @pytest.mark.slow
 def test_bf16_logits_are_float32_and_the_run_says_its_precision():
     run = tiny_run("transformer", "bf16")
-    params = run.family.init(jax.random.PRNGKey(0), 2)
-    logits = run.family.model.apply({"params": params}, jnp.zeros((2, 16), jnp.int32))
+    # (Jitted, as a run's init and steps are: one program, not a compile per operation.)
+    params = jax.jit(run.family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
+    logits = jax.jit(run.family.model.apply)({"params": params}, jnp.zeros((2, 16), jnp.int32))
     assert logits.dtype == jnp.float32
     assert run.family.attention == "blocked"  # a CPU never takes the cuDNN kernel
 
@@ -93,8 +94,11 @@ def test_fused_attention_reads_flax_attention_parameters():
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 70, 32))
     flax_attention = nn.MultiHeadDotProductAttention(num_heads=4)
     ours = CausalSelfAttention(heads=4, dropout_rate=0.0)
-    params = flax_attention.init(jax.random.PRNGKey(0), x)
-    assert jax.tree.all(jax.tree.map(jnp.array_equal, params,
-                                     ours.init(jax.random.PRNGKey(0), x, True)))
-    expected = flax_attention.apply(params, x, mask=nn.make_causal_mask(x[..., 0]))
-    np.testing.assert_allclose(ours.apply(params, x, True), expected, atol=1e-5)
+    # (Jitted, as a run's init and steps are: one program, not a compile per operation.)
+    params = jax.jit(flax_attention.init)(jax.random.PRNGKey(0), x)
+    ours_init = jax.jit(ours.init, static_argnums=2)(jax.random.PRNGKey(0), x, True)
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, ours_init))
+    expected = jax.jit(lambda params, x: flax_attention.apply(
+        params, x, mask=nn.make_causal_mask(x[..., 0])))(params, x)
+    np.testing.assert_allclose(jax.jit(ours.apply, static_argnums=2)(params, x, True), expected,
+                               atol=1e-5)

@@ -29,26 +29,30 @@ TINY = TransformerConfig(layers=1, d_model=32, heads=2, dropout=0.1, **DIGITS)
 
 def test_tokenization_round_trip_and_layout():
     bits = (np.random.default_rng(0).random((3, *SHAPE)) > 0.5).astype(np.int32)
-    tokens = image_to_tokens(jnp.asarray(bits))
+    to_tokens = jax.jit(image_to_tokens)  # one program, not a compile per operation
+    tokens = to_tokens(jnp.asarray(bits))
     assert tokens.shape == (3, 196) and 0 <= int(tokens.min()) and int(tokens.max()) <= 15
-    np.testing.assert_array_equal(tokens_to_image(tokens, SHAPE), bits)
+    np.testing.assert_array_equal(jax.jit(tokens_to_image, static_argnums=1)(tokens, SHAPE),
+                                  bits)
     # Pixels (0,0)=1, (0,1)=0, (1,0)=1, (1,1)=1 make the first token 0b1011 = 11;
     # pixel (0, 2) is the top-left of the second patch: 0b1000 = 8.
     image = np.zeros(SHAPE, np.int32)
     image[0, 0] = image[1, 0] = image[1, 1] = image[0, 2] = 1
-    first = image_to_tokens(jnp.asarray(image[None]))[0]
+    first = to_tokens(jnp.asarray(image[None]))[0]
     assert first[:2].tolist() == [11, 8] and int(first[2:].sum()) == 0
 
 
 def test_likelihood_arithmetic_hand_checked():
     # Uniform logits over 16 symbols: each of 196 tokens costs log 16 = 4 log 2 nats,
     # i.e. exactly 1 bit per binary pixel.
-    nll = sequence_nll(jnp.zeros((1, 196, 16)), jnp.zeros((1, 196), jnp.int32))
+    sequence_nll_ = jax.jit(sequence_nll)  # one program a shape, not a compile per operation
+    nll = sequence_nll_(jnp.zeros((1, 196, 16)), jnp.zeros((1, 196), jnp.int32))
     np.testing.assert_allclose(nll, [196 * math.log(16)], rtol=1e-6)
     np.testing.assert_allclose(nats_to_bits_per_dim(nll, 784), [1.0], rtol=1e-6)
     # A token given probability 1/2 costs log 2.
     logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25]]]))
-    np.testing.assert_allclose(sequence_nll(logits, jnp.array([[0]])), [math.log(2)], rtol=1e-6)
+    np.testing.assert_allclose(sequence_nll_(logits, jnp.array([[0]])), [math.log(2)],
+                               rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -95,11 +99,12 @@ def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
     # (Jitted, as a run's steps are: one program each, not a compile per operation.)
     stacked = jax.jit(Transformer(config).init)(jax.random.PRNGKey(0), tokens)["params"]
     assert jax.tree.leaves(stacked[STACKED])[0].shape[0] == 3 and "Block_0" not in stacked
-    unrolled = relayout(stacked, scan_layers=False)
+    jitted_relayout = jax.jit(relayout, static_argnames="scan_layers")
+    unrolled = jitted_relayout(stacked, scan_layers=False)
     assert {"Block_0", "Block_1", "Block_2"} <= set(unrolled) and STACKED not in unrolled
     np.testing.assert_array_equal(unrolled["Block_1"]["Dense_0"]["kernel"],
                                   stacked[STACKED]["Dense_0"]["kernel"][1])
-    back = relayout(unrolled, scan_layers=True)
+    back = jitted_relayout(unrolled, scan_layers=True)
     assert jax.tree.structure(back) == jax.tree.structure(stacked)
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(stacked), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -114,11 +119,11 @@ def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
 
     loss_and_grads = jax.jit(jax.value_and_grad(loss, 1), static_argnums=0)
     expected, expected_grads = loss_and_grads(old, unrolled)
-    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(expected_grads))
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(expected_grads))
     for unroll in (1, 3):
         value, grads = loss_and_grads(Transformer(config, unroll=unroll), stacked)
         np.testing.assert_allclose(value, expected, rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(relayout(grads, scan_layers=False)),
+        for a, b in zip(jax.tree.leaves(jitted_relayout(grads, scan_layers=False)),
                         jax.tree.leaves(expected_grads), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
     # The sampler's key/value cache is stacked like the parameters.
@@ -130,7 +135,7 @@ def test_scanned_blocks_compute_what_the_unrolled_blocks_compute():
 @pytest.mark.parametrize("length", [196, 64, 5])
 def test_blocked_causal_attention_equals_masked_attention(length):
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, length, 3, 8)) for i in range(3))
-    mask = nn.make_causal_mask(jnp.zeros((2, length)))
+    mask = jax.jit(nn.make_causal_mask)(jnp.zeros((2, length)))
     expected = jax.jit(nn.dot_product_attention)(q, k, v, mask=mask)  # [B, T, H, Dh]
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # heads first
     for block in (64, 16):
@@ -142,21 +147,24 @@ def test_blocked_causal_attention_equals_masked_attention(length):
 def test_attention_dropout_zeroes_weights_and_keeps_the_mean():
     q = k = jnp.zeros((1, 1, 128, 4))  # uniform weights over the visible prefix
     v = jnp.ones((1, 1, 128, 4))
-    out = causal_attention(q, k, v, jax.random.PRNGKey(0), 0.5, deterministic=False)
+    attention = jax.jit(causal_attention, static_argnums=(4, 5))  # one program, not one per op
+    out = attention(q, k, v, jax.random.PRNGKey(0), 0.5, False)
     # Each output is the mean of the kept, rescaled weights times 1: near 1 on average,
     # and not everywhere 1 (some weights were dropped).
     assert abs(float(out.mean()) - 1.0) < 0.1 and float(jnp.abs(out - 1.0).max()) > 0.1
-    np.testing.assert_allclose(causal_attention(q, k, v, jax.random.PRNGKey(0), 0.5), v, rtol=1e-5)
+    np.testing.assert_allclose(attention(q, k, v, jax.random.PRNGKey(0), 0.5, True), v, rtol=1e-5)
 
 
 @pytest.mark.slow
 def test_is_causal():
     config = TINY.replace(dropout=0.0)
-    params = PixelLMFamily(config).init(jax.random.PRNGKey(0), batch_size=1)
+    # (Jitted, as a run's init and steps are: one program, not a compile per operation.)
+    params = jax.jit(PixelLMFamily(config).init, static_argnums=1)(jax.random.PRNGKey(0), 1)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (1, 196), 0, 26)
     changed = tokens.at[0, 100].set((tokens[0, 100] + 1) % 26)
-    a = Transformer(config).apply({"params": params}, tokens)
-    b = Transformer(config).apply({"params": params}, changed)
+    apply = jax.jit(Transformer(config).apply)
+    a = apply({"params": params}, tokens)
+    b = apply({"params": params}, changed)
     np.testing.assert_allclose(a[0, :100], b[0, :100], atol=1e-6)
     assert not np.allclose(a[0, 100:], b[0, 100:])
 
@@ -164,11 +172,11 @@ def test_is_causal():
 @pytest.mark.slow
 def test_cached_decoding_equals_the_full_forward_pass():
     config = TINY.replace(dropout=0.0)
-    params = PixelLMFamily(config).init(jax.random.PRNGKey(0), batch_size=2)
+    params = jax.jit(PixelLMFamily(config).init, static_argnums=1)(jax.random.PRNGKey(0), 2)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 196), 0, 26)
-    full = Transformer(config).apply({"params": params}, tokens)  # [2, 196, 16]
+    full = jax.jit(Transformer(config).apply)({"params": params}, tokens)  # [2, 196, 16]
     decoder = Transformer(config.replace(decode=True))
-    cache = decoder.init(jax.random.PRNGKey(0), jnp.zeros((2, 196), jnp.int32))["cache"]
+    cache = jax.jit(decoder.init)(jax.random.PRNGKey(0), jnp.zeros((2, 196), jnp.int32))["cache"]
     # The samplers' cache, made from shapes, is the one Flax's init makes.
     for made, inited in zip(jax.tree.leaves(empty_cache(decoder, 2)), jax.tree.leaves(cache),
                             strict=True):
@@ -183,8 +191,12 @@ def test_cached_decoding_equals_the_full_forward_pass():
 
 def test_pick_greedy_and_top_k():
     logits = jnp.log(jnp.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]))
-    assert pick(logits, jax.random.PRNGKey(0), 0.0, None).tolist() == [1, 0]
-    draws = jax.vmap(lambda k: pick(logits, k, 1.0, 1))(jax.random.split(jax.random.PRNGKey(0), 50))
+    # (Jitted, as the samplers run it; a lambda, not pick: jax.jit(pick)'s compile count
+    # is tested below.)
+    greedy = jax.jit(lambda logits, k: pick(logits, k, 0.0, None))(logits, jax.random.PRNGKey(0))
+    assert greedy.tolist() == [1, 0]
+    draws = jax.jit(jax.vmap(lambda k: pick(logits, k, 1.0, 1)))(
+        jax.random.split(jax.random.PRNGKey(0), 50))
     assert (draws == jnp.array([1, 0])).all()  # top-1 sampling is greedy
 
 
@@ -213,7 +225,8 @@ P = [0.5, 0.3, 0.15, 0.05]
 def test_filtered_logits_give_the_hand_computed_distribution(probs, temperature, top_k, top_p,
                                                             expected):
     logits = jnp.log(jnp.array([probs, probs[::-1]]))  # [2, K]: each row on its own
-    kept = jax.nn.softmax(filtered_logits(logits, temperature, top_k, top_p), axis=-1)
+    kept = jax.jit(lambda x: jax.nn.softmax(filtered_logits(x, temperature, top_k, top_p),
+                                            axis=-1))(logits)
     np.testing.assert_allclose(kept, [expected, expected[::-1]], atol=1e-6)
 
 
@@ -247,7 +260,7 @@ def test_test_binarization_is_fixed_per_example():
 @pytest.mark.slow
 def test_sample_gives_binary_images_of_the_right_shape():
     family = PixelLMFamily(TINY)
-    params = family.init(jax.random.PRNGKey(0), batch_size=3)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 3)
     images = family.sample(params, np.array([0, 7, 7]), jax.random.PRNGKey(0), temperature=1.0,
                            top_k=4, top_p=0.9)
     assert images.shape == (3, *SHAPE) and set(np.unique(images)) <= {0.0, 1.0}
@@ -268,9 +281,10 @@ def test_images_need_a_context_of_their_patches():
 
 def test_patch_tokens_of_rgb_images_round_trip_channels_innermost():
     bits = (np.random.default_rng(0).random((2, 6, 4, 3)) > 0.5).astype(np.int32)
-    tokens = image_to_tokens(jnp.asarray(bits))
+    tokens = jax.jit(image_to_tokens)(jnp.asarray(bits))
     assert tokens.shape == (2, 3 * 2 * 3)
-    np.testing.assert_array_equal(tokens_to_image(tokens, (6, 4, 3)), bits)
+    np.testing.assert_array_equal(jax.jit(tokens_to_image, static_argnums=1)(tokens, (6, 4, 3)),
+                                  bits)
     # token 1 is the first patch's green channel: pixels (0,0), (0,1), (1,0), (1,1) of G
     g = bits[0, :2, :2, 1]
     assert int(tokens[0, 1]) == 8 * g[0, 0] + 4 * g[0, 1] + 2 * g[1, 0] + g[1, 1]

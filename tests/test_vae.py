@@ -21,11 +21,12 @@ TINY = VAEConfig(image_shape=SHAPE, encoder_widths=(16,), decoder_widths=(16,), 
 
 def test_shapes_and_parameter_count():
     family = VAEFamily(TINY)
-    params = family.init(jax.random.PRNGKey(0), batch_size=3)
+    # (Jitted, as a run's init and steps are: one program, not a compile per operation.)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 3)
     x = jnp.zeros((3, *SHAPE))
     label = jnp.array([0, 7, 9])
     keys = example_keys(jax.random.PRNGKey(1), jnp.arange(3))  # one per example
-    out, (mean, logvar), _ = VAE(TINY).apply({"params": params}, x, label, keys)
+    out, (mean, logvar), _ = jax.jit(VAE(TINY).apply)({"params": params}, x, label, keys)
     assert out.shape == (3, *SHAPE) and mean.shape == logvar.shape == (3, 4)
     count = sum(p.size for p in jax.tree.leaves(params))
     # encoder (784 + 10 one-hot) * 16 + 16; mean and logvar 16 * 4 + 4 each; decoder
@@ -44,7 +45,7 @@ def test_legacy_architecture_keeps_its_parameters():
     assert (saved.condition, saved.prior, saved.activation) == ("latent", "standard", "relu")
     # a flat image_dim (runs before image shapes) was a square grey image; the MLP
     assert saved.image_shape == SHAPE and saved.network == "mlp"
-    params = VAEFamily(saved).init(jax.random.PRNGKey(0), batch_size=3)
+    params = jax.jit(VAEFamily(saved).init, static_argnums=1)(jax.random.PRNGKey(0), 3)
     # class projection 10 * 4 + 4; decoder 4 * 16 + 16; output 16 * 784 + 784.
     assert "class_proj" in params and "prior_mean" not in params
     assert sum(p.size for p in jax.tree.leaves(params)) == 12720 + 68 + 68 + 44 + 80 + 13328
@@ -53,11 +54,12 @@ def test_legacy_architecture_keeps_its_parameters():
 def test_activation_changes_the_function_not_the_parameters():
     relu = VAEFamily(dataclasses.replace(TINY, activation="relu"))
     silu = VAEFamily(TINY)  # the default
-    params = silu.init(jax.random.PRNGKey(0), batch_size=2)
+    params = jax.jit(silu.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(
-        jnp.shape, relu.init(jax.random.PRNGKey(0), batch_size=2))
+        jnp.shape, jax.jit(relu.init, static_argnums=1)(jax.random.PRNGKey(0), 2))
     z, labels = jax.random.normal(jax.random.PRNGKey(1), (2, 4)), jnp.array([1, 2])
-    assert not np.allclose(silu.generate(params, labels, z), relu.generate(params, labels, z))
+    assert not np.allclose(jax.jit(silu.generate)(params, labels, z),
+                           jax.jit(relu.generate)(params, labels, z))
 
 
 CONV = VAEConfig(image_shape=(12, 10, 3), network="conv", channels=(4, 8), latent_dim=3,
@@ -81,11 +83,12 @@ def test_conv_vae_shapes_parameter_count_and_interface():
     # decoder: Dense(3 + 2 -> 72), a residual block, 3x3 convs 8 -> 4, 4 -> 3.
     decoder = (5 * 72 + 72) + 2 * (72 * 8 + 8) + (2 * 16 + 16) + (72 * 4 + 4) + (36 * 3 + 3)
     assert count == encoder + decoder + 2 * 2 * 3  # and the class prior
-    images = family.generate(params, label, mean)
+    generate = jax.jit(family.generate)
+    images = generate(params, label, mean)
     assert images.shape == (2, 12, 10, 3) and 0 <= float(images.min()) <= float(images.max()) <= 1
     # FiLM starts at identity, so the class reaches the decoder through its input only:
     # different classes still decode the same z differently.
-    same_z = family.generate(params, label, jnp.repeat(mean[:1], 2, axis=0))
+    same_z = generate(params, label, jnp.repeat(mean[:1], 2, axis=0))
     assert not np.allclose(same_z[0], same_z[1], atol=1e-4)
 
 
@@ -99,9 +102,9 @@ def test_conv_vae_learns_one_batch():
     two = rng.integers(0, 2, (2, 12, 10, 3), dtype=np.uint8) * 255
     batch = {"image": np.concatenate([two, two]),
              "label": np.array([0, 1, 0, 1]), "row": np.arange(4)}
-    params = family.init(jax.random.PRNGKey(0), 4)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
     tx = optax.adam(1e-2)
-    opt = tx.init(params)
+    opt = jax.jit(tx.init)(params)
 
     @jax.jit
     def step(params, opt, i):
@@ -119,20 +122,21 @@ def test_conv_vae_learns_one_batch():
 
 def test_decoder_depends_on_the_class():
     family = VAEFamily(TINY)
-    params = family.init(jax.random.PRNGKey(0), batch_size=2)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
     z = jnp.zeros((2, 4))
-    images = family.generate(params, jnp.array([1, 2]), z)
+    images = jax.jit(family.generate)(params, jnp.array([1, 2]), z)
     assert images.shape == (2, *SHAPE)
     assert not np.allclose(images[0], images[1])
 
 
 def test_bernoulli_nll_hand_computed():
+    nll = jax.jit(bernoulli_nll)  # one program a shape, not a compile per operation
     # -log sigmoid(log 3) = log(4/3) for a pixel of 1; -log(1 - sigmoid(0)) = log 2 for 0.
     logits = jnp.array([[jnp.log(3.0), 0.0]])
     x = jnp.array([[1.0, 0.0]])
-    np.testing.assert_allclose(bernoulli_nll(logits, x), [np.log(8 / 3)], rtol=1e-6)
+    np.testing.assert_allclose(nll(logits, x), [np.log(8 / 3)], rtol=1e-6)
     # Logits 0 cost log 2 per pixel whatever the intensity.
-    np.testing.assert_allclose(bernoulli_nll(jnp.zeros((1, *SHAPE)), jnp.full((1, *SHAPE), 0.3)),
+    np.testing.assert_allclose(nll(jnp.zeros((1, *SHAPE)), jnp.full((1, *SHAPE), 0.3)),
                                [np.prod(SHAPE) * np.log(2)], rtol=1e-6)
 
 
@@ -141,29 +145,31 @@ def test_gaussian_nll_is_half_squared_error():
 
 
 def test_kl_hand_computed():
+    kl = jax.jit(kl_divergence)  # one program a shape, not a compile per operation
     zeros = jnp.zeros((1, 3))
-    np.testing.assert_allclose(kl_divergence(zeros, zeros), [0.0])  # N(0, I) vs N(0, I)
-    np.testing.assert_allclose(kl_divergence(jnp.array([[1.0, 2.0]]), jnp.zeros((1, 2))), [2.5])
+    np.testing.assert_allclose(kl(zeros, zeros), [0.0])  # N(0, I) vs N(0, I)
+    np.testing.assert_allclose(kl(jnp.array([[1.0, 2.0]]), jnp.zeros((1, 2))), [2.5])
     # Against N(0, 4): 0.5 * (log 4 - 1 + (1 + 1) / 4) for mean 1, variance 1.
-    np.testing.assert_allclose(kl_divergence(jnp.ones((1, 1)), jnp.zeros((1, 1)), 0.0,
-                                             jnp.log(jnp.full((1, 1), 4.0))),
+    np.testing.assert_allclose(kl(jnp.ones((1, 1)), jnp.zeros((1, 1)), 0.0,
+                                  jnp.log(jnp.full((1, 1), 4.0))),
                                [0.5 * (np.log(4) - 0.5)], rtol=1e-6)
     # variance 2: 0.5 * (2 - 1 - log 2) per dimension
-    np.testing.assert_allclose(kl_divergence(jnp.zeros((1, 1)), jnp.log(jnp.full((1, 1), 2.0))),
+    np.testing.assert_allclose(kl(jnp.zeros((1, 1)), jnp.log(jnp.full((1, 1), 2.0))),
                                [0.5 * (1 - np.log(2))], rtol=1e-6)
 
 
 def test_eval_sums_ignore_padding():
     family = VAEFamily(TINY)
-    params = family.init(jax.random.PRNGKey(0), batch_size=4)
+    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (4, *SHAPE), dtype=np.uint8),
              "label": np.array([1, 2, 3, 4]), "index": np.array([5, 6, 0, 0]),
              "mask": np.array([1.0, 1.0, 0.0, 0.0], np.float32)}
-    sums = family.eval_sums(params, batch, jax.random.PRNGKey(0))
+    eval_sums = jax.jit(family.eval_sums)  # as a run calls it
+    sums = eval_sums(params, batch, jax.random.PRNGKey(0))
     real = {"image": batch["image"][:2], "label": batch["label"][:2],
             "index": batch["index"][:2], "mask": np.ones(2, np.float32)}
-    expected = family.eval_sums(params, real, jax.random.PRNGKey(0))
+    expected = eval_sums(params, real, jax.random.PRNGKey(0))
     assert float(sums["count"]) == 2
     np.testing.assert_allclose(float(sums["recon"]), float(expected["recon"]), rtol=1e-5)
 
@@ -188,18 +194,20 @@ def test_binarized_vae_scores_the_digits_transformers_test_bits():
              "row": np.arange(4), "mask": np.ones(4, np.float32)}
     vae = VAEFamily(VAEConfig(image_shape=SHAPE, encoder_widths=(16,), decoder_widths=(16,),
                               latent_dim=4, binarize=True))
-    bits = vae.targets(batch)
+    targets = jax.jit(vae.targets)  # (Jitted, as in a run: one program, not one per operation.)
+    bits = targets(batch)
     assert set(np.unique(bits)) <= {0.0, 1.0} and vae.target_pixels == "binary"
     digits = PixelLMFamily(TransformerConfig(layers=1, d_model=16, heads=2, **DIGITS))
-    params = digits.init(jax.random.PRNGKey(0), 4)
-    on_vae_bits = digits._nll(params, bits, batch["label"]).sum()
-    np.testing.assert_allclose(digits.eval_sums(params, batch, None)["loss"], on_vae_bits,
-                               rtol=1e-6)
+    params = jax.jit(digits.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    on_vae_bits = jax.jit(digits._nll)(params, bits, batch["label"]).sum()
+    np.testing.assert_allclose(jax.jit(digits.eval_sums)(params, batch, None)["loss"],
+                               on_vae_bits, rtol=1e-6)
     # Training bits: fresh for each step's key, kept apart from the latents' keys.
-    a, b = vae.targets(batch, jax.random.PRNGKey(1)), vae.targets(batch, jax.random.PRNGKey(2))
+    a, b = targets(batch, jax.random.PRNGKey(1)), targets(batch, jax.random.PRNGKey(2))
     assert set(np.unique(a)) <= {0.0, 1.0} and not np.array_equal(a, b)
     grey = VAEFamily(TINY)
     np.testing.assert_allclose(grey.targets(batch), batch["image"] / 255.0)
-    vae_params = vae.init(jax.random.PRNGKey(0), 4)
-    assert np.isfinite(float(vae.iw_sums(vae_params, batch, jax.random.PRNGKey(0), 20, 10)
+    vae_params = jax.jit(vae.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    iw_sums = jax.jit(vae.iw_sums, static_argnums=(3, 4))
+    assert np.isfinite(float(iw_sums(vae_params, batch, jax.random.PRNGKey(0), 20, 10)
                              ["iw_nll"]))
