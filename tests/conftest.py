@@ -104,6 +104,10 @@ def user_cache(tmp_path_factory):
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.getbasetemp() / "xdg-cache")
 
 
+# The folder every xdist worker of this session shares (pytest-N/, the workers' parent).
+SESSION = {}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """An XLA compilation cache for this session's tests and the CLI processes they
@@ -118,7 +122,8 @@ def compilation_cache(tmp_path_factory):
     compiles it itself.)"""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if worker else base) / "xla-cache"  # pytest-N/, the workers' parent
+    SESSION["folder"] = base.parent if worker else base
+    folder = SESSION["folder"] / "xla-cache"
     settings = {"JAX_COMPILATION_CACHE_DIR": str(folder),
                 "JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES": "none"}
     os.environ.update(settings)
@@ -153,12 +158,21 @@ def write_judged_dataset(root):
 
 def train_judge(data, root, steps: int = 150) -> None:
     """The judge of `data` (a DataConfig) trained for `steps` steps and kept where the
-    commands look for it."""
-    from jaxtrain.training.scoring.judge import judge_path, load_or_train
+    commands look for it. Trained once a session for the same images and steps: every
+    xdist worker copies the first judge from the session's folder (a judge of 28 x 28
+    images takes 7-10 CPU-seconds at the tests' compile)."""
+    from jaxtrain.training.scoring.judge import fingerprint, judge_path, load_or_train
     from jaxtrain.training.sources.images import ImageSource
 
-    load_or_train(ImageSource(data, 8, 0), judge_path(data, root), 10, epochs=1,
-                  min_steps=steps)
+    source, path = ImageSource(data, 8, 0), judge_path(data, root)
+    kept = SESSION["folder"] / f"judge-{fingerprint(source.train, source.test)}-{steps}"
+    if kept.exists():
+        path.write_bytes(kept.read_bytes())
+        return
+    load_or_train(source, path, 10, epochs=1, min_steps=steps)
+    tmp = kept.with_name(f"{kept.name}.{os.getpid()}")
+    tmp.write_bytes(path.read_bytes())
+    tmp.replace(kept)  # another worker never reads half a file
 
 
 def write_digit_folder(root, size: int, n_train: int = N_TRAIN, judge: bool = True):

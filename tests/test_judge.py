@@ -10,7 +10,7 @@ from conftest import TINY, assert_one_line_error, write_digit_folder
 
 from jaxtrain.models.judge import class_accuracy, frechet_distance
 from jaxtrain.training.engine.steps import sample_key
-from jaxtrain.training.scoring.judge import load_or_train
+from jaxtrain.training.scoring.judge import judge_path, load_or_train
 from jaxtrain.training.settings.config import DataConfig
 from jaxtrain.training.sources.images import ImageSource
 
@@ -40,14 +40,16 @@ def test_class_accuracy_hand_computed():
 
 
 @pytest.fixture(scope="module")
-def source(data_dir):
-    return ImageSource(DataConfig("mnist", str(data_dir), download=False), 8, 0)
+def source(judged_data_dir):
+    return ImageSource(DataConfig("mnist", str(judged_data_dir), download=False), 8, 0)
 
 
 @pytest.fixture(scope="module")
-def judge(source, tmp_path_factory):
-    return load_or_train(source, tmp_path_factory.mktemp("judge") / "judge.msgpack", 10,
-                         epochs=1, min_steps=150)
+def judge(source, judged_data_dir):
+    """The judge conftest.write_judged_dataset trained (150 steps) on the tiny data."""
+    data = DataConfig("mnist", str(judged_data_dir), download=False)
+    return load_or_train(source, judge_path(data, judged_data_dir), 10, epochs=1,
+                         min_steps=150)
 
 
 @pytest.mark.slow
