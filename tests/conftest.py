@@ -44,6 +44,14 @@ def fit_args(data_dir, workdir, epochs=2, *extra) -> list:
             "--log-every", 4, *extra]
 
 
+def fresh_params(family, batch_size: int):
+    """`family.init` at key 0, jitted as a run's init is: one program, not a compile per
+    operation."""
+    import jax
+
+    return jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), batch_size)
+
+
 def records(workdir) -> list[dict]:
     """The run's metrics.jsonl records."""
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import SHAPE, TINY, assert_one_line_error, write_digit_folder
+from conftest import SHAPE, TINY, assert_one_line_error, fresh_params, write_digit_folder
 
 from jaxtrain.models.pixel_lm import PixelLMFamily
 from jaxtrain.models.transformer import Transformer, TransformerConfig, relayout
@@ -68,7 +68,7 @@ def test_vae_twin_decodes_the_same_images(tmp_path, settings):
                           **settings})
     family = VAEFamily(config)
     # (Jitted, as a run's init is: one program, not a compile per operation.)
-    params = noisy(jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 1))
+    params = noisy(fresh_params(family, 1))
     twin = write(tmp_path, params, "vae", config)
     labels = np.arange(10) % 10
     z = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (10, 4)) * 3)

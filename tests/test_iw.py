@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SHAPE, TINY, assert_one_line_error
+from conftest import SHAPE, TINY, assert_one_line_error, fresh_params
 
 from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily, bernoulli_nll
 from jaxtrain.training.engine.evaluate import iw_chunk
@@ -20,7 +20,7 @@ def one_d_family_and_batch(n=4):
     family = VAEFamily(ONE_D)
     # An untrained model: its posterior over z is narrow (sd about 0.1) and the encoder's
     # q(z | x, c) is far from it, so few samples give a loose bound.
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), n)
+    params = fresh_params(family, n)
     rng = np.random.default_rng(0)
     # The learned class prior p(z | c) starts as N(0, 1); give each class its own.
     params = {**params, "prior_mean": {"embedding": rng.normal(0, 0.1, (10, 1))},
@@ -96,7 +96,7 @@ def test_a_pass_decodes_what_fits_its_scratch_memory():
     decoded images a pass may hold, or K."""
     conv = VAEFamily(VAEConfig(image_shape=SHAPE, network="conv", latent_dim=2))
     _, _, batch = one_d_family_and_batch(8)
-    params = jax.jit(conv.init, static_argnums=1)(jax.random.PRNGKey(0), 8)
+    params = fresh_params(conv, 8)
     key = jax.random.PRNGKey(3)
 
     def scratch(chunk):

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SHAPE
+from conftest import SHAPE, fresh_params
 
 from jaxtrain.models.transformer import CausalSelfAttention, attention_for
 from jaxtrain.training.engine.run import Run
@@ -69,7 +69,7 @@ def test_bf16_trains_like_float32(model):
 def test_bf16_logits_are_float32_and_the_run_says_its_precision():
     run = tiny_run("transformer", "bf16")
     # (Jitted, as a run's init and steps are: one program, not a compile per operation.)
-    params = jax.jit(run.family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
+    params = fresh_params(run.family, 2)
     logits = jax.jit(run.family.model.apply)({"params": params}, jnp.zeros((2, 16), jnp.int32))
     assert logits.dtype == jnp.float32
     assert run.family.attention == "blocked"  # a CPU never takes the cuDNN kernel

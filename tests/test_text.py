@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import fresh_params
 
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.transformer import TransformerConfig
@@ -89,7 +90,7 @@ def tiny_family(vocab="abcd", context=8):
                                vocab_size=len(vocab), output_size=len(vocab))
     family = CharLMFamily(config, CharTokenizer(vocab))
     # (Jitted, as a run's init is: one program, not a compile per operation.)
-    return family, jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
+    return family, fresh_params(family, 2)
 
 
 @pytest.mark.slow

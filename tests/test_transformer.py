@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DIGITS, SHAPE
+from conftest import DIGITS, SHAPE, fresh_params
 
 from jaxtrain.models.decoding import empty_cache, filtered_logits, pick
 from jaxtrain.models.pixel_lm import (
@@ -159,7 +159,7 @@ def test_attention_dropout_zeroes_weights_and_keeps_the_mean():
 def test_is_causal():
     config = TINY.replace(dropout=0.0)
     # (Jitted, as a run's init and steps are: one program, not a compile per operation.)
-    params = jax.jit(PixelLMFamily(config).init, static_argnums=1)(jax.random.PRNGKey(0), 1)
+    params = fresh_params(PixelLMFamily(config), 1)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (1, 196), 0, 26)
     changed = tokens.at[0, 100].set((tokens[0, 100] + 1) % 26)
     apply = jax.jit(Transformer(config).apply)
@@ -172,7 +172,7 @@ def test_is_causal():
 @pytest.mark.slow
 def test_cached_decoding_equals_the_full_forward_pass():
     config = TINY.replace(dropout=0.0)
-    params = jax.jit(PixelLMFamily(config).init, static_argnums=1)(jax.random.PRNGKey(0), 2)
+    params = fresh_params(PixelLMFamily(config), 2)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 196), 0, 26)
     full = jax.jit(Transformer(config).apply)({"params": params}, tokens)  # [2, 196, 16]
     decoder = Transformer(config.replace(decode=True))
@@ -243,7 +243,7 @@ def test_jitted_top_p_draws_only_from_the_nucleus_and_compiles_once():
 @pytest.mark.slow
 def test_test_binarization_is_fixed_per_example():
     family = PixelLMFamily(TINY)
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    params = fresh_params(family, 4)
     images = np.random.default_rng(0).integers(0, 256, (4, *SHAPE), dtype=np.uint8)
     batch = {"image": images, "label": np.arange(4, dtype=np.int32),
              "index": np.arange(4, dtype=np.int32), "mask": np.ones(4, np.float32)}
@@ -260,7 +260,7 @@ def test_test_binarization_is_fixed_per_example():
 @pytest.mark.slow
 def test_sample_gives_binary_images_of_the_right_shape():
     family = PixelLMFamily(TINY)
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 3)
+    params = fresh_params(family, 3)
     images = family.sample(params, np.array([0, 7, 7]), jax.random.PRNGKey(0), temperature=1.0,
                            top_k=4, top_p=0.9)
     assert images.shape == (3, *SHAPE) and set(np.unique(images)) <= {0.0, 1.0}

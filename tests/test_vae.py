@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import DIGITS, SHAPE
+from conftest import DIGITS, SHAPE, fresh_params
 
 from jaxtrain.models.family import example_keys
 from jaxtrain.models.vae import (
@@ -22,7 +22,7 @@ TINY = VAEConfig(image_shape=SHAPE, encoder_widths=(16,), decoder_widths=(16,), 
 def test_shapes_and_parameter_count():
     family = VAEFamily(TINY)
     # (Jitted, as a run's init and steps are: one program, not a compile per operation.)
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 3)
+    params = fresh_params(family, 3)
     x = jnp.zeros((3, *SHAPE))
     label = jnp.array([0, 7, 9])
     keys = example_keys(jax.random.PRNGKey(1), jnp.arange(3))  # one per example
@@ -45,7 +45,7 @@ def test_legacy_architecture_keeps_its_parameters():
     assert (saved.condition, saved.prior, saved.activation) == ("latent", "standard", "relu")
     # a flat image_dim (runs before image shapes) was a square grey image; the MLP
     assert saved.image_shape == SHAPE and saved.network == "mlp"
-    params = jax.jit(VAEFamily(saved).init, static_argnums=1)(jax.random.PRNGKey(0), 3)
+    params = fresh_params(VAEFamily(saved), 3)
     # class projection 10 * 4 + 4; decoder 4 * 16 + 16; output 16 * 784 + 784.
     assert "class_proj" in params and "prior_mean" not in params
     assert sum(p.size for p in jax.tree.leaves(params)) == 12720 + 68 + 68 + 44 + 80 + 13328
@@ -54,9 +54,9 @@ def test_legacy_architecture_keeps_its_parameters():
 def test_activation_changes_the_function_not_the_parameters():
     relu = VAEFamily(dataclasses.replace(TINY, activation="relu"))
     silu = VAEFamily(TINY)  # the default
-    params = jax.jit(silu.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
+    params = fresh_params(silu, 2)
     assert jax.tree.map(jnp.shape, params) == jax.tree.map(
-        jnp.shape, jax.jit(relu.init, static_argnums=1)(jax.random.PRNGKey(0), 2))
+        jnp.shape, fresh_params(relu, 2))
     z, labels = jax.random.normal(jax.random.PRNGKey(1), (2, 4)), jnp.array([1, 2])
     assert not np.allclose(jax.jit(silu.generate)(params, labels, z),
                            jax.jit(relu.generate)(params, labels, z))
@@ -70,7 +70,7 @@ def test_conv_vae_shapes_parameter_count_and_interface():
     """The conv network behind the MLP's interface, on an RGB shape whose sides halve to
     odd sizes (12 x 10 -> 6 x 5 -> 3 x 3; the decoder's 12 x 12 is cropped to 12 x 10)."""
     family = VAEFamily(CONV)
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
+    params = fresh_params(family, 2)
     x = jnp.full((2, 12, 10, 3), 0.5)
     label = jnp.array([0, 1])
     keys = example_keys(jax.random.PRNGKey(1), jnp.arange(2))
@@ -102,7 +102,7 @@ def test_conv_vae_learns_one_batch():
     two = rng.integers(0, 2, (2, 12, 10, 3), dtype=np.uint8) * 255
     batch = {"image": np.concatenate([two, two]),
              "label": np.array([0, 1, 0, 1]), "row": np.arange(4)}
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    params = fresh_params(family, 4)
     tx = optax.adam(1e-2)
     opt = jax.jit(tx.init)(params)
 
@@ -122,7 +122,7 @@ def test_conv_vae_learns_one_batch():
 
 def test_decoder_depends_on_the_class():
     family = VAEFamily(TINY)
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 2)
+    params = fresh_params(family, 2)
     z = jnp.zeros((2, 4))
     images = jax.jit(family.generate)(params, jnp.array([1, 2]), z)
     assert images.shape == (2, *SHAPE)
@@ -160,7 +160,7 @@ def test_kl_hand_computed():
 
 def test_eval_sums_ignore_padding():
     family = VAEFamily(TINY)
-    params = jax.jit(family.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    params = fresh_params(family, 4)
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (4, *SHAPE), dtype=np.uint8),
              "label": np.array([1, 2, 3, 4]), "index": np.array([5, 6, 0, 0]),
@@ -198,7 +198,7 @@ def test_binarized_vae_scores_the_digits_transformers_test_bits():
     bits = targets(batch)
     assert set(np.unique(bits)) <= {0.0, 1.0} and vae.target_pixels == "binary"
     digits = PixelLMFamily(TransformerConfig(layers=1, d_model=16, heads=2, **DIGITS))
-    params = jax.jit(digits.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    params = fresh_params(digits, 4)
     on_vae_bits = jax.jit(digits._nll)(params, bits, batch["label"]).sum()
     np.testing.assert_allclose(jax.jit(digits.eval_sums)(params, batch, None)["loss"],
                                on_vae_bits, rtol=1e-6)
@@ -207,7 +207,7 @@ def test_binarized_vae_scores_the_digits_transformers_test_bits():
     assert set(np.unique(a)) <= {0.0, 1.0} and not np.array_equal(a, b)
     grey = VAEFamily(TINY)
     np.testing.assert_allclose(grey.targets(batch), batch["image"] / 255.0)
-    vae_params = jax.jit(vae.init, static_argnums=1)(jax.random.PRNGKey(0), 4)
+    vae_params = fresh_params(vae, 4)
     iw_sums = jax.jit(vae.iw_sums, static_argnums=(3, 4))
     assert np.isfinite(float(iw_sums(vae_params, batch, jax.random.PRNGKey(0), 20, 10)
                              ["iw_nll"]))
