@@ -19,8 +19,11 @@ import pytest
 # default compile (S steps in one lax.scan are S single steps, bitwise) is tested in
 # processes with DEFAULT_XLA. Users' speed is `make bench`'s. Set before JAX starts its
 # backend, so this process and every CLI process a test starts get the flags.
-# (xdist's workers inherit the flags from the process that started them.)
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+# (xdist's workers inherit the flags from the process that started them.) One LLVM module
+# per program, not XLA:CPU's 32 parts compiled side by side: on 2 cores already busy
+# with other tests the split only adds work (docs/testing.md).
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+                  "--xla_cpu_parallel_codegen_split_count=1")
 _user_flags = os.environ.get("XLA_FLAGS", "").replace(TEST_XLA_FLAGS, "").strip()
 DEFAULT_XLA = {"XLA_FLAGS": _user_flags, "JAXTRAIN_DEFAULT_XLA": "1"}
 if not os.environ.get("JAXTRAIN_DEFAULT_XLA"):
