@@ -40,15 +40,19 @@ def test_class_accuracy_hand_computed():
 
 
 @pytest.fixture(scope="module")
-def source(judged_data_dir):
-    return ImageSource(DataConfig("mnist", str(judged_data_dir), download=False), 8, 0)
+def judged(judged_data_dir):
+    return DataConfig("mnist", str(judged_data_dir), download=False)
 
 
 @pytest.fixture(scope="module")
-def judge(source, judged_data_dir):
+def source(judged):
+    return ImageSource(judged, 8, 0)
+
+
+@pytest.fixture(scope="module")
+def judge(source, judged, judged_data_dir):
     """The judge conftest.write_judged_dataset trained (150 steps) on the tiny data."""
-    data = DataConfig("mnist", str(judged_data_dir), download=False)
-    return load_or_train(source, judge_path(data, judged_data_dir), 10, epochs=1,
+    return load_or_train(source, judge_path(judged, judged_data_dir), 10, epochs=1,
                          min_steps=150)
 
 
