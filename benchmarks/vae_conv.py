@@ -1,15 +1,18 @@
-"""The conv VAE against the MLP default (issue 30's targets), as users run them:
+"""The VAE's networks against the MLP default (issue 30's targets), as users run them:
 
-    jaxtrain fit --dataset fashion-mnist --epochs 10 --network {mlp,conv} \
-        --final-eval iw=100,samples=100 --workdir W/{mlp,conv} --overwrite
+    jaxtrain fit --dataset fashion-mnist --epochs 10 [FLAGS] \
+        --final-eval iw=100,samples=100 --workdir W/NAME --overwrite
 
-each under /usr/bin/time -v, one after the other. Writes benchmarks/results/vae_conv.md
-and .json: test -ELBO, IW-NLL (K = 100), the judge's class accuracy of 100 samples per
+for each variant NAME (VARIANTS: its FLAGS), each under /usr/bin/time -v, one after the
+other. Writes benchmarks/results/vae_conv.md and .json (mlp, conv), or with --variants
+mlp,local-ar vae_local_ar.md and .json (a _binarized suffix with --binarize): test
+-ELBO, IW-NLL (K = 100), the judge's class accuracy of 100 samples per
 class against its accuracy on real test images, Frechet distance against the floor
 (training images), wall time and peak RSS. With --from W, only the table is written,
 from runs this script (or the same commands) made in W.
 
-    python benchmarks/vae_conv.py [--workdir W] [--from W] [--epochs 10] [--binarize]
+    python benchmarks/vae_conv.py [--variants mlp,conv] [--workdir W] [--from W]
+        [--epochs 10] [--binarize]
 """
 
 import argparse
@@ -23,12 +26,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-NETWORKS = ("mlp", "conv")
+# name: the flags of `fit` that make it; the first of a comparison is its baseline.
+VARIANTS = {"mlp": ["--network", "mlp"], "conv": ["--network", "conv"],
+            "local-ar": ["--network", "mlp", "--pixel-model", "local-ar"]}
+RESULT_NAMES = {("mlp", "conv"): "vae_conv", ("mlp", "local-ar"): "vae_local_ar"}
 
 
 def command(net: str, workdir: Path, epochs: int, binarize: bool = False) -> list[str]:
     return ["jaxtrain", "fit", "--dataset", "fashion-mnist", "--epochs", str(epochs),
-            "--network", net, *(["--binarize"] if binarize else []), "--final-eval",
+            *VARIANTS.get(net, ["FLAGS"]), *(["--binarize"] if binarize else []), "--final-eval",
             "iw=100,samples=100", "--workdir", str(workdir / net), "--overwrite"]
 
 
@@ -65,7 +71,7 @@ def wall(f: dict) -> float:
 
 
 def table(out: dict, workdir: Path, epochs: int, binarize: bool) -> str:
-    rows = ["| network | test -ELBO | IW-NLL (K=100) | class accuracy (judge on real) | "
+    rows = ["| variant | test -ELBO | IW-NLL (K=100) | class accuracy (judge on real) | "
             "Frechet (floor) | train s | wall s | max RSS |", "|" + " --- |" * 8]
     for net, f in out["runs"].items():
         judge = f"{100 * f['judge_accuracy']:.1f}%" if f["judge_accuracy"] else "?"
@@ -75,15 +81,18 @@ def table(out: dict, workdir: Path, epochs: int, binarize: bool) -> str:
                     f"{f['train_s']:.0f} | {f['wall_s']:.0f}"
                     + (f" (of which training the judge: {f['judge_trained_s']:.0f})"
                        if f["judge_trained_s"] else "") + f" | {f['max_rss_mb']:,.0f} MB |")
-    mlp, conv = out["runs"]["mlp"], out["runs"]["conv"]
-    lines = [f"Measured {out['date']} on {out['machine']}, the two runs one after the other "
+    (base_name, base), *others = out["runs"].items()
+    lines = [f"Measured {out['date']} on {out['machine']}, the runs one after the other "
              f"while other work ran on the machine (so the seconds compare loosely: "
              f"train s is the record's sum of training periods). Each run: "
-             f"`{' '.join(command('NET', Path('W'), epochs, binarize))}`.", "", *rows, "",
-             f"conv - mlp: test -ELBO {conv['test_loss'] - mlp['test_loss']:+.2f} nats, "
-             f"IW-NLL {conv['test_iw_nll'] - mlp['test_iw_nll']:+.2f} nats, training time "
-             f"{conv['train_s'] / mlp['train_s']:.1f}x, wall time less the judge's "
-             f"training {wall(conv) / wall(mlp):.1f}x."]
+             f"`{' '.join(command('NAME', Path('W'), epochs, binarize))}`, FLAGS: "
+             + "; ".join(f"{name}: `{' '.join(VARIANTS[name])}`" for name in out["runs"])
+             + ".", "", *rows, ""]
+    for name, f in others:
+        lines.append(f"{name} - {base_name}: test -ELBO {f['test_loss'] - base['test_loss']:+.2f} "
+                     f"nats, IW-NLL {f['test_iw_nll'] - base['test_iw_nll']:+.2f} nats, "
+                     f"training time {f['train_s'] / base['train_s']:.1f}x, wall time less the "
+                     f"judge's training {wall(f) / wall(base):.1f}x.")
     return "\n".join(lines) + "\n"
 
 
@@ -92,20 +101,26 @@ def main():
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/jaxtrain-vae-conv"))
     parser.add_argument("--from", dest="existing", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--variants", default="mlp,conv",
+                        help=f"comma-separated, the baseline first, of {', '.join(VARIANTS)}")
     parser.add_argument("--binarize", action="store_true",
                         help="binarized pixels (the literature's setting): results in "
                         "vae_conv_binarized.md")
     args = parser.parse_args()
     workdir = args.existing or args.workdir
+    variants = tuple(args.variants.split(","))
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"unknown variant {unknown[0]!r}: pick from {', '.join(VARIANTS)}")
     if args.existing is None:
-        for net in NETWORKS:
+        for net in variants:
             print(f"{net} ...", file=sys.stderr, flush=True)
             run(net, workdir, args.epochs, args.binarize)
     out = {"date": datetime.date.today().isoformat(),
            "machine": f"{os.cpu_count()} CPU cores",
-           "runs": {net: figures(net, workdir) for net in NETWORKS}}
+           "runs": {net: figures(net, workdir) for net in variants}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "vae_conv_binarized" if args.binarize else "vae_conv"
+    name = RESULT_NAMES.get(variants, "vae_" + "_".join(variants).replace("-", "_"))
+    name += "_binarized" if args.binarize else ""
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
     (RESULTS / f"{name}.md").write_text(table(out, workdir, args.epochs, args.binarize))
     print((RESULTS / f"{name}.md").read_text())

@@ -14,6 +14,7 @@ CONDITIONS = ("every-layer", "latent")
 PRIORS = ("class", "standard")
 ACTIVATIONS = ("relu", "gelu", "silu", "elu")  # models/vae.py:ACTIVATION_FNS
 NETWORKS = ("mlp", "conv")  # models/vae.py:VAE
+PIXEL_MODELS = ("independent", "local-ar")  # models/vae.py:VAE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,11 @@ class VAEConfig:
     channels: tuple[int, ...] = setting(
         (32, 64), "vae, --network conv: channels of the encoder's stages, each halving H and "
         "W (a residual block at the last); the decoder mirrors them.")
+    pixel_model: str = setting(
+        "independent", "vae: the decoder's pixels: independent given z and the class, or "
+        "local-ar (each pixel also sees the 12 pixels before it in a 5x5 window, PixelCNN's "
+        "mask A one layer deep: sharper likelihoods; sampling then fills the pixels one by "
+        "one).", choices=PIXEL_MODELS)
     num_classes: int = setting(10, cli=False)
     # (H, W, C) of the images, from the data's spec (models/spec.py) when the run is made.
     image_shape: tuple[int, ...] | None = setting(None, cli=False)
@@ -62,7 +68,7 @@ class VAEConfig:
     # The values of settings added since a run may have been saved that its parameters
     # were made with (a saved config lacking the field gets this, not the default).
     LEGACY = {"condition": "latent", "prior": "standard", "activation": "relu",
-              "network": "mlp"}
+              "network": "mlp", "pixel_model": "independent"}
 
     def __post_init__(self):
         # JSON and TOML give lists back; keep the dataclass hashable and comparable.

@@ -13,6 +13,11 @@ Two networks (VAEConfig.network) behind one encode/reparam/decode interface:
   upsampling, then a 3x3 convolution). The class enters every residual block as FiLM
   (a learned per-class scale and shift of the channels) and the decoder's input as a
   one-hot vector beside z.
+With pixel_model="local-ar" (either network) each pixel's logit is corrected by the 12
+pixels before it in a 5x5 window (models/networks.py:LocalAR): the decoder's z and class
+give the image's layout, the neighbours its local texture. Scoring an image is one pass;
+drawing one fills its pixels in raster order, each pixel's value (its Bernoulli mean)
+feeding the pixels after it.
 The encoder puts each class in a region of z, so the prior is learned per class
 (prior="class"), sending `sample --class c` to c's region (docs/evaluating.md: "Why the
 VAE's defaults are what they are").
@@ -31,7 +36,14 @@ import optax
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
 from jaxtrain.models.family import PRECISIONS, Family, example_keys
-from jaxtrain.models.networks import ConvDecoder, ConvEncoder, FeedForward
+from jaxtrain.models.networks import (
+    CAUSAL_TAPS,
+    ConvDecoder,
+    ConvEncoder,
+    FeedForward,
+    LocalAR,
+    causal_neighbours,
+)
 
 # The class prior's parameters are stored divided by this: AdamW moves a parameter by
 # about lr a step, and the class regions of z sit 3-5 units from the origin (Fashion-
@@ -57,6 +69,8 @@ class VAE(nn.Module):
             self.encoder = FeedForward(c.encoder_widths, self.dtype, c.activation)
             self.decoder = FeedForward(c.decoder_widths, self.dtype, c.activation)
             self.out = nn.Dense(math.prod(c.image_shape))
+        if c.pixel_model == "local-ar":
+            self.local_ar = LocalAR()
         self.mean = nn.Dense(c.latent_dim)
         self.logvar = nn.Dense(c.latent_dim)
         if c.condition == "latent":
@@ -101,11 +115,26 @@ class VAE(nn.Module):
             out = self.out(jnp.concatenate([self.decoder(z, onehot), onehot], axis=-1))
         return out.reshape(-1, *self.config.image_shape)
 
+    def pixel_outputs(self, out, x):
+        """The pixel outputs [B, H, W, Ch] that score images x [B, H, W, Ch] given the
+        decoder's `out`: `out` itself, or with local-ar each pixel's corrected by its causal
+        neighbours in x (one pass: a pixel never sees itself or the pixels after it)."""
+        if self.config.pixel_model == "independent":
+            return out
+        return self.local_ar(out, causal_neighbours(x))
+
+    def pixel_output(self, out, neighbours):
+        """local-ar, one pixel at a time: its output [N, Ch] from the decoder's [N, Ch] and
+        its causal neighbours' values [N, 12 * Ch] (VAEFamily.generate)."""
+        return self.local_ar(out, neighbours)
+
     def __call__(self, x, label, keys):
-        """(pixel outputs [B, H, W, Ch], q(z | x, c) and p(z | c), each as (mean, logvar))."""
+        """(pixel outputs [B, H, W, Ch] scoring x, q(z | x, c) and p(z | c), each as
+        (mean, logvar))."""
         mean, logvar = self.encode(x, label)
         z = self.reparam(mean, logvar, keys)
-        return self.decode(z, label), (mean, logvar), self.prior(label)
+        out = self.pixel_outputs(self.decode(z, label), x)
+        return out, (mean, logvar), self.prior(label)
 
 
 # --- Losses: per-example, in nats, free functions. ---
@@ -237,7 +266,9 @@ class VAEFamily(Family):
             z = mean[:, None] + std[:, None] * eps  # [B, C, Z]
             out = self.model.apply({"params": params}, z.reshape(b * chunk, z_dim),
                                    jnp.repeat(label, chunk), method=VAE.decode)  # [B*C, ...]
-            log_px = -bernoulli_nll(out, jnp.repeat(x, chunk, axis=0)).reshape(b, chunk)
+            xs = jnp.repeat(x, chunk, axis=0)
+            out = self.model.apply({"params": params}, out, xs, method=VAE.pixel_outputs)
+            log_px = -bernoulli_nll(out, xs).reshape(b, chunk)
             log_w = (log_px + log_normal(z, prior_mean[:, None], prior_logvar[:, None])
                      - log_normal(z, mean[:, None], logvar[:, None]))  # [B, C]
             real = ids < samples  # the last chunk may overhang K
@@ -281,9 +312,27 @@ class VAEFamily(Family):
         return self.generate(params, labels, self.latents(params, rng, labels))
 
     def generate(self, params, labels, z):
-        """Images [N, H, W, Ch] in [0, 1] for classes `labels` [N] from latents `z` [N, Z]."""
+        """Images [N, H, W, Ch] in [0, 1] for classes `labels` [N] from latents `z` [N, Z].
+        With local-ar the pixels are filled in raster order, each its decoded value (the
+        Bernoulli mean) given the values before it: H * W small steps in one lax.fori_loop."""
         out = self.model.apply({"params": params}, z, labels, method=VAE.decode)
-        return decoded_image(self.config, out)
+        if self.config.pixel_model == "independent":
+            return decoded_image(self.config, out)
+        n, h, w, c = out.shape
+        # The image sits in `padded` at [2:, 2:-2], so a pixel's 5x5 window never leaves it.
+
+        def fill(i, padded):
+            y, x = i // w, i % w
+            window = jax.lax.dynamic_slice(padded, (0, y, x, 0), (n, 3, 5, c))  # rows y-2..y
+            neighbours = jnp.concatenate([window[:, 2 + dy, 2 + dx] for dy, dx in CAUSAL_TAPS],
+                                         axis=-1)  # [N, 12 * Ch], as causal_neighbours
+            pixel_out = self.model.apply({"params": params}, out[:, y, x], neighbours,
+                                         method=VAE.pixel_output)  # [N, Ch]
+            return jax.lax.dynamic_update_slice(
+                padded, decoded_image(self.config, pixel_out)[:, None, None], (0, y + 2, x + 2, 0))
+
+        padded = jax.lax.fori_loop(0, h * w, fill, jnp.zeros((n, h + 2, w + 4, c), out.dtype))
+        return padded[:, 2:, 2:-2]
 
     def reconstruct(self, params, images, labels):
         """Reconstructions [N, H, W, Ch] from the posterior mean (no sampling noise)."""
