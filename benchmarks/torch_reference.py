@@ -225,6 +225,9 @@ def load_exported(path, device="cpu"):
         if c.get("network", "mlp") != "mlp":
             raise ValueError(f"{path} holds a --network {c['network']} VAE; the PyTorch twin "
                              "here is the MLP's (the safetensors file itself loads anywhere)")
+        if c.get("pixel_model", "independent") != "independent":
+            raise ValueError(f"{path} holds a --pixel-model {c['pixel_model']} VAE; the PyTorch "
+                             "twin here has independent pixels (the file itself loads anywhere)")
         side = math.isqrt(c.get("image_dim", 0))  # runs exported before image shapes
         model = TorchVAE(c["encoder_widths"], c["decoder_widths"], c["latent_dim"],
                          c["num_classes"], c["activation"], c["condition"], c["prior"],

@@ -8,6 +8,7 @@ Shapes: B batch, (H, W, Ch) an image, C classes, Z latent size, F width or chann
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ACTIVATION_FNS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
@@ -101,6 +102,24 @@ def causal_neighbours(x):
     padded = jnp.pad(x, ((0, 0), (2, 0), (2, 2), (0, 0)))
     return jnp.concatenate([padded[:, 2 + dy:2 + dy + h, 2 + dx:2 + dx + w]
                             for dy, dx in CAUSAL_TAPS], axis=-1)
+
+
+def raster_fill(out, pixel_value):
+    """Images [N, H, W, Ch] filled pixel by pixel in raster order: each pixel is
+    pixel_value(its decoder output [N, Ch], its causal neighbours' values [N, 12 * Ch]),
+    the neighbours taken from the pixels already filled (H * W steps of one lax.fori_loop)."""
+    n, h, w, c = out.shape
+
+    def fill(i, padded):  # the image sits in padded at [2:, 2:-2]: windows stay inside
+        y, x = i // w, i % w
+        window = jax.lax.dynamic_slice(padded, (0, y, x, 0), (n, 3, 5, c))  # rows y-2..y
+        neighbours = jnp.concatenate([window[:, 2 + dy, 2 + dx] for dy, dx in CAUSAL_TAPS],
+                                     axis=-1)  # [N, 12 * Ch], as causal_neighbours
+        value = pixel_value(out[:, y, x], neighbours)  # [N, Ch]
+        return jax.lax.dynamic_update_slice(padded, value[:, None, None], (0, y + 2, x + 2, 0))
+
+    padded = jax.lax.fori_loop(0, h * w, fill, jnp.zeros((n, h + 2, w + 4, c), out.dtype))
+    return padded[:, 2:, 2:-2]
 
 
 class LocalAR(nn.Module):

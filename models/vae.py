@@ -13,11 +13,9 @@ Two networks (VAEConfig.network) behind one encode/reparam/decode interface:
   upsampling, then a 3x3 convolution). The class enters every residual block as FiLM
   (a learned per-class scale and shift of the channels) and the decoder's input as a
   one-hot vector beside z.
-With pixel_model="local-ar" (either network) each pixel's logit is corrected by the 12
-pixels before it in a 5x5 window (models/networks.py:LocalAR): the decoder's z and class
-give the image's layout, the neighbours its local texture. Scoring an image is one pass;
-drawing one fills its pixels in raster order, each pixel's value (its Bernoulli mean)
-feeding the pixels after it.
+With pixel_model="local-ar" (either network) each pixel's logit also sees the 12 pixels
+before it in its 5x5 window (models/networks.py:LocalAR): scoring is one pass, drawing
+fills the pixels in raster order.
 The encoder puts each class in a region of z, so the prior is learned per class
 (prior="class"), sending `sample --class c` to c's region (docs/evaluating.md: "Why the
 VAE's defaults are what they are").
@@ -31,18 +29,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxtrain.models.binarize import dynamic_bits, test_bits
 from jaxtrain.models.configs import LIKELIHOODS, VAEConfig  # noqa: F401 (re-exported)
 from jaxtrain.models.family import PRECISIONS, Family, example_keys
+from jaxtrain.models.likelihoods import (
+    bernoulli_nll,
+    decoded_image,
+    kl_divergence,
+    log_normal,
+    reconstruction_nll,
+)
 from jaxtrain.models.networks import (
-    CAUSAL_TAPS,
     ConvDecoder,
     ConvEncoder,
     FeedForward,
     LocalAR,
     causal_neighbours,
+    raster_fill,
 )
 
 # The class prior's parameters are stored divided by this: AdamW moves a parameter by
@@ -135,47 +139,6 @@ class VAE(nn.Module):
         z = self.reparam(mean, logvar, keys)
         out = self.pixel_outputs(self.decode(z, label), x)
         return out, (mean, logvar), self.prior(label)
-
-
-# --- Losses: per-example, in nats, free functions. ---
-
-
-def per_example_sum(values):
-    """[B, ...] -> [B]: the sum over everything but the batch axis."""
-    return values.reshape(len(values), -1).sum(axis=-1)
-
-
-def bernoulli_nll(logits, x):
-    """-log p(x | logits) summed over pixels, x in [0, 1] (binary cross-entropy)."""
-    return per_example_sum(optax.sigmoid_binary_cross_entropy(logits, x))  # [B]
-
-
-def gaussian_nll(out, x):
-    """The tutorial's squared error, 0.5 * ||out - x||^2 per image (not a normalized density)."""
-    return per_example_sum(optax.l2_loss(out, x))  # [B]
-
-
-def kl_divergence(mean, logvar, prior_mean=0.0, prior_logvar=0.0):
-    """KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar))) per example; the
-    prior defaults to N(0, I)."""
-    return 0.5 * jnp.sum(prior_logvar - logvar - 1.0
-                         + (jnp.exp(logvar) + (mean - prior_mean) ** 2) / jnp.exp(prior_logvar),
-                         axis=-1)  # [B]
-
-
-def log_normal(x, mean, logvar):
-    """log N(x; mean, exp(logvar)) summed over the last axis."""
-    return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + logvar + (x - mean) ** 2 / jnp.exp(logvar),
-                          axis=-1)
-
-
-def reconstruction_nll(config, out, x):
-    return bernoulli_nll(out, x) if config.likelihood == "bernoulli" else gaussian_nll(out, x)
-
-
-def decoded_image(config, out):
-    """The image a decoder output stands for: the Bernoulli mean, or the clipped output."""
-    return jax.nn.sigmoid(out) if config.likelihood == "bernoulli" else jnp.clip(out, 0.0, 1.0)
 
 
 # --- The model family as the trainer sees it. ---
@@ -318,21 +281,9 @@ class VAEFamily(Family):
         out = self.model.apply({"params": params}, z, labels, method=VAE.decode)
         if self.config.pixel_model == "independent":
             return decoded_image(self.config, out)
-        n, h, w, c = out.shape
-        # The image sits in `padded` at [2:, 2:-2], so a pixel's 5x5 window never leaves it.
-
-        def fill(i, padded):
-            y, x = i // w, i % w
-            window = jax.lax.dynamic_slice(padded, (0, y, x, 0), (n, 3, 5, c))  # rows y-2..y
-            neighbours = jnp.concatenate([window[:, 2 + dy, 2 + dx] for dy, dx in CAUSAL_TAPS],
-                                         axis=-1)  # [N, 12 * Ch], as causal_neighbours
-            pixel_out = self.model.apply({"params": params}, out[:, y, x], neighbours,
-                                         method=VAE.pixel_output)  # [N, Ch]
-            return jax.lax.dynamic_update_slice(
-                padded, decoded_image(self.config, pixel_out)[:, None, None], (0, y + 2, x + 2, 0))
-
-        padded = jax.lax.fori_loop(0, h * w, fill, jnp.zeros((n, h + 2, w + 4, c), out.dtype))
-        return padded[:, 2:, 2:-2]
+        return raster_fill(out, lambda pixel_out, neighbours: decoded_image(
+            self.config, self.model.apply({"params": params}, pixel_out, neighbours,
+                                          method=VAE.pixel_output)))
 
     def reconstruct(self, params, images, labels):
         """Reconstructions [N, H, W, Ch] from the posterior mean (no sampling noise)."""

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import SHAPE, TINY, assert_one_line_error, fresh_params
 
-from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily, bernoulli_nll
+from jaxtrain.models.likelihoods import bernoulli_nll
+from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily
 from jaxtrain.training.engine.evaluate import iw_chunk
 
 ONE_D = VAEConfig(image_shape=SHAPE, encoder_widths=(8,), decoder_widths=(8,), latent_dim=1)

@@ -115,16 +115,19 @@ def test_conv_vae_on_scikit_learns_digits(tmp_path, jaxtrain):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", [12, 20])
-def test_conv_vae_on_rgb_folders_of_two_sizes(tmp_path, jaxtrain, size):
+@pytest.mark.parametrize("size, pixels", [(12, "independent"), (20, "local-ar")])
+def test_conv_vae_on_rgb_folders_of_two_sizes(tmp_path, jaxtrain, size, pixels):
+    """(The second size's pixels also see their neighbours: --pixel-model local-ar's
+    sampling, pixel by pixel, on RGB.)"""
     from PIL import Image
 
     folder = write_folder(tmp_path / "shapes")
     workdir = tmp_path / "run"
     jaxtrain("fit", "--dataset", "folder", "--data-dir", folder, "--image-size", size,
-             "--epochs", 1, *CONV, "--workdir", workdir, check=True)
+             "--epochs", 1, *CONV, "--pixel-model", pixels, "--workdir", workdir, check=True)
     config = checkpoint.restore(workdir).config
     assert tuple(config.model_config.image_shape) == (size, size, 3)
+    assert config.model_config.pixel_model == pixels
     out = tmp_path / "circle.png"
     jaxtrain("sample", "--class", "circle", "--num", 4, "--workdir", workdir, "--out", out,
              check=True)

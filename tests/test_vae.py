@@ -7,14 +7,8 @@ import pytest
 from conftest import DIGITS, SHAPE, fresh_params
 
 from jaxtrain.models.family import example_keys
-from jaxtrain.models.vae import (
-    VAE,
-    VAEConfig,
-    VAEFamily,
-    bernoulli_nll,
-    gaussian_nll,
-    kl_divergence,
-)
+from jaxtrain.models.likelihoods import bernoulli_nll, gaussian_nll, kl_divergence
+from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily
 
 TINY = VAEConfig(image_shape=SHAPE, encoder_widths=(16,), decoder_widths=(16,), latent_dim=4)
 
