@@ -53,6 +53,7 @@ def figures(net: str, workdir: Path) -> dict:
     parts = [float(p) for p in wall.group(1).split(":")]
     seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
+    cpu = re.search(r"Percent of CPU this job got: (\d+)%", err)
     judge = re.search(r"the judge's own test accuracy ([\d.]+)%", err)
     trained = re.search(r"trained the judge in (\d+) s", err)  # the first run of the data
     train_s = sum(json.loads(line).get("train_s", 0.0) for line in
@@ -63,6 +64,7 @@ def figures(net: str, workdir: Path) -> dict:
             "frechet": record["test_frechet"], "frechet_floor": record["test_frechet_floor"],
             "wall_s": seconds, "judge_trained_s": float(trained.group(1)) if trained else 0.0,
             "train_s": train_s, "max_rss_mb": rss / 1024,
+            "cpu_percent": int(cpu.group(1)) if cpu else None,
             "epochs": record["epoch"]}
 
 
@@ -72,7 +74,7 @@ def wall(f: dict) -> float:
 
 def table(out: dict, workdir: Path, epochs: int, binarize: bool) -> str:
     rows = ["| variant | test -ELBO | IW-NLL (K=100) | class accuracy (judge on real) | "
-            "Frechet (floor) | train s | wall s | max RSS |", "|" + " --- |" * 8]
+            "Frechet (floor) | train s | wall s | CPU | max RSS |", "|" + " --- |" * 9]
     for net, f in out["runs"].items():
         judge = f"{100 * f['judge_accuracy']:.1f}%" if f["judge_accuracy"] else "?"
         rows.append(f"| {net} | {f['test_loss']:.2f} | {f['test_iw_nll']:.2f} | "
@@ -80,11 +82,13 @@ def table(out: dict, workdir: Path, epochs: int, binarize: bool) -> str:
                     f"({f['frechet_floor']:.2f}, {f['frechet'] / f['frechet_floor']:.1f}x) | "
                     f"{f['train_s']:.0f} | {f['wall_s']:.0f}"
                     + (f" (of which training the judge: {f['judge_trained_s']:.0f})"
-                       if f["judge_trained_s"] else "") + f" | {f['max_rss_mb']:,.0f} MB |")
+                       if f["judge_trained_s"] else "")
+                    + f" | {f['cpu_percent'] or '?'}% | {f['max_rss_mb']:,.0f} MB |")
     (base_name, base), *others = out["runs"].items()
-    lines = [f"Measured {out['date']} on {out['machine']}, the runs one after the other "
-             f"while other work ran on the machine (so the seconds compare loosely: "
-             f"train s is the record's sum of training periods). Each run: "
+    lines = [f"Measured {out['date']} on {out['machine']}, the runs one after the other. "
+             f"train s is the record's sum of training periods; CPU is the share of a core "
+             f"the whole command got (/usr/bin/time's figure): well under the cores' sum "
+             f"means other work ran beside it and its seconds compare loosely. Each run: "
              f"`{' '.join(command('NAME', Path('W'), epochs, binarize))}`, FLAGS: "
              + "; ".join(f"{name}: `{' '.join(VARIANTS[name])}`" for name in out["runs"])
              + ".", "", *rows, ""]
@@ -115,7 +119,8 @@ def main():
         for net in variants:
             print(f"{net} ...", file=sys.stderr, flush=True)
             run(net, workdir, args.epochs, args.binarize)
-    out = {"date": datetime.date.today().isoformat(),
+    measured = max((workdir / f"{net}.err").stat().st_mtime for net in variants)
+    out = {"date": datetime.date.fromtimestamp(measured).isoformat(),
            "machine": f"{os.cpu_count()} CPU cores",
            "runs": {net: figures(net, workdir) for net in variants}}
     RESULTS.mkdir(parents=True, exist_ok=True)
