@@ -28,8 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 # name: the flags of `fit` that make it; the first of a comparison is its baseline.
 VARIANTS = {"mlp": ["--network", "mlp"], "conv": ["--network", "conv"],
-            "local-ar": ["--network", "mlp", "--pixel-model", "local-ar"]}
-RESULT_NAMES = {("mlp", "conv"): "vae_conv", ("mlp", "local-ar"): "vae_local_ar"}
+            "local-ar": ["--network", "mlp", "--pixel-model", "local-ar"],
+            "local-ar-kl0.1": ["--network", "mlp", "--pixel-model", "local-ar",
+                               "--kl-weight", "0.1"]}
+RESULT_NAMES = {("mlp", "conv"): "vae_conv", ("mlp", "local-ar"): "vae_local_ar",
+                ("mlp", "local-ar", "local-ar-kl0.1"): "vae_local_ar"}
 
 
 def command(net: str, workdir: Path, epochs: int, binarize: bool = False) -> list[str]:
