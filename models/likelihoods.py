@@ -44,3 +44,14 @@ def reconstruction_nll(config, out, x):
 def decoded_image(config, out):
     """The image a decoder output stands for: the Bernoulli mean, or the clipped output."""
     return jax.nn.sigmoid(out) if config.likelihood == "bernoulli" else jnp.clip(out, 0.0, 1.0)
+
+
+def fill_values(config, logits, key):
+    """What a raster fill (models/networks.py:raster_fill) feeds forward and shows of a
+    pixel with these logits: its decoded value, both; with binarize a bit drawn from its
+    Bernoulli mean (the neighbours were bits in training) and the mean, shown as the
+    independent model shows its means."""
+    mean = decoded_image(config, logits)
+    if not config.binarize:
+        return mean, mean
+    return jax.random.bernoulli(key, mean).astype(mean.dtype), mean

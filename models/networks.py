@@ -104,22 +104,26 @@ def causal_neighbours(x):
                             for dy, dx in CAUSAL_TAPS], axis=-1)
 
 
-def raster_fill(out, pixel_value):
-    """Images [N, H, W, Ch] filled pixel by pixel in raster order: each pixel is
-    pixel_value(its decoder output [N, Ch], its causal neighbours' values [N, 12 * Ch]),
-    the neighbours taken from the pixels already filled (H * W steps of one lax.fori_loop)."""
+def raster_fill(out, pixel_value, key):
+    """Images [N, H, W, Ch] filled pixel by pixel in raster order (H * W steps of one
+    lax.fori_loop). For each pixel, pixel_value(its decoder output [N, Ch], its causal
+    neighbours' values [N, 12 * Ch], fold_in(key, its raster index)) gives the value its
+    later neighbours see and the value shown; returns both images (fed, shown)."""
     n, h, w, c = out.shape
 
-    def fill(i, padded):  # the image sits in padded at [2:, 2:-2]: windows stay inside
+    def fill(i, images):  # fed sits in a padded image at [2:, 2:-2]: windows stay inside
+        fed, shown = images
         y, x = i // w, i % w
-        window = jax.lax.dynamic_slice(padded, (0, y, x, 0), (n, 3, 5, c))  # rows y-2..y
+        window = jax.lax.dynamic_slice(fed, (0, y, x, 0), (n, 3, 5, c))  # rows y-2..y
         neighbours = jnp.concatenate([window[:, 2 + dy, 2 + dx] for dy, dx in CAUSAL_TAPS],
                                      axis=-1)  # [N, 12 * Ch], as causal_neighbours
-        value = pixel_value(out[:, y, x], neighbours)  # [N, Ch]
-        return jax.lax.dynamic_update_slice(padded, value[:, None, None], (0, y + 2, x + 2, 0))
+        value, seen = pixel_value(out[:, y, x], neighbours, jax.random.fold_in(key, i))
+        return (jax.lax.dynamic_update_slice(fed, value[:, None, None], (0, y + 2, x + 2, 0)),
+                jax.lax.dynamic_update_slice(shown, seen[:, None, None], (0, y, x, 0)))
 
-    padded = jax.lax.fori_loop(0, h * w, fill, jnp.zeros((n, h + 2, w + 4, c), out.dtype))
-    return padded[:, 2:, 2:-2]
+    start = (jnp.zeros((n, h + 2, w + 4, c), out.dtype), jnp.zeros_like(out))
+    fed, shown = jax.lax.fori_loop(0, h * w, fill, start)
+    return fed[:, 2:, 2:-2], shown
 
 
 class LocalAR(nn.Module):

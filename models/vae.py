@@ -36,6 +36,7 @@ from jaxtrain.models.family import PRECISIONS, Family, example_keys
 from jaxtrain.models.likelihoods import (
     bernoulli_nll,
     decoded_image,
+    fill_values,
     kl_divergence,
     log_normal,
     reconstruction_nll,
@@ -80,10 +81,9 @@ class VAE(nn.Module):
         if c.condition == "latent":
             self.class_proj = nn.Dense(c.latent_dim)
         if c.prior == "class":  # starts as N(0, I) for every class
-            self.prior_mean = nn.Embed(c.num_classes, c.latent_dim,
-                                       embedding_init=nn.initializers.zeros)
-            self.prior_logvar = nn.Embed(c.num_classes, c.latent_dim,
-                                         embedding_init=nn.initializers.zeros)
+            zeros = nn.initializers.zeros
+            self.prior_mean = nn.Embed(c.num_classes, c.latent_dim, embedding_init=zeros)
+            self.prior_logvar = nn.Embed(c.num_classes, c.latent_dim, embedding_init=zeros)
 
     def prior(self, label):
         """p(z | c) as (mean, logvar) [B, Z]: N(0, I), or a learned Gaussian per class."""
@@ -128,13 +128,11 @@ class VAE(nn.Module):
         return self.local_ar(out, causal_neighbours(x))
 
     def pixel_output(self, out, neighbours):
-        """local-ar, one pixel at a time: its output [N, Ch] from the decoder's [N, Ch] and
-        its causal neighbours' values [N, 12 * Ch] (VAEFamily.generate)."""
+        """local-ar for one pixel: output [N, Ch] from the decoder's and 12 neighbours' values."""
         return self.local_ar(out, neighbours)
 
     def __call__(self, x, label, keys):
-        """(pixel outputs [B, H, W, Ch] scoring x, q(z | x, c) and p(z | c), each as
-        (mean, logvar))."""
+        """(pixel outputs [B, H, W, Ch] scoring x, (mean, logvar) of q(z | x, c), of p(z | c))."""
         mean, logvar = self.encode(x, label)
         z = self.reparam(mean, logvar, keys)
         out = self.pixel_outputs(self.decode(z, label), x)
@@ -259,31 +257,33 @@ class VAEFamily(Family):
         return {"samples": (samples, self.config.num_classes),
                 "recon": (np.concatenate([images, recon]), len(images))}
 
-    # The samplers are jitted whole (one program each, compiled once per family): run
-    # eagerly, each of their operations would compile on its own at the first evaluation.
+    # The samplers are jitted whole: eagerly, each operation would compile on its own.
 
     @functools.partial(jax.jit, static_argnums=0)
     def _epoch_images(self, params, rng, images, labels):
         n = self.config.num_classes
         classes = jnp.repeat(jnp.arange(n), n)
         eps = jnp.tile(jax.random.normal(rng, (n, self.config.latent_dim)), (n, 1))
-        return (self.generate(params, classes, self.latents(params, rng, classes, eps)),
+        z = self.latents(params, rng, classes, eps)
+        return (self.generate(params, classes, z, jax.random.fold_in(rng, 1)),
                 self.reconstruct(params, images, labels))
 
     @functools.partial(jax.jit, static_argnums=0)
     def _sample(self, params, labels, rng):
-        return self.generate(params, labels, self.latents(params, rng, labels))
+        z = self.latents(params, rng, labels)
+        return self.generate(params, labels, z, jax.random.fold_in(rng, 1))
 
-    def generate(self, params, labels, z):
+    def generate(self, params, labels, z, rng=None):
         """Images [N, H, W, Ch] in [0, 1] for classes `labels` [N] from latents `z` [N, Z].
-        With local-ar the pixels are filled in raster order, each its decoded value (the
-        Bernoulli mean) given the values before it: H * W small steps in one lax.fori_loop."""
+        With local-ar the pixels are filled in raster order, each given the ones before it
+        (likelihoods.py:fill_values; rng, or key 0, draws a binarized model's bits)."""
         out = self.model.apply({"params": params}, z, labels, method=VAE.decode)
         if self.config.pixel_model == "independent":
             return decoded_image(self.config, out)
-        return raster_fill(out, lambda pixel_out, neighbours: decoded_image(
+        return raster_fill(out, lambda pixel_out, neighbours, key: fill_values(
             self.config, self.model.apply({"params": params}, pixel_out, neighbours,
-                                          method=VAE.pixel_output)))
+                                          method=VAE.pixel_output), key),
+            jax.random.PRNGKey(0) if rng is None else rng)[1]
 
     def reconstruct(self, params, images, labels):
         """Reconstructions [N, H, W, Ch] from the posterior mean (no sampling noise)."""

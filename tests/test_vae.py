@@ -7,7 +7,8 @@ import pytest
 from conftest import DIGITS, SHAPE, fresh_params
 
 from jaxtrain.models.family import example_keys
-from jaxtrain.models.likelihoods import bernoulli_nll, gaussian_nll, kl_divergence
+from jaxtrain.models.likelihoods import bernoulli_nll, fill_values, gaussian_nll, kl_divergence
+from jaxtrain.models.networks import raster_fill
 from jaxtrain.models.vae import VAE, VAEConfig, VAEFamily
 
 TINY = VAEConfig(image_shape=SHAPE, encoder_widths=(16,), decoder_widths=(16,), latent_dim=4)
@@ -236,3 +237,15 @@ def test_local_ar_pixels_see_only_the_pixels_before_them_and_sampling_fills_them
     again = jax.nn.sigmoid(score(decoded, images))
     assert images.shape == (2, 12, 10, 3)
     np.testing.assert_allclose(images, again, atol=1e-5)
+    # Binarized: the fill feeds bits drawn from each pixel's mean (training's neighbours
+    # were bits) and shows the means given them; another key draws other bits.
+    binary = VAEFamily(dataclasses.replace(config, binarize=True))
+    fill = jax.jit(lambda key: raster_fill(decoded, lambda out, neighbours, k: fill_values(
+        binary.config, family.model.apply({"params": params}, out, neighbours,
+                                          method=VAE.pixel_output), k), key))
+    bits, means = fill(jax.random.PRNGKey(7))
+    assert set(np.unique(bits)) == {0.0, 1.0}
+    np.testing.assert_allclose(means, jax.nn.sigmoid(score(decoded, bits)), atol=1e-5)
+    assert not np.allclose(means, fill(jax.random.PRNGKey(8))[1])
+    np.testing.assert_allclose(jax.jit(binary.generate)(params, labels, z,
+                                                        jax.random.PRNGKey(7)), means, atol=1e-6)
