@@ -5,10 +5,10 @@
 
 for each variant NAME (VARIANTS: its FLAGS), each under /usr/bin/time -v, one after the
 other. Writes benchmarks/results/vae_conv.md and .json (mlp, conv), or with --variants
-mlp,local-ar vae_local_ar.md and .json (a _binarized suffix with --binarize): test
--ELBO, IW-NLL (K = 100), the judge's class accuracy of 100 samples per
+mlp,local-ar[,local-ar-kl0.1] vae_local_ar.md and .json (a _binarized suffix with
+--binarize): test -ELBO, IW-NLL (K = 100), the judge's class accuracy of 100 samples per
 class against its accuracy on real test images, Frechet distance against the floor
-(training images), wall time and peak RSS. With --from W, only the table is written,
+(training images), wall time, CPU share and peak RSS. With --from W, only the table is written,
 from runs this script (or the same commands) made in W.
 
     python benchmarks/vae_conv.py [--variants mlp,conv] [--workdir W] [--from W]
