@@ -74,11 +74,12 @@ bench: install data
 	$(BIN)/python benchmarks/bench.py --dataset fashion-mnist
 
 # What benchmarks/gpu_check.sh takes to a GPU machine that cannot download (docs/gpu.md):
-# two small wheels its Python may lack, and Fashion-MNIST.
+# two small wheels its Python may lack, Fashion-MNIST and the Vim manual (the baby GPT's text).
 gpu-carry: install data
 	mkdir -p .gpu-carry/wheels .gpu-carry/fashion-mnist
 	$(BIN)/python -m pip download --quiet --no-deps -d .gpu-carry/wheels tensorboardX tomli-w
 	cp /usr/share/datasets/fashion-mnist/*.gz .gpu-carry/fashion-mnist/
+	cat /usr/share/vim/vim*/doc/usr_*.txt > .gpu-carry/vim-manual.txt
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache site

@@ -142,7 +142,7 @@ def resume_case(data_dir: Path, flags: list[str], train_images: int):
             "first_line": first}
 
 
-def whole_commands(record, data_dir: Path, quick: bool):
+def whole_commands(record, data_dir: Path, quick: bool, text: Path | None):
     """The issue's whole commands on the GPU, cold and warm compilation cache
     (bench.whole_command), against the PyTorch CUDA scripts: the default VAE for 3 epochs
     (time to its first step is in its start line), the digits Transformer for 1 epoch,
@@ -159,14 +159,17 @@ def whole_commands(record, data_dir: Path, quick: bool):
             "--data-dir", str(data_dir), "--epochs", "3"], 1)
     record("whole", "digits Transformer, 1 epoch", bench.whole_command,
            ["--model", "transformer", *images, "--epochs", 1], None, 1)
-    text = bench.vim_manual()
+    baby_gpt(record, text)
+
+
+def baby_gpt(record, text: Path | None):
+    """nanoGPT's baby GPT for 2000 steps at equal work (bench.baby_gpt_commands: its
+    evaluations, checkpoints and per-step loss reads on both sides), jaxtrain cold and
+    warm, against the PyTorch script on CUDA (it takes the GPU when there is one)."""
+    text = text or bench.vim_manual()
     if text:
-        record("whole", "baby GPT, 2000 steps", bench.whole_command,
-               ["--model", "transformer", "--dataset", "text", "--data-file", text,
-                "--context", 64, "--batch-size", 12, "--steps", 2000, "--dropout", 0,
-                "--eval-every", 250],
-               [sys.executable, str(here / "torch_char_script.py"), "--data-file", str(text),
-                "--steps", "2000"], 1)
+        record("whole", "baby GPT, 2000 steps, nanoGPT's work", bench.whole_command,
+               *bench.baby_gpt_commands(text), 1)
 
 
 def markdown(results) -> str:
@@ -213,8 +216,11 @@ def main():
                         help="holds FashionMNIST/raw/ (the IDX files)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
-    parser.add_argument("--section", choices=("all", "whole", "steps"), default="all",
-                        help="whole: only the whole commands; steps: all but them")
+    parser.add_argument("--section", choices=("all", "whole", "steps", "baby-gpt"),
+                        default="all", help="whole: only the whole commands; steps: all but "
+                        "them; baby-gpt: only the baby GPT's whole commands")
+    parser.add_argument("--text", type=Path, default=None,
+                        help="the baby GPT's text [default: the Vim manual, where installed]")
     args = parser.parse_args()
     quick, repeats = args.quick, 1 if args.quick else args.repeats
     gpu = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "no GPU (CPU fallback)"
@@ -240,8 +246,10 @@ def main():
         (args.out / "gpu_bench.md").write_text(markdown(results))
 
     if args.section in ("all", "whole"):
-        whole_commands(record, args.data_dir, quick)
-    if args.section == "whole":
+        whole_commands(record, args.data_dir, quick, args.text)
+    if args.section == "baby-gpt":
+        baby_gpt(record, args.text)
+    if args.section in ("whole", "baby-gpt"):
         print(markdown(results))
         return
     tiny = dict(layers=1, d_model=32, heads=2) if quick else {}

@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,26 +31,61 @@ RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = {"mlp": ["--network", "mlp"], "conv": ["--network", "conv"],
             "local-ar": ["--network", "mlp", "--pixel-model", "local-ar"],
             "local-ar-kl0.1": ["--network", "mlp", "--pixel-model", "local-ar",
-                               "--kl-weight", "0.1"]}
+                               "--kl-weight", "0.1"],
+            "conv-wide": ["--network", "conv", "--channels", "64,128"],
+            "conv-deep": ["--network", "conv", "--channels", "32,64,128"],
+            "conv-s10": ["--network", "conv", "--steps-per-call", "10"],
+            "conv-local-ar-kl0.1": ["--network", "conv", "--pixel-model", "local-ar",
+                                    "--kl-weight", "0.1"]}
 RESULT_NAMES = {("mlp", "conv"): "vae_conv", ("mlp", "local-ar"): "vae_local_ar",
                 ("mlp", "local-ar", "local-ar-kl0.1"): "vae_local_ar"}
 
 
-def command(net: str, workdir: Path, epochs: int, binarize: bool = False) -> list[str]:
-    return ["jaxtrain", "fit", "--dataset", "fashion-mnist", "--epochs", str(epochs),
+# /usr/bin/time -v's lines that figures() reads, for a machine without GNU time.
+_TIMED = ("import os, subprocess, sys, time; t = time.perf_counter(); "
+          "c = subprocess.Popen(sys.argv[1:]); _, s, u = os.wait4(c.pid, 0); "
+          "w = time.perf_counter() - t; e = sys.stderr; "
+          "print(f'Percent of CPU this job got: {round(100 * (u.ru_utime + u.ru_stime) / w)}%', "
+          "file=e); print(f'Elapsed (wall clock) time (h:mm:ss or m:ss): {int(w // 60)}:"
+          "{w % 60:05.2f}', file=e); print(f'Maximum resident set size (kbytes): {u.ru_maxrss}', "
+          "file=e); sys.exit(os.waitstatus_to_exitcode(s))")
+
+
+def command(net: str, workdir: Path, epochs: int, binarize: bool = False, iw: int = 100,
+            fit=("jaxtrain", "fit")) -> list[str]:
+    return [*fit, "--dataset", "fashion-mnist", "--epochs", str(epochs),
             *VARIANTS.get(net, ["FLAGS"]), *(["--binarize"] if binarize else []), "--final-eval",
-            "iw=100,samples=100", "--workdir", str(workdir / net), "--overwrite"]
+            f"iw={iw},samples=100", "--workdir", str(workdir / net), "--overwrite"]
 
 
-def run(net: str, workdir: Path, epochs: int, binarize: bool) -> None:
-    """The fit under /usr/bin/time -v; its stderr (progress, time's report) kept beside."""
+def start(net: str, workdir: Path, epochs: int, binarize: bool, iw: int,
+          data_dir: Path | None) -> subprocess.Popen:
+    """The fit under /usr/bin/time -v, started; its stderr (progress, time's report) kept
+    beside. `python -m jaxtrain.cli.main` where no `jaxtrain` command is installed."""
     workdir.mkdir(parents=True, exist_ok=True)
+    fit = (["jaxtrain"] if shutil.which("jaxtrain")
+           else [sys.executable, "-m", "jaxtrain.cli.main"]) + ["fit"]
+    argv = command(net, workdir, epochs, binarize, iw, fit)
+    if data_dir:
+        argv += ["--data-dir", str(data_dir), "--no-download"]
+    timer = (["/usr/bin/time", "-v"] if os.path.exists("/usr/bin/time")
+             else [sys.executable, "-c", _TIMED])
     with open(workdir / f"{net}.err", "w") as err:
-        subprocess.run(["/usr/bin/time", "-v", *command(net, workdir, epochs, binarize)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen([*timer, *argv], stdout=subprocess.DEVNULL, stderr=err)
 
 
-def figures(net: str, workdir: Path) -> dict:
+def machine() -> str:
+    """The GPU's name where nvidia-smi names one, and the CPU cores."""
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        gpu = ""
+    cores = f"{os.cpu_count()} CPU cores"
+    return f"{gpu.splitlines()[0]} ({cores})" if gpu else cores
+
+
+def figures(net: str, workdir: Path, iw: int) -> dict:
     err = (workdir / f"{net}.err").read_text()
     record = json.loads((workdir / net / "metrics.jsonl").read_text().splitlines()[-1])
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", err)
@@ -62,7 +98,7 @@ def figures(net: str, workdir: Path) -> dict:
     train_s = sum(json.loads(line).get("train_s", 0.0) for line in
                   (workdir / net / "metrics.jsonl").read_text().splitlines())
     return {"test_loss": record["test_loss"], "test_iw_nll": record["test_iw_nll"],
-            "iw_samples": 100, "class_accuracy": record["test_class_accuracy"],
+            "iw_samples": iw, "class_accuracy": record["test_class_accuracy"],
             "judge_accuracy": float(judge.group(1)) / 100 if judge else None,
             "frechet": record["test_frechet"], "frechet_floor": record["test_frechet_floor"],
             "wall_s": seconds, "judge_trained_s": float(trained.group(1)) if trained else 0.0,
@@ -76,7 +112,8 @@ def wall(f: dict) -> float:
 
 
 def table(out: dict, workdir: Path, epochs: int, binarize: bool) -> str:
-    rows = ["| variant | test -ELBO | IW-NLL (K=100) | class accuracy (judge on real) | "
+    iw = out.get("iw_samples", 100)
+    rows = [f"| variant | test -ELBO | IW-NLL (K={iw}) | class accuracy (judge on real) | "
             "Frechet (floor) | train s | wall s | CPU | max RSS |", "|" + " --- |" * 9]
     for net, f in out["runs"].items():
         judge = f"{100 * f['judge_accuracy']:.1f}%" if f["judge_accuracy"] else "?"
@@ -88,11 +125,14 @@ def table(out: dict, workdir: Path, epochs: int, binarize: bool) -> str:
                        if f["judge_trained_s"] else "")
                     + f" | {f['cpu_percent'] or '?'}% | {f['max_rss_mb']:,.0f} MB |")
     (base_name, base), *others = out["runs"].items()
-    lines = [f"Measured {out['date']} on {out['machine']}, the runs one after the other. "
+    at_once = out.get("parallel", 1)
+    how = ("the runs one after the other" if at_once == 1 else
+           f"up to {at_once} runs at once (so their seconds compare loosely)")
+    lines = [f"Measured {out['date']} on {out['machine']}, {how}. "
              f"train s is the record's sum of training periods; CPU is the share of a core "
              f"the whole command got (/usr/bin/time's figure): well under the cores' sum "
              f"means other work ran beside it and its seconds compare loosely. Each run: "
-             f"`{' '.join(command('NAME', Path('W'), epochs, binarize))}`, FLAGS: "
+             f"`{' '.join(command('NAME', Path('W'), epochs, binarize, iw))}`, FLAGS: "
              + "; ".join(f"{name}: `{' '.join(VARIANTS[name])}`" for name in out["runs"])
              + ".", "", *rows, ""]
     for name, f in others:
@@ -113,25 +153,53 @@ def main():
     parser.add_argument("--binarize", action="store_true",
                         help="binarized pixels (the literature's setting): results in "
                         "vae_conv_binarized.md")
+    parser.add_argument("--iw", type=int, default=100,
+                        help="importance samples of the final IW-NLL (issue 30's: 1000)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="runs at once (their times then compare loosely)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="holds FashionMNIST/raw/ [default: jaxtrain's]")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the table goes")
+    parser.add_argument("--name", default=None, help="the table's file name, without suffix")
+    parser.add_argument("--no-table", action="store_true", help="only the runs")
     args = parser.parse_args()
     workdir = args.existing or args.workdir
     variants = tuple(args.variants.split(","))
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"unknown variant {unknown[0]!r}: pick from {', '.join(VARIANTS)}")
     if args.existing is None:
-        for net in variants:
-            print(f"{net} ...", file=sys.stderr, flush=True)
-            run(net, workdir, args.epochs, args.binarize)
+        settings = {"machine": machine(), "iw_samples": args.iw, "parallel": args.parallel}
+        pending, running, failed = list(variants), [], []
+        while pending or running:
+            while pending and len(running) < args.parallel:
+                print(f"{pending[0]} ...", file=sys.stderr, flush=True)
+                net = pending.pop(0)
+                running.append((net, start(net, workdir, args.epochs, args.binarize, args.iw,
+                                           args.data_dir)))
+            net, proc = running.pop(0)
+            if proc.wait():  # the others go on: a failed variant must not lose their figures
+                print(f"{net} failed: see {workdir / net}.err", file=sys.stderr, flush=True)
+                failed.append(net)
+            else:
+                (workdir / net / "bench-settings.json").write_text(json.dumps(settings) + "\n")
+        if failed:
+            raise SystemExit(f"failed: {', '.join(failed)}")
+    if args.no_table:
+        return
+    settings = [json.loads(f.read_text()) for net in variants
+                if (f := workdir / net / "bench-settings.json").exists()]
     measured = max((workdir / f"{net}.err").stat().st_mtime for net in variants)
     out = {"date": datetime.date.fromtimestamp(measured).isoformat(),
-           "machine": f"{os.cpu_count()} CPU cores",
-           "runs": {net: figures(net, workdir) for net in variants}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = RESULT_NAMES.get(variants, "vae_" + "_".join(variants).replace("-", "_"))
+           "machine": settings[0]["machine"] if settings else f"{os.cpu_count()} CPU cores",
+           "iw_samples": settings[0]["iw_samples"] if settings else args.iw,
+           "parallel": max((s["parallel"] for s in settings), default=1)}
+    out["runs"] = {net: figures(net, workdir, out["iw_samples"]) for net in variants}
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.name or RESULT_NAMES.get(variants, "vae_" + "_".join(variants).replace("-", "_"))
     name += "_binarized" if args.binarize else ""
-    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
-    (RESULTS / f"{name}.md").write_text(table(out, workdir, args.epochs, args.binarize))
-    print((RESULTS / f"{name}.md").read_text())
+    (args.out / f"{name}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (args.out / f"{name}.md").write_text(table(out, workdir, args.epochs, args.binarize))
+    print((args.out / f"{name}.md").read_text())
 
 
 if __name__ == "__main__":
