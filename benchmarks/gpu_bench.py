@@ -175,11 +175,12 @@ def baby_gpt(record, text: Path | None):
 def markdown(results) -> str:
     m = results["machine"]
     lines = [f"Measured {m['date']} on {m['gpu']} ({m['host_cores']} CPU cores), jax "
-             f"{m['jax']}, torch {m['torch']}. Median (min-max) of {m['repeats']} alternating "
-             "repeats; ratio = jaxtrain / PyTorch CUDA eager (bf16: `torch.autocast`), pair "
-             "by pair.", "",
-             "| case | precision | jaxtrain | PyTorch | ratio | attention |",
-             "|---|---|---|---|---|---|"]
+             f"{m['jax']}, torch {m['torch']}."]
+    if results["cases"]:
+        lines[0] += (f" Median (min-max) of {m['repeats']} alternating repeats; ratio = "
+                     "jaxtrain / PyTorch CUDA eager (bf16: `torch.autocast`), pair by pair.")
+        lines += ["", "| case | precision | jaxtrain | PyTorch | ratio | attention |",
+                  "|---|---|---|---|---|---|"]
     for name, r in results["cases"].items():
         if "error" in r:
             lines.append(f"| {name} | | error: {r['error'][:120]} | | | |")

@@ -35,6 +35,11 @@ VARIANTS = {"mlp": ["--network", "mlp"], "conv": ["--network", "conv"],
             "conv-wide": ["--network", "conv", "--channels", "64,128"],
             "conv-deep": ["--network", "conv", "--channels", "32,64,128"],
             "conv-s10": ["--network", "conv", "--steps-per-call", "10"],
+            "conv-deep-s10": ["--network", "conv", "--channels", "32,64,128",
+                              "--steps-per-call", "10"],
+            "conv-big": ["--network", "conv", "--channels", "64,128,256"],
+            "conv-deep-z64": ["--network", "conv", "--channels", "32,64,128",
+                              "--latent-dim", "64"],
             "conv-local-ar-kl0.1": ["--network", "conv", "--pixel-model", "local-ar",
                                     "--kl-weight", "0.1"]}
 RESULT_NAMES = {("mlp", "conv"): "vae_conv", ("mlp", "local-ar"): "vae_local_ar",
@@ -127,14 +132,14 @@ def table(out: dict, workdir: Path, epochs: int, binarize: bool) -> str:
     (base_name, base), *others = out["runs"].items()
     at_once = out.get("parallel", 1)
     how = ("the runs one after the other" if at_once == 1 else
-           f"up to {at_once} runs at once (so their seconds compare loosely)")
+           "some runs at once on one machine (so their seconds compare loosely)")
     lines = [f"Measured {out['date']} on {out['machine']}, {how}. "
              f"train s is the record's sum of training periods; CPU is the share of a core "
              f"the whole command got (/usr/bin/time's figure): well under the cores' sum "
              f"means other work ran beside it and its seconds compare loosely. Each run: "
              f"`{' '.join(command('NAME', Path('W'), epochs, binarize, iw))}`, FLAGS: "
              + "; ".join(f"{name}: `{' '.join(VARIANTS[name])}`" for name in out["runs"])
-             + ".", "", *rows, ""]
+             + "." + (f" {out['note']}" if out.get("note") else ""), "", *rows, ""]
     for name, f in others:
         lines.append(f"{name} - {base_name}: test -ELBO {f['test_loss'] - base['test_loss']:+.2f} "
                      f"nats, IW-NLL {f['test_iw_nll'] - base['test_iw_nll']:+.2f} nats, "
@@ -162,6 +167,8 @@ def main():
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table goes")
     parser.add_argument("--name", default=None, help="the table's file name, without suffix")
     parser.add_argument("--no-table", action="store_true", help="only the runs")
+    parser.add_argument("--note", default="", help="a sentence the table's header adds "
+                        "(how the runs were made, where the script cannot know it)")
     args = parser.parse_args()
     workdir = args.existing or args.workdir
     variants = tuple(args.variants.split(","))
@@ -192,7 +199,7 @@ def main():
     out = {"date": datetime.date.fromtimestamp(measured).isoformat(),
            "machine": settings[0]["machine"] if settings else f"{os.cpu_count()} CPU cores",
            "iw_samples": settings[0]["iw_samples"] if settings else args.iw,
-           "parallel": max((s["parallel"] for s in settings), default=1)}
+           "parallel": max((s["parallel"] for s in settings), default=1), "note": args.note}
     out["runs"] = {net: figures(net, workdir, out["iw_samples"]) for net in variants}
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.name or RESULT_NAMES.get(variants, "vae_" + "_".join(variants).replace("-", "_"))
