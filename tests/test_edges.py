@@ -165,6 +165,29 @@ def test_a_transformer_run_of_short_epochs_fits_its_family_warmup(monkeypatch, j
     assert seen == [frozenset(), {("train", "warmup_steps")}]
 
 
+def test_the_conv_vae_steps_ten_a_call_off_a_cpu():
+    """The conv VAE's one step a call is a CPU's default: on a GPU it takes the VAE's 10,
+    unless a layer set it or 10 steps do not fit between two evaluations; on a CPU it
+    keeps its 1, and the MLP VAE its 10 everywhere."""
+    from jaxtrain.training.settings.defaults import fitted, to_fit
+    from jaxtrain.training.settings.files import Layer, resolve
+
+    def run(**model_config):
+        return resolve([Layer("flag", {"model_config": model_config,
+                                       "train": {"epochs": 1}})])[0]
+
+    conv, mlp = run(network="conv"), run(network="mlp")
+    assert conv.train.steps_per_call == 1 and mlp.train.steps_per_call == 10
+    spc = lambda *a, **k: fitted(*a, **k).train.steps_per_call  # noqa: E731
+    assert spc(conv, frozenset(), 468, "gpu") == 10
+    assert spc(conv, frozenset(), 468, "cpu") == 1
+    assert spc(conv, frozenset(), 468) == 1
+    assert spc(conv, {("train", "steps_per_call")}, 468, "gpu") == 1
+    assert spc(conv, frozenset(), 8, "gpu") == 1  # 8 steps between evaluations
+    assert spc(mlp, frozenset(), 468, "gpu") == 10
+    assert ("train", "steps_per_call") in to_fit(conv, frozenset())
+
+
 def test_a_printed_config_leaves_the_family_warmup_to_be_fitted(tmp_path, jaxtrain):
     """--print-config of a run in epochs comments the family's warmup out, so the file
     trains what the command would (the warmup fitted to the run); a set one stays."""

@@ -155,7 +155,7 @@ def prepare(config: RunConfig, given=frozenset(), open_data: bool = True):
     config = with_spec(config, getattr(source, "spec", spec))
     config = with_layout(config)
     if source is not None:
-        config = fitted(config, given, source.steps_per_epoch)
+        config = fitted(config, given, source.steps_per_epoch, jax.default_backend())
     if restored is None:
         return config, None, source
     where = Path(config.train.init_from).absolute()

@@ -15,6 +15,7 @@ FAMILY_DEFAULTS = {
     # steps_per_call 10: a warm 3-epoch fit, 15.6 -> 13.0 s on 2 cores (2026-12-01).
     "vae": {"train": {"batch_size": 128, "lr": 4e-3, "steps_per_call": 10}},
     # conv: one step a call; XLA:CPU convolutions in a lax.scan are 7x slower (66/476 ms).
+    # On a GPU `fitted` gives it the VAE's 10 (GPU_STEPS_PER_CALL).
     "vae-conv": {"train": {"steps_per_call": 1}},
     "transformer": {"train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 200}},
     "text": {"train": {"epochs": None, "steps": 2000, "eval_every": 250},
@@ -22,6 +23,14 @@ FAMILY_DEFAULTS = {
 }
 # The settings `fitted` may change, as (section, key): those the user did not set.
 FITTED = (("train", "warmup_steps"), ("train", "steps_per_call"))
+# The conv VAE's steps per call off a CPU: the VAE's. On an H200, 10 epochs of Fashion-
+# MNIST trained in 19.5 s with one step a call, 6.7 s with 10 (2026-12-04,
+# benchmarks/results/gpu/vae_networks.md).
+GPU_STEPS_PER_CALL = FAMILY_DEFAULTS["vae"]["train"]["steps_per_call"]
+
+
+def conv_vae(config) -> bool:
+    return config.model == "vae" and getattr(config.model_config, "network", None) == "conv"
 
 
 def family_layers(model: str, dataset: str, network: str | None) -> list[dict]:
@@ -52,25 +61,30 @@ def to_fit(config, given) -> tuple:
     out = []
     if ("train", "warmup_steps") not in given and train.warmup_steps and train.epochs:
         out.append(("train", "warmup_steps"))
-    if ("train", "steps_per_call") not in given and train.steps_per_call > 1:
+    if ("train", "steps_per_call") not in given and (train.steps_per_call > 1
+                                                     or conv_vae(config)):
         out.append(("train", "steps_per_call"))
     return tuple(out)
 
 
-def fitted(config, given, steps_per_epoch: int | None):
-    """The run's final config (a RunConfig) once its data gives its steps per epoch: of
-    the FITTED settings that no layer set (`given`: the (section, key)s a preset, file or
-    flag set), a run in epochs has its family's warmup at most a tenth of the run (a run
-    in steps had it at resolve), and the family's steps per call (the VAE's 10) stays
-    only where S steps fit between two evaluations, else 1: a short run never fails on a
-    value nobody passed."""
+def fitted(config, given, steps_per_epoch: int | None, backend: str = "cpu"):
+    """The run's final config (a RunConfig) once its data gives its steps per epoch and
+    JAX its `backend`: of the FITTED settings that no layer set (`given`: the (section,
+    key)s a preset, file or flag set), a run in epochs has its family's warmup at most a
+    tenth of the run (a run in steps had it at resolve); the conv VAE off a CPU takes
+    GPU_STEPS_PER_CALL; and the family's steps per call (the VAE's 10) stays only where S
+    steps fit between two evaluations, else 1: a short run never fails on a value nobody
+    passed."""
     train, changes = config.train, {}
     if ("train", "warmup_steps") not in given and train.warmup_steps and train.epochs \
             and steps_per_epoch:
         changes["warmup_steps"] = family_warmup(train.warmup_steps,
                                                 train.epochs * steps_per_epoch)
+    steps_per_call = train.steps_per_call
+    if ("train", "steps_per_call") not in given and backend != "cpu" and conv_vae(config):
+        changes["steps_per_call"] = steps_per_call = GPU_STEPS_PER_CALL
     if ("train", "steps_per_call") not in given and \
-            train.steps_per_call > eval_period(train, steps_per_epoch):
+            steps_per_call > eval_period(train, steps_per_epoch):
         changes["steps_per_call"] = 1
     if not changes:
         return config

@@ -211,9 +211,11 @@ def to_toml(config: RunConfig, workdir=None, unset=()) -> str:
     for section, key in unset:
         value = out[section].pop(key, None)
         if value is not None:
+            how = {"warmup_steps": "at most a tenth of the run",
+                   "steps_per_call": "S steps between two evaluations, else 1; the conv "
+                                     "VAE's is 10 off a CPU"}.get(key, "")
             notes.append(f"# [{section}] {key} = {value!r}: the default, fitted to the data "
-                         "when the run starts (at most a tenth of the run, or between two "
-                         "evaluations)")
+                         f"and device when the run starts ({how})")
     header = ("# jaxtrain run config: `jaxtrain fit --config FILE` runs it again; flags on "
               "the command line override it.\n")
     return header + "".join(n + "\n" for n in notes) + tomli_w.dumps(out)
