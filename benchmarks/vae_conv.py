@@ -12,7 +12,12 @@ class against its accuracy on real test images, Frechet distance against the flo
 from runs this script (or the same commands) made in W.
 
     python benchmarks/vae_conv.py [--variants mlp,conv] [--workdir W] [--from W]
-        [--epochs 10] [--binarize]
+        [--epochs 10] [--binarize] [--iw 100] [--parallel 1] [--data-dir D]
+        [--out benchmarks/results] [--name NAME] [--note TEXT] [--no-table]
+
+--parallel N runs N variants at once (their seconds then compare loosely); each run's
+settings (machine, K, N) are kept in W/NAME/bench-settings.json for --from.
+benchmarks/gpu_networks.sh runs it on a GPU.
 """
 
 import argparse
