@@ -11,10 +11,13 @@
 #    --section baby-gpt);
 # 4. conv-wide, conv-deep and conv-local-ar-kl0.1, and with --binarize mlp, conv and
 #    conv-wide, all six at once (only their figures compare, not their times).
-# Each stage has its own time limit; whatever ended is copied to OUT as it ends (the runs'
-# .err files and records: `python benchmarks/vae_conv.py --from OUT/vae --variants ...`
-# writes their tables). What the machine must have: benchmarks/gpu_setup.sh. EPOCHS and
-# DATA (a folder holding FashionMNIST/raw/) may be set, for a try at small sizes.
+# Each stage has its own time limit; whatever ended is packed into OUT/runs.tgz as it
+# ends (the runs' .err files and records: unpacked into W, `python benchmarks/vae_conv.py
+# --from W/vae --variants ...` writes their tables). What the machine must have:
+# benchmarks/gpu_setup.sh. EPOCHS and DATA (a folder holding FashionMNIST/raw/) may be
+# set, for a try at small sizes. The results of 2026-12-04 (benchmarks/results/gpu/vae_
+# networks*.md) add a second pass of stage 4's commands with --variants
+# conv-big,conv-deep-z64,conv-deep-s10 and, binarized, conv-deep,conv-big.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: benchmarks/gpu_networks.sh OUT}
@@ -24,13 +27,11 @@ source benchmarks/gpu_setup.sh
 DEADLINE=${DEADLINE:-570}  # seconds from the start: the device's limit for one command is 600
 RUNS=$(mktemp -d)  # the runs' workdirs: their checkpoints stay on the machine
 
-collect() {  # the runs' stderr, records and settings, and the last sample grids
-  for w in vae vae-binarized; do
-    [ -d "$RUNS/$w" ] || continue
-    (cd "$RUNS" && find "$w" \( -name '*.err' -o -name metrics.jsonl -o -name config.toml \
-       -o -name bench-settings.json -o -name 'samples_epoch010.png' \) -print0 |
-       xargs -0 -r cp --parents -t "$OUT")
-  done
+collect() {  # the runs' stderr, records and settings, and the last sample grids, as one
+  # archive: a device machine may send back only a few files (OUT/runs.tgz, log.txt, ...)
+  (cd "$RUNS" && find . \( -name '*.err' -o -name metrics.jsonl -o -name config.toml \
+     -o -name bench-settings.json -o -name 'samples_epoch010.png' \) -print0 |
+     tar czf "$OUT/runs.tgz" --null -T -)
 }
 stage() {  # stage NAME SECONDS COMMAND...: the command under a time limit, then collect
   local name=$1 limit=$2; shift 2
