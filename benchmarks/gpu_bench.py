@@ -29,8 +29,8 @@ import torch
 import torch_reference as ref  # benchmarks/, beside this script
 
 from jaxtrain.models.charlm import CharLMFamily
-from jaxtrain.models.pixel_lm import PixelLMFamily
-from jaxtrain.models.transformer import TransformerConfig
+from jaxtrain.models.pixel_lm import PixelLMFamily, num_patches
+from jaxtrain.models.transformer import PATCH_SYMBOLS, TransformerConfig
 from jaxtrain.models.vae import VAEFamily
 from jaxtrain.training.sources.tokenizer import CharTokenizer
 
@@ -75,11 +75,12 @@ def transformer_case(kind, config, precision, batch_size, steps, repeats):
     rng = np.random.default_rng(0)
     if kind == "digits":
         family = PixelLMFamily(config, precision)
-        images = rng.integers(0, 256, (batch_size, *bench.SHAPE), dtype=np.uint8)
+        images = rng.integers(0, 256, (batch_size, *config.image_shape), dtype=np.uint8)
         labels = rng.integers(0, 10, batch_size)
         ours_batch = {"image": images, "label": labels.astype(np.int32)}
-        tokens = torch.from_numpy(rng.integers(0, 16, (batch_size, bench.NUM_PATCHES)))
-        inputs = torch.cat([16 + torch.from_numpy(labels)[:, None], tokens[:, :-1]], 1)
+        tokens = torch.from_numpy(rng.integers(0, PATCH_SYMBOLS, (batch_size, config.context)))
+        inputs = torch.cat([PATCH_SYMBOLS + torch.from_numpy(labels)[:, None],
+                            tokens[:, :-1]], 1)
         batch = (inputs, tokens)
     else:
         chars = "".join(chr(33 + i) for i in range(config.vocab_size))
@@ -262,7 +263,8 @@ def main():
                8 if quick else 128, 2 if quick else 50, repeats, precision=precision)
         record("cases", f"Transformer digits (dropout 0.1), batch {b}, {precision}",
                transformer_case, "digits",
-               TransformerConfig(**tiny, image_shape=bench.SHAPE, context=bench.NUM_PATCHES),
+               TransformerConfig(**tiny, image_shape=bench.SHAPE,
+                                 context=num_patches(bench.SHAPE)),
                precision, b, steps, repeats, precision=precision)
         record("cases", f"Transformer text (context {text.context}, dropout 0), batch {b}, "
                f"{precision}", transformer_case, "text", text, precision, b, steps, repeats,
