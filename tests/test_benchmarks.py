@@ -48,6 +48,31 @@ def test_the_scripts_no_test_runs_use_only_what_bench_has():
                     assert hasattr(module, alias.name), f"{name}: {node.module}.{alias.name}"
 
 
+def test_vae_conv_tables_runs_timed_without_gnu_time(tmp_path):
+    """benchmarks/vae_conv.py's timer for a machine without GNU time prints the lines its
+    table reads, and --from W writes the table of runs made before (their records and
+    stderr): K, the note, each variant against the first."""
+    import vae_conv
+
+    timed = subprocess.run([sys.executable, "-c", vae_conv._TIMED, sys.executable, "-c", ""],
+                           capture_output=True, text=True, check=True).stderr
+    for name, (loss, iw) in {"mlp": (233.9, 232.2), "conv": (232.7, 230.3)}.items():
+        (tmp_path / name).mkdir()
+        record = {"epoch": 10, "train_s": 2.0, "test_loss": loss, "test_iw_nll": iw,
+                  "test_class_accuracy": 0.9, "test_frechet": 11.0, "test_frechet_floor": 2.9}
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+        (tmp_path / name / "bench-settings.json").write_text(json.dumps(
+            {"machine": "a GPU", "iw_samples": 1000, "parallel": 1}))
+        (tmp_path / f"{name}.err").write_text("the judge's own test accuracy 91.2%\n" + timed)
+    subprocess.run([sys.executable, ROOT / "benchmarks" / "vae_conv.py", "--from", tmp_path,
+                    "--variants", "mlp,conv", "--out", tmp_path, "--name", "t", "--note",
+                    "A note."], check=True, capture_output=True)
+    table = (tmp_path / "t.md").read_text()
+    assert "on a GPU, the runs one after the other" in table and "A note." in table
+    assert "IW-NLL (K=1000)" in table and "| conv | 232.70 | 230.30 | 90.0% (91.2%) |" in table
+    assert "conv - mlp: test -ELBO -1.20 nats, IW-NLL -1.90 nats" in table
+
+
 @pytest.mark.slow
 def test_torch_references_have_the_same_parameters():
     # Shapes alone (jax.eval_shape): nothing is computed or compiled.
