@@ -31,13 +31,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 2000
 
 
-def chosen(labels: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
-    """The training images quality.floor_images picks (the same seed and order)."""
-    rng = np.random.default_rng(0)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class]
-                                   for c in range(num_classes)]))
-
-
 def posteriors(family, params, images, labels) -> tuple[np.ndarray, np.ndarray]:
     """(means, log-variances) [N, Z] of q(z | x, c) for uint8 images [N, H, W, Ch]."""
     out = [family.model.apply({"params": params}, jnp.asarray(images[s:s + BATCH] / 255.0),
@@ -63,7 +56,7 @@ def parts(workdir: Path, per_class: int) -> dict:
                 "class_accuracy": float(np.mean(predicted == asked))}
 
     train = source.train
-    index = chosen(train.labels, per_class, n)
+    index = quality.floor_index(train.labels, per_class, n)
     out = {"run": str(workdir), "network": config.model_config.network,
            "step": restored.position["step"],
            "floor": scored(train.images[index] / 255.0, train.labels[index]),

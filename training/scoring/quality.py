@@ -46,13 +46,19 @@ def pixels(images_uint8: np.ndarray, binary: bool, key=None) -> np.ndarray:
     return np.asarray(bits)
 
 
-def floor_images(dataset, per_class: int, num_classes: int) -> np.ndarray:
-    """uint8 [<= C * N, H, W, Ch]: N training images of each class (seeded; all of a class
-    with fewer), the stand-in for a perfect generator's samples."""
+def floor_index(labels: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
+    """The indices [<= C * N], in order, of N examples of each class of `labels` (seeded;
+    all of a class with fewer)."""
     rng = np.random.default_rng(0)
-    chosen = [rng.permutation(np.flatnonzero(dataset.labels == c))[:per_class]
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class]
               for c in range(num_classes)]
-    return dataset.images[np.sort(np.concatenate(chosen))]
+    return np.sort(np.concatenate(chosen))
+
+
+def floor_images(dataset, per_class: int, num_classes: int) -> np.ndarray:
+    """uint8 [<= C * N, H, W, Ch]: N training images of each class (floor_index), the
+    stand-in for a perfect generator's samples."""
+    return dataset.images[floor_index(dataset.labels, per_class, num_classes)]
 
 
 def sample_quality(run, params, source, judge, per_class: int, key) -> dict:
