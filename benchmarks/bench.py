@@ -114,7 +114,11 @@ def step_flops(family, batch, batch_size) -> float:
     """Training FLOPs of one example: XLA's cost analysis of one compiled step, as
     `jaxtrain fit` counts them for its record's gflops (training/engine/precompile.py)."""
     state, step = fresh_step(family, batch_size, abstract=True)
-    return step.lower(state, batch).cost_analysis()["flops"] / batch_size
+    lowered = step.lower(state, batch)
+    # On a GPU the lowered program of a Transformer step has no cost analysis (None);
+    # the compiled one has.
+    costs = lowered.cost_analysis() or lowered.compile().cost_analysis()
+    return costs["flops"] / batch_size
 
 
 def jax_steps(family, batch, steps, batch_size, per_call=1):
@@ -567,8 +571,9 @@ def whole_markdown(whole):
              "cache the cold run filled (the median, min-max, where a case ran it more than "
              "once). Ratio: the PyTorch script's seconds / jaxtrain's. Validation: the last "
              "record's test_loss of the warm run, a run's result that should move only with "
-             "a change meant to move it (baby GPT's: 1.6296 nats/char with the code of "
-             "2026-11-30, 1.6279 since the blocks' nn.scan of 2026-12-01, docs/performance.md)."
+             "a change meant to move it (baby GPT at nanoGPT's work, 480 validation windows: "
+             "1.6527 nats/char since that command's first run on 2026-12-03; its history "
+             "before then, at other evaluation sizes: docs/performance.md)."
              " Peak RSS: the command's maximum resident set, cold / warm.", "",
              "| command | jaxtrain, cold cache | jaxtrain, warm cache | PyTorch script | "
              "ratio cold / warm | validation | peak RSS |", "|---|---|---|---|---|---|---|"]

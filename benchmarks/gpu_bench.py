@@ -218,9 +218,9 @@ def main():
                         help="holds FashionMNIST/raw/ (the IDX files)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
-    parser.add_argument("--section", choices=("all", "whole", "steps", "baby-gpt"),
+    parser.add_argument("--section", choices=("all", "whole", "steps", "cases", "baby-gpt"),
                         default="all", help="whole: only the whole commands; steps: all but "
-                        "them; baby-gpt: only the baby GPT's whole commands")
+                        "them; cases: only the train steps; baby-gpt: only the baby GPT's whole commands")
     parser.add_argument("--text", type=Path, default=None,
                         help="the baby GPT's text [default: the Vim manual, where installed]")
     args = parser.parse_args()
@@ -269,6 +269,9 @@ def main():
         record("cases", f"Transformer text (context {text.context}, dropout 0), batch {b}, "
                f"{precision}", transformer_case, "text", text, precision, b, steps, repeats,
                precision=precision)
+    if args.section == "cases":
+        print(markdown(results))
+        return
     record("checks", "whole VAE epoch (Fashion-MNIST, batch 128)", bench.whole_epoch,
            "fashion-mnist", args.data_dir, 128, 1 if quick else 2, DEVICE)
     small = ["--encoder-widths", "32", "--decoder-widths", "32", "--latent-dim", "4"]
