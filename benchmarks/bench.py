@@ -456,7 +456,14 @@ def baby_gpt(repeats, peak, quick=False):
     tokens = np.random.default_rng(0).integers(0, vocab, (batch_size, config.context + 1))
     parts = step_profile.profile(step, state, {"tokens": jnp.asarray(tokens, jnp.int32)})
     whole = whole_command(*baby_gpt_commands(text), repeats)
-    return {"vocab": vocab, "steady": steady, "profile_ms": parts, "whole": whole}
+    tokens_per_step = batch_size * config.context
+    weights = config.layers * 12 * config.d_model**2 + config.d_model * config.output_size
+    gflop = 6 * weights * tokens_per_step / 1e9
+    floor = {"tokens": tokens_per_step, "gflop": gflop, "matmul_ms": 1e3 * gflop / peak,
+             "torch_ms": 1e3 * tokens_per_step / steady["torch"]["median"],
+             "jax_ms": 1e3 * tokens_per_step / steady["jax"]["median"]}
+    return {"vocab": vocab, "steady": steady, "profile_ms": parts, "whole": whole,
+            "floor": floor}
 
 
 def baby_gpt_markdown(results):
@@ -464,7 +471,9 @@ def baby_gpt_markdown(results):
     s, w = b["steady"], b["whole"]
     spent = w["spent_s"]
     torch_line = w["torch_last_line"]
-    profile_total = sum(b["profile_ms"].values())
+    idle = b["profile_ms"].get(step_profile.IDLE, 0.0)
+    ops_total = sum(b["profile_ms"].values()) - idle
+    share_of = ops_total + idle
     lines = [
         f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['isa']}), jax {m['jax']}, "
         f"torch {m['torch']}; load average {m['load_before']} before, {m['load_after']} after. "
@@ -504,11 +513,21 @@ def baby_gpt_markdown(results):
         f"`{w['start']['warm']}` (cold: `{w['start']['cold']}`). The PyTorch script's last "
         f"line: `{torch_line}`.", "",
         f"Where jaxtrain's step goes (benchmarks/step_profile.py, a jax.profiler trace of 20 "
-        f"steps: {profile_total:.1f} ms a step in XLA's operations, each fusion counted "
-        "under its root operation):", "",
+        f"steps: {ops_total:.1f} ms a step in XLA's operations, each fusion counted under "
+        f"its root operation, and {idle:.1f} ms in which none ran; shares of their sum):", "",
         "| part | ms per step | share |", "|---|---|---|"]
-    lines += [f"| {part} | {ms:.2f} | {100 * ms / profile_total:.0f}% |"
+    lines += [f"| {part} | {ms:.2f} | {100 * ms / share_of:.0f}% |"
               for part, ms in b["profile_ms"].items()]
+    if "floor" in b:
+        f = b["floor"]
+        lines += ["", f"The floor the matmuls set: a step's weight matmuls are {f['gflop']:.2f} "
+                  f"GFLOP (6 per weight per token, {f['tokens']} tokens); at the matmul peak "
+                  f"above they take {f['matmul_ms']:.1f} ms. PyTorch's step took "
+                  f"{f['torch_ms']:.1f} ms (median above), so a step 1.3x as fast "
+                  f"({f['torch_ms'] / 1.3:.1f} ms) leaves {f['torch_ms'] / 1.3 - f['matmul_ms']:.1f} "
+                  "ms for everything else (attention, LayerNorms, GELU, embeddings, loss, "
+                  f"optimizer, EMA, time between operations), which now takes "
+                  f"{f['jax_ms'] - f['matmul_ms']:.1f} ms of jaxtrain's {f['jax_ms']:.1f}."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,8 +7,12 @@ The parts: forward or backward (JAX's transpose of the forward), then attention'
 projections (the fused QKV and the output matmul), attention itself (scores, mask,
 softmax, weighted sum and the head transposes), the MLP (its two matmuls), the other
 elementwise work of the blocks (GELU, residual adds), the LayerNorms, the embeddings,
-the LM head (final LayerNorm and output matmul), the loss (softmax cross-entropy); and
-outside both passes the optimizer (clipping, AdamW), the EMA and the step's metrics.
+the LM head (final LayerNorm and output matmul), the loss (softmax cross-entropy), the
+copies the blocks' nn.scan makes of its stacked parameters (each layer's slice forward,
+the layers' gradients stacked backward); and
+outside both passes the optimizer (clipping, AdamW), the EMA and the step's metrics. The
+time in which no operation ran is its own line (IDLE); operations that ran at once on
+XLA's two threads are each counted whole, so the lines may add up to more than the step.
 """
 
 import collections
@@ -29,7 +33,8 @@ def part_of(op_name: str) -> str:
         direction = "forward"
     else:
         return "optimizer, EMA and metrics"
-    path = op_name.split("jvp(", 1)[1]
+    # The backward's paths open with "Transformer))/" (inside transpose(...)).
+    path = re.sub(r"^Transformer\)+", "Transformer)", op_name.split("jvp(", 1)[1])
     in_block = re.search(r"/Blocks?(_\d+)?/", path) is not None  # scanned or unrolled
     if "/MultiHeadDotProductAttention_0/" in path:
         last = path.rsplit("/MultiHeadDotProductAttention_0/", 1)[1]
@@ -43,6 +48,8 @@ def part_of(op_name: str) -> str:
         what = "GELU, residuals"
     elif path.startswith("Transformer)/Dense_") or path.startswith("Transformer)/LayerNorm_"):
         what = "LM head"
+    elif re.match(r"Transformer\)/(slice|concatenate|closed_call)", path):
+        what = "the blocks' stacked parameters (per-layer slices, stacked gradients)"
     elif path.startswith("Transformer)"):
         what = "embeddings"
     else:
@@ -68,10 +75,26 @@ def profile(step, state, batch, steps: int = 20) -> dict:
             state, _ = step(state, batch)
         jax.block_until_ready(state)
     trace = json.load(gzip.open(glob.glob(f"{folder}/plugins/profile/*/*.trace.json.gz")[0]))
-    parts = collections.Counter()
+    parts, spans = collections.Counter(), []
     for event in trace["traceEvents"]:
         args = event.get("args", {})
         if event.get("ph") == "X" and args.get("hlo_module", "").startswith("jit_train_step"):
             name = origin.get(args.get("hlo_op"))
             parts[part_of(name) if name else "unattributed"] += event["dur"] / 1000 / steps
+            spans.append((event["ts"], event["ts"] + event["dur"]))
+    parts[IDLE] = idle_us(spans) / 1000 / steps
     return dict(parts.most_common())
+
+
+IDLE = "no XLA operation running (between operations and steps)"
+
+
+def idle_us(spans) -> float:
+    """Microseconds from the first operation's start to the last one's end in which no
+    operation ran (XLA:CPU may run two at once: their overlap is not counted twice)."""
+    spans = sorted(spans)
+    idle, end = 0.0, spans[0][1]
+    for start, stop in spans[1:]:
+        idle += max(0.0, start - end)
+        end = max(end, stop)
+    return idle

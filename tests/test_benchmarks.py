@@ -30,15 +30,16 @@ def torch_parameter_count(model):
 
 def test_the_scripts_no_test_runs_use_only_what_bench_has():
     """The benchmark scripts that run only on a GPU or for many minutes (gpu_bench.py,
-    vae_conv.py, vae_step_flops.py, frechet_parts.py) call bench.py's names, and the
-    names they import from jaxtrain exist: a renamed constant broke the GPU check once,
-    unnoticed (bench.NUM_PATCHES, gone with the data spec)."""
+    vae_conv.py, vae_step_flops.py, frechet_parts.py, step_variants.py) call bench.py's
+    names, and the names they import from jaxtrain exist: a renamed constant broke the
+    GPU check once, unnoticed (bench.NUM_PATCHES, gone with the data spec)."""
     import ast
     import importlib
     import importlib.util
 
     bench = importlib.import_module("bench")
-    for name in ("gpu_bench.py", "vae_conv.py", "vae_step_flops.py", "frechet_parts.py"):
+    for name in ("gpu_bench.py", "vae_conv.py", "vae_step_flops.py", "frechet_parts.py",
+                 "step_variants.py"):
         tree = ast.parse((ROOT / "benchmarks" / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "bench":
@@ -227,6 +228,10 @@ def test_step_profile_names_the_parts_of_a_step():
         == "forward: attention (scores, softmax, sums)"
     assert step_profile.part_of("jit(train_step)/jvp(Transformer)/Dense_0/dot_general") == \
         "forward: LM head"
+    assert step_profile.part_of("jit(train_step)/transpose(jvp(Transformer))/Dense_0/"
+                                "dot_general") == "backward: LM head"
+    assert step_profile.part_of("jit(train_step)/jvp(Transformer)/slice") == \
+        "forward: the blocks' stacked parameters (per-layer slices, stacked gradients)"
     assert step_profile.part_of("jit(train_step)/add") == "optimizer, EMA and metrics"
     config = TransformerConfig(layers=1, d_model=16, heads=2, dropout=0.0, context=8,
                                vocab_size=5, output_size=5)
@@ -239,6 +244,9 @@ def test_step_profile_names_the_parts_of_a_step():
     parts = step_profile.profile(bench.make_train_step(family, schedule, 0.9), state, batch, 2)
     assert "forward: MLP matmuls" in parts and "backward: MLP matmuls" in parts
     assert sum(parts.values()) > 0 and parts.get("unattributed", 0) < 0.5 * sum(parts.values())
+    assert step_profile.IDLE in parts
+    # Two operations overlapping, then a gap of 5: idle is the gap alone.
+    assert step_profile.idle_us([(0, 10), (20, 30), (5, 15)]) == 5
 
 
 def test_rss_watch_names_the_mapping_of_a_spike(tmp_path):
