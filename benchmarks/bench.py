@@ -42,7 +42,7 @@ from timing import seconds  # benchmarks/timing.py
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.decoding import pick
 from jaxtrain.models.pixel_lm import PixelLMFamily, num_patches
-from jaxtrain.models.transformer import PATCH_SYMBOLS, TransformerConfig
+from jaxtrain.models.transformer import PATCH_SYMBOLS, TransformerConfig, matmul_weights
 from jaxtrain.models.vae import VAEConfig, VAEFamily
 from jaxtrain.training.commands.fit import train
 from jaxtrain.training.engine.optimizer import make_optimizer, make_schedule
@@ -457,8 +457,7 @@ def baby_gpt(repeats, peak, quick=False):
     parts = step_profile.profile(step, state, {"tokens": jnp.asarray(tokens, jnp.int32)})
     whole = whole_command(*baby_gpt_commands(text), repeats)
     tokens_per_step = batch_size * config.context
-    weights = config.layers * 12 * config.d_model**2 + config.d_model * config.output_size
-    gflop = 6 * weights * tokens_per_step / 1e9
+    gflop = 6 * matmul_weights(config) * tokens_per_step / 1e9
     floor = {"tokens": tokens_per_step, "gflop": gflop, "matmul_ms": 1e3 * gflop / peak,
              "torch_ms": 1e3 * tokens_per_step / steady["torch"]["median"],
              "jax_ms": 1e3 * tokens_per_step / steady["jax"]["median"]}
@@ -524,9 +523,10 @@ def baby_gpt_markdown(results):
                   f"GFLOP (6 per weight per token, {f['tokens']} tokens); at the matmul peak "
                   f"above they take {f['matmul_ms']:.1f} ms. PyTorch's step took "
                   f"{f['torch_ms']:.1f} ms (median above), so a step 1.3x as fast "
-                  f"({f['torch_ms'] / 1.3:.1f} ms) leaves {f['torch_ms'] / 1.3 - f['matmul_ms']:.1f} "
-                  "ms for everything else (attention, LayerNorms, GELU, embeddings, loss, "
-                  f"optimizer, EMA, time between operations), which now takes "
+                  f"({f['torch_ms'] / 1.3:.1f} ms) leaves "
+                  f"{f['torch_ms'] / 1.3 - f['matmul_ms']:.1f} ms for everything else "
+                  "(attention, LayerNorms, GELU, embeddings, loss, optimizer, EMA, time "
+                  "between operations), which now takes "
                   f"{f['jax_ms'] - f['matmul_ms']:.1f} ms of jaxtrain's {f['jax_ms']:.1f}."]
     return "\n".join(lines) + "\n"
 

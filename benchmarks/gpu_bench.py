@@ -220,7 +220,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
     parser.add_argument("--section", choices=("all", "whole", "steps", "cases", "baby-gpt"),
                         default="all", help="whole: only the whole commands; steps: all but "
-                        "them; cases: only the train steps; baby-gpt: only the baby GPT's whole commands")
+                        "them; cases: only the train steps; baby-gpt: only the baby GPT's "
+                        "whole commands")
     parser.add_argument("--text", type=Path, default=None,
                         help="the baby GPT's text [default: the Vim manual, where installed]")
     args = parser.parse_args()

@@ -31,12 +31,12 @@ import sys
 import time
 from pathlib import Path
 
+import bench  # benchmarks/bench.py
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import bench  # benchmarks/bench.py
 import torch_char_script as tcs  # benchmarks/torch_char_script.py
+
 from jaxtrain.models import transformer
 from jaxtrain.models.charlm import CharLMFamily
 from jaxtrain.models.transformer import TransformerConfig

@@ -281,9 +281,14 @@ def init_params(model: Transformer, rng, tokens):
     return model.clone(unroll=1).init(rng, tokens)["params"]
 
 
+def matmul_weights(config: TransformerConfig) -> int:
+    """The weights a token meets in matmuls: 12 D^2 a layer (Q, K, V, output, the MLP's
+    two) and the LM head's D x K (biases, norms and the embedding lookup left out)."""
+    return config.layers * 12 * config.d_model**2 + config.d_model * config.output_size
+
+
 def train_flops_per_token(config: TransformerConfig) -> float:
     """Training FLOPs per token (forward + backward = 3x forward), nanoGPT's estimate: 6
     per weight plus the attention scores and sums (12 * layers * D * T). The count
     `make bench` uses for GFLOP/s."""
-    weights = config.layers * 12 * config.d_model**2 + config.d_model * config.output_size
-    return 6 * weights + 12 * config.layers * config.d_model * config.context
+    return 6 * matmul_weights(config) + 12 * config.layers * config.d_model * config.context
